@@ -1,0 +1,194 @@
+"""Headless PNG writers for the VAE practical.
+
+This module knows nothing about the model: it turns NumPy arrays into PNG
+files. It never imports matplotlib.pyplot and never selects a backend; every
+figure is built with the object-oriented API (Figure + FigureCanvasAgg), and
+raw image grids are written with matplotlib.image.imsave. Every writer creates
+missing parent folders, and identical input gives byte-identical files (the
+PNG metadata carries no date and no software version).
+"""
+
+from pathlib import Path
+
+import matplotlib.image
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+from scipy.special import expit
+
+IMAGE_SIDE = 28
+DIGIT_DIMENSIONS = (IMAGE_SIDE, IMAGE_SIDE)
+
+FIGURE_SIZE = (6, 4)  # inches
+FIGURE_DPI = 100
+PNG_METADATA = {"Software": None}  # drop the version string; PNGs carry no date
+N_DIGIT_CLASSES = 10
+
+
+def _prepare_path(filename):
+    """Return filename as a Path, creating its parent folders."""
+    path = Path(filename)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _check_images(images, digit_dimensions):
+    """Return images as an array of shape (N, H*W), or raise ValueError."""
+    images = np.asarray(images)
+    height, width = digit_dimensions
+    if images.ndim != 2 or images.shape[1] != height * width or len(images) == 0:
+        raise ValueError(
+            f"expected images of shape (N, {height * width}) with N >= 1 "
+            f"(one flattened {height}x{width} image per row), "
+            f"got shape {images.shape}")
+    return images
+
+
+def image_grid(images, ims_per_row=5, padding=5,
+               digit_dimensions=DIGIT_DIMENSIONS, pad_value=None):
+    """Tile flattened images into one 2-D array.
+
+    images: (N, H*W), one flattened image per row, with (H, W) = digit_dimensions.
+    Images fill rows of `ims_per_row` cells, left to right then top to bottom.
+    There are `padding` pixels between neighbouring images and around the
+    border. Padding and the unused cells of the last row hold `pad_value`
+    (default: images.min()).
+
+    Returns an array of shape (R*(H+padding)+padding, C*(W+padding)+padding),
+    with C = ims_per_row and R = ceil(N / C), of the same dtype as images.
+    Image k sits in cell (k // C, k % C), whose top-left pixel is at
+    (padding + row*(H+padding), padding + col*(W+padding)).
+    """
+    images = _check_images(images, digit_dimensions)
+    if ims_per_row < 1 or padding < 0:
+        raise ValueError(f"need ims_per_row >= 1 and padding >= 0, "
+                         f"got ims_per_row={ims_per_row}, padding={padding}")
+    if pad_value is None:
+        pad_value = images.min()
+    height, width = digit_dimensions
+    n_rows = -(-len(images) // ims_per_row)  # ceiling division
+    n_cells = n_rows * ims_per_row
+
+    # Fill the unused cells with blank images: (n_cells, H, W).
+    cells = np.full((n_cells, height, width), pad_value, dtype=images.dtype)
+    cells[:len(images)] = images.reshape(-1, height, width)
+    # Pad every cell above and to the left, then interleave rows and columns:
+    # (R, C, H+p, W+p) -> (R, H+p, C, W+p) -> (R*(H+p), C*(W+p)).
+    cells = cells.reshape(n_rows, ims_per_row, height, width)
+    cells = np.pad(cells, ((0, 0), (0, 0), (padding, 0), (padding, 0)),
+                   constant_values=pad_value)
+    grid = cells.transpose(0, 2, 1, 3).reshape(
+        n_rows * (height + padding), ims_per_row * (width + padding))
+    # Close the border below and to the right.
+    return np.pad(grid, ((0, padding), (0, padding)), constant_values=pad_value)
+
+
+def save_images(images, filename, ims_per_row=5, padding=5,
+                digit_dimensions=DIGIT_DIMENSIONS, cmap="binary",
+                vmin=None, vmax=None, pixels_per_cell=4):
+    """Write images (N, H*W) as one PNG grid without axes.
+
+    The grid comes from image_grid; padding takes the value vmin if given,
+    else images.min() (white with the binary colour map). Each image pixel
+    becomes a pixels_per_cell x pixels_per_cell block, so a grid of shape
+    (G_h, G_w) is written as a PNG of G_h*pixels_per_cell x G_w*pixels_per_cell
+    pixels. cmap, vmin and vmax go to the colour mapping ("binary": vmin is
+    white, vmax is black; None means the data minimum / maximum).
+    """
+    images = _check_images(images, digit_dimensions)
+    pad_value = vmin if vmin is not None else images.min()
+    grid = image_grid(images, ims_per_row, padding, digit_dimensions, pad_value)
+    block = np.ones((pixels_per_cell, pixels_per_cell), dtype=grid.dtype)
+    matplotlib.image.imsave(_prepare_path(filename), np.kron(grid, block),
+                            cmap=cmap, vmin=vmin, vmax=vmax, format="png",
+                            metadata=PNG_METADATA)
+
+
+def bernoulli_means(logits):
+    """Turn decoder logits (any shape) into pixel intensities in [0, 1].
+
+    The mean of a Bernoulli with these logits, sigmoid(logits), computed by
+    scipy.special.expit: stable for large |logits|, no overflow warnings.
+    Returns an array of the same shape and (floating) dtype as logits.
+    """
+    return expit(np.asarray(logits))
+
+
+def _new_axes():
+    """Return (figure, axes) of the standard size, drawn by the Agg canvas."""
+    figure = Figure(figsize=FIGURE_SIZE, dpi=FIGURE_DPI)
+    FigureCanvasAgg(figure)
+    return figure, figure.add_subplot()
+
+
+def _save_figure(figure, filename):
+    figure.tight_layout()
+    figure.savefig(_prepare_path(filename), format="png", dpi=FIGURE_DPI,
+                   metadata=PNG_METADATA)
+
+
+def save_learning_curve(epochs, train_elbo, test_elbo, filename):
+    """Plot ELBO (nats per image, higher is better) against epoch.
+
+    epochs: (E,) 1-based epoch numbers. train_elbo: (E,) training-set
+    estimates. test_elbo: (E,) test-set values, or None to leave the line out.
+    """
+    epochs = np.asarray(epochs)
+    train_elbo = np.asarray(train_elbo)
+    curves = [(train_elbo, "train (estimate)")]
+    if test_elbo is not None:
+        curves.append((np.asarray(test_elbo), "test set"))
+    for values, label in curves:
+        if values.shape != epochs.shape or epochs.ndim != 1:
+            raise ValueError(f"expected {label} ELBO of shape {epochs.shape} "
+                             f"like the 1-D epochs, got shape {values.shape}")
+    figure, axes = _new_axes()
+    for values, label in curves:
+        axes.plot(epochs, values, marker="o", markersize=3, label=label)
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.set_xlabel("epoch")
+    axes.set_ylabel("ELBO (nats per image, higher is better)")
+    axes.set_title("learning curve")
+    axes.grid(True, alpha=0.3)
+    axes.legend()
+    _save_figure(figure, filename)
+
+
+def save_latent_scatter(means, digits, filename):
+    """Scatter 2-D posterior means coloured by digit class.
+
+    means: (N, 2) posterior means; digits: (N,) integer labels 0-9.
+    """
+    means = np.asarray(means)
+    digits = np.asarray(digits)
+    if means.ndim != 2 or means.shape[1] != 2 or digits.shape != (len(means),):
+        raise ValueError(f"expected means (N, 2) and digits (N,), "
+                         f"got {means.shape} and {digits.shape}")
+    figure, axes = _new_axes()
+    # tab10 has exactly ten colours; limits of +-0.5 centre each digit on one.
+    points = axes.scatter(means[:, 0], means[:, 1], c=digits, cmap="tab10",
+                          vmin=-0.5, vmax=N_DIGIT_CLASSES - 0.5,
+                          s=2, linewidths=0)
+    figure.colorbar(points, ax=axes, ticks=range(N_DIGIT_CLASSES), label="digit")
+    axes.set_aspect("equal", adjustable="datalim")
+    axes.set_xlabel("$z_1$")
+    axes.set_ylabel("$z_2$")
+    axes.set_title("posterior means of the test set")
+    _save_figure(figure, filename)
+
+
+def save_manifold(pixel_means, filename, n_per_side):
+    """Write decoded images over a square grid of latent values as one PNG.
+
+    pixel_means: (n_per_side**2, H*W) intensities in [0, 1], row-major: the
+    image for latent grid row i, column j is pixel_means[i*n_per_side + j] and
+    is drawn in grid row i (top = 0), column j (left = 0). No padding, so the
+    PNG is n_per_side*H*4 x n_per_side*W*4 pixels (4 = default pixels_per_cell).
+    """
+    pixel_means = np.asarray(pixel_means)
+    if len(pixel_means) != n_per_side ** 2:
+        raise ValueError(f"expected n_per_side**2 = {n_per_side ** 2} images, "
+                         f"got shape {pixel_means.shape}")
+    save_images(pixel_means, filename, ims_per_row=n_per_side, padding=0,
+                vmin=0.0, vmax=1.0)
