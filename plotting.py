@@ -24,6 +24,7 @@ FIGURE_SIZE = (6, 4)  # inches
 FIGURE_DPI = 100
 PNG_METADATA = {"Software": None}  # drop the version string; PNGs carry no date
 N_DIGIT_CLASSES = 10
+MANIFOLD_PIXELS_PER_CELL = 2  # a manifold has many images: keep its PNG small
 
 
 def _prepare_path(filename):
@@ -146,7 +147,8 @@ def save_learning_curve(epochs, train_elbo, test_elbo, filename):
     figure, axes = _new_axes()
     for values, label in curves:
         axes.plot(epochs, values, marker="o", markersize=3, label=label)
-    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    axes.set_xlim(epochs.min() - 0.5, epochs.max() + 0.5)
     axes.set_xlabel("epoch")
     axes.set_ylabel("ELBO (nats per image, higher is better)")
     axes.set_title("learning curve")
@@ -184,11 +186,12 @@ def save_manifold(pixel_means, filename, n_per_side):
     pixel_means: (n_per_side**2, H*W) intensities in [0, 1], row-major: the
     image for latent grid row i, column j is pixel_means[i*n_per_side + j] and
     is drawn in grid row i (top = 0), column j (left = 0). No padding, so the
-    PNG is n_per_side*H*4 x n_per_side*W*4 pixels (4 = default pixels_per_cell).
+    PNG is n_per_side*H*2 x n_per_side*W*2 pixels (MANIFOLD_PIXELS_PER_CELL = 2:
+    a 20x20 manifold is then 1120 pixels wide).
     """
     pixel_means = np.asarray(pixel_means)
     if len(pixel_means) != n_per_side ** 2:
         raise ValueError(f"expected n_per_side**2 = {n_per_side ** 2} images, "
                          f"got shape {pixel_means.shape}")
     save_images(pixel_means, filename, ims_per_row=n_per_side, padding=0,
-                vmin=0.0, vmax=1.0)
+                vmin=0.0, vmax=1.0, pixels_per_cell=MANIFOLD_PIXELS_PER_CELL)

@@ -190,7 +190,8 @@ def train(gen_params, rec_params, train_images, epochs, batch_size, learning_rat
     for epoch in range(1, epochs + 1):
         start, elbo_sum = time.perf_counter(), 0.0
         batches = tqdm(range(num_batches), desc=f"epoch {epoch}/{epochs}",
-                       leave=False, disable=not progress, unit="batch")
+                       leave=False, unit="batch",
+                       disable=None if progress else True)  # None: off when not a terminal
         for n in batches:
             images = train_images[n * batch_size:(n + 1) * batch_size]
             gradient = objective_grad(flat_params, binarize(images))
@@ -470,12 +471,13 @@ def run_training(args):
         test = evaluate_elbo(gen_params, rec_params, test_binary)
         if not np.isfinite(test["elbo"]):
             raise TrainingDiverged(f"the test ELBO became {test['elbo']} after epoch {epoch}")
-        history.append({"epoch": epoch, "train_elbo": train_elbo, "test_elbo": test["elbo"],
-                        "test_log_px_given_z": test["log_px_given_z"],
-                        "test_kl": test["kl"], "seconds": seconds})
+        record = {"epoch": epoch, "train_elbo": train_elbo, "test_elbo": test["elbo"],
+                  "test_log_px_given_z": test["log_px_given_z"], "test_kl": test["kl"],
+                  "seconds": seconds}
         print(f"{epoch:5d} {train_elbo:11.2f} {test['elbo']:10.2f} "
               f"{test['log_px_given_z']:11.2f} {test['kl']:7.2f} {seconds:8.1f}", flush=True)
-        save_checkpoint(checkpoint, gen_params, rec_params, config, history)
+        save_checkpoint(checkpoint, gen_params, rec_params, config, history + [record])
+        history.append(record)   # only now does the checkpoint hold this epoch
         write_metrics(metrics_path, config, history, "running",
                       time.perf_counter() - wall_start, checkpoint)
 
@@ -505,7 +507,7 @@ def run_training(args):
     wall = time.perf_counter() - wall_start
     write_metrics(metrics_path, config, history, "complete", wall, checkpoint)
     print(f"Final test ELBO {history[-1]['test_elbo']:.2f} nats per image after "
-          f"{args.epochs} epochs ({wall:.0f} s). Wrote {checkpoint}, {metrics_path} "
+          f"{args.epochs} epoch{'s' * (args.epochs > 1)} ({wall:.0f} s). Wrote {checkpoint}, {metrics_path} "
           f"and {len(paths)} figures to {out}/")
     return 0
 

@@ -225,44 +225,21 @@ def test_missing_folder(tmp_path):
     assert culprit in message and "no such folder; check the folder path" in message
 
 
-def test_missing_file(tmp_path):
-    message, culprit = broken_message(tmp_path, missing_file)
-    assert culprit in message and "not found" in message
-
-
-def test_truncated_gzip(tmp_path):
-    message, culprit = broken_message(tmp_path, truncated_gzip)
-    assert culprit in message and "gzip data is truncated" in message
-
-
-def test_corrupt_gzip(tmp_path):
-    message, culprit = broken_message(tmp_path, corrupt_gzip)
-    assert culprit in message and "not a valid gzip file" in message
-
-
-def test_corrupt_deflate_data(tmp_path):
-    message, culprit = broken_message(tmp_path, corrupt_deflate)
-    assert culprit in message and "not a valid gzip file" in message
-
-
-def test_empty_file(tmp_path):
-    message, culprit = broken_message(tmp_path, empty_file)
-    assert culprit in message and "only 0 bytes, too short" in message
-
-
-def test_short_header(tmp_path):
-    message, culprit = broken_message(tmp_path, short_header)
-    assert culprit in message and "only 12 bytes, shorter than the 16-byte" in message
-
-
-def test_wrong_magic(tmp_path):
-    message, culprit = broken_message(tmp_path, wrong_magic)
-    assert culprit in message and "0x00000801, expected 0x00000803" in message
-
-
-def test_wrong_image_side(tmp_path):
-    message, culprit = broken_message(tmp_path, wrong_side)
-    assert culprit in message and "27x28 pixels, expected 28x28" in message
+@pytest.mark.parametrize("breaker, problem", [
+    (missing_file, "not found"),
+    (truncated_gzip, "gzip data is truncated"),
+    (corrupt_gzip, "not a valid gzip file"),
+    (corrupt_deflate, "not a valid gzip file"),
+    (empty_file, "only 0 bytes, too short"),
+    (short_header, "only 12 bytes, shorter than the 16-byte"),
+    (wrong_magic, "0x00000801, expected 0x00000803"),
+    (wrong_side, "27x28 pixels, expected 28x28"),
+    (trailing_bytes, "5 trailing bytes after the 3 bytes"),
+    (label_out_of_range, "label 10 at index 1 is out of range 0..9"),
+], ids=lambda value: getattr(value, "__name__", ""))
+def test_error_names_the_file_and_the_problem(tmp_path, breaker, problem):
+    message, culprit = broken_message(tmp_path, breaker)
+    assert culprit in message and problem in message
 
 
 def test_truncated_data(tmp_path):
@@ -272,20 +249,10 @@ def test_truncated_data(tmp_path):
     assert f"found {(N_TRAIN - 1) * DATA_DIM}" in message
 
 
-def test_trailing_bytes(tmp_path):
-    message, culprit = broken_message(tmp_path, trailing_bytes)
-    assert culprit in message and "5 trailing bytes after the 3 bytes" in message
-
-
 def test_count_mismatch(tmp_path):
     message, culprit = broken_message(tmp_path, count_mismatch)
     assert culprit in message and str(culprit).replace("labels-idx1", "images-idx3") in message
     assert f"{N_TRAIN - 1} labels" in message and f"{N_TRAIN} images" in message
-
-
-def test_label_out_of_range(tmp_path):
-    message, culprit = broken_message(tmp_path, label_out_of_range)
-    assert culprit in message and "label 10 at index 1 is out of range 0..9" in message
 
 
 def test_sha256_mismatch(tmp_path):

@@ -203,7 +203,7 @@ def test_figure_writers_write_deterministic_png(tmp_path, write):
 def test_manifold_png_size_matches_n_per_side(tmp_path):
     path = tmp_path / "manifold.png"
     plotting.save_manifold(random_images(16), path, n_per_side=4)
-    side = 4 * IMAGE_SIDE * 4  # n_per_side * IMAGE_SIDE * pixels_per_cell
+    side = 4 * IMAGE_SIDE * plotting.MANIFOLD_PIXELS_PER_CELL  # n_per_side * IMAGE_SIDE * cell
     assert read_png(path).shape == (side, side, 4)
 
 
