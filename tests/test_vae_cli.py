@@ -64,6 +64,19 @@ def test_checkpoint_holds_the_trained_parameters_and_config(small_run):
     assert config["latent_dim"] == 5 and len(history) == 2
 
 
+def test_the_test_set_evaluation_leaves_the_training_stream_alone(small_run, mnist):
+    # The run evaluates the test ELBO after every epoch; training alone, with the
+    # same seed and data, must end at the same parameters.
+    vae.npr.seed(0)
+    gen = vae.init_net_params([5, 20, 20, vae.DATA_DIM])
+    rec = vae.init_net_params([vae.DATA_DIM, 20, 20, 10])
+    gen, rec = vae.train(gen, rec, mnist[1][:200], epochs=2, batch_size=100, learning_rate=1e-3)
+    saved = vae.load_checkpoint(small_run / vae.CHECKPOINT_NAME)
+    for ours, theirs in zip(gen + rec, saved[0] + saved[1], strict=True):
+        np.testing.assert_array_equal(ours[0], theirs[0])
+        np.testing.assert_array_equal(ours[1], theirs[1])
+
+
 def test_the_run_prints_units_and_one_line_per_epoch(tmp_path, capsys):
     code, _ = run(tmp_path, "out")
     printed = capsys.readouterr().out
