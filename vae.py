@@ -20,6 +20,7 @@ import os
 import platform
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import autograd.numpy as np
@@ -327,7 +328,7 @@ def load_checkpoint(path):
         config, history = json.loads(str(arrays["config"])), json.loads(str(arrays["history"]))
         params = [[(arrays[f"{name}_W{i}"], arrays[f"{name}_b{i}"])
                    for i in range(config["hidden_layers"] + 1)] for name in ("gen", "rec")]
-    except (OSError, ValueError, KeyError) as e:
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
         raise CheckpointError(f"{path} is not a checkpoint written by vae.py ({e}); "
                               "train again with `python vae.py`") from e
     return params[0], params[1], config, history

@@ -168,9 +168,11 @@ def test_a_diverging_run_stops_with_a_message_and_writes_no_figures(tmp_path, ca
     assert not out.exists() or not list(out.glob("*.png"))
 
 
-def test_a_broken_checkpoint_is_refused_with_a_message(tmp_path, capsys):
+@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+def test_a_broken_checkpoint_is_refused_with_a_message(small_run, tmp_path, capsys, damage):
     broken = tmp_path / "checkpoint.npz"
-    broken.write_bytes(b"not a checkpoint")
+    good = (small_run / vae.CHECKPOINT_NAME).read_bytes()
+    broken.write_bytes(b"not a checkpoint" if damage == "garbage" else good[:len(good) // 2])
     assert vae.main(["--from-checkpoint", str(broken), "--output-dir", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert str(broken) in err and "not a checkpoint written by vae.py" in err
