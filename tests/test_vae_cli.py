@@ -37,7 +37,7 @@ def pngs(folder):
     return {p.name: p.read_bytes() for p in sorted(folder.glob("*.png"))}
 
 
-def test_main_writes_every_file(small_run, capsys):
+def test_main_writes_every_file(small_run):
     assert sorted(p.name for p in small_run.iterdir()) == sorted(
         FIGURES + [vae.CHECKPOINT_NAME, vae.METRICS_NAME])
 
@@ -205,7 +205,9 @@ def test_help_shows_every_default(capsys):
     with pytest.raises(SystemExit) as exit_:
         vae.parse_args(["--help"])
     assert exit_.value.code == 0
-    assert "(default: 30)" in capsys.readouterr().out.replace("\n", " ").replace("  ", " ")
+    text = " ".join(capsys.readouterr().out.split())
+    for default in (30, 200, 50, 2, 0.001, 0, "float64", "output"):
+        assert f"(default: {default})" in text
 
 
 @pytest.mark.parametrize("argv", [
