@@ -1,98 +1,146 @@
-"""Seconds per epoch of `python vae.py`'s training loop beside the time that
-the same epoch's matrix multiplications alone take, measured in one run.
+"""Speed of the training loops of vae.py beside the matrix-multiply floor of
+the same epoch, measured in one run (ratios cancel the machine's noise).
 
-    python bench.py                    # default model, one epoch of 60,000 images
-    python bench.py --epochs 2 --repeats 3
+    python bench.py                          # about a minute
+    python bench.py --epochs 2 --repeats 3 --json bench.json
+    python bench.py --threads 1              # BLAS threads (before NumPy loads)
 
-The matrix-multiply floor replays, on random arrays of the right shapes and
-dtype, every GEMM that one training step performs: the forward pass of the
-encoder and decoder, the backward pass (dW = X^T G for every layer, dX = G W^T
-for every layer but the first, whose input is the data), and the forward pass
-of the skeleton's second ELBO evaluation after each update. The ratio of the
-epoch time to that floor is what the rest of the step costs: autograd's
-bookkeeping, elementwise work, random numbers, Adam. Only ratios measured in
-the same run are comparable; these machines are shared and noisy.
+For the default model and data (60,000 MNIST images, batch 200, encoder
+784-200-200-100, decoder 50-200-200-784) it times one or more epochs of
+
+- the skeleton loop in float64 (`python vae.py`, stream-compatible with the
+  course skeleton: a gradient pass and a second ELBO evaluation per step), and
+- the fast loop in float32 (`python vae.py --loop fast --dtype float32`: one
+  value-and-gradient pass per step),
+
+and replays, on random arrays of the same shapes and dtype, every matrix
+product those steps perform: the forward pass of encoder and decoder, the
+backward pass (dW = X^T G for every layer, dX = G W^T for every layer but the
+encoder's first, whose input is the data), and for the skeleton loop the
+forward pass of its second evaluation. That replay is the floor: no
+implementation of these steps can be faster than its matrix products.
 """
 import argparse
+import json
+import os
+import sys
 import time
 
-import numpy as np
+LOOPS = (("skeleton", "float64", 3.0), ("fast", "float32", 2.0))   # loop, dtype, target ratio
 
-import vae
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--epochs", type=int, default=1, help="timed epochs per repeat")
+    parser.add_argument("--repeats", type=int, default=2,
+                        help="timed trainings per loop; the best epoch is reported")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="BLAS threads (default: the environment's setting)")
+    parser.add_argument("--json", metavar="PATH", default=None, help="also write the figures here")
+    args = parser.parse_args(argv)
+    if args.epochs < 1 or args.repeats < 1 or (args.threads is not None and args.threads < 1):
+        parser.error("--epochs, --repeats and --threads must be positive integers")
+    return args
 
 
 def gemm_shapes(batch_size, layer_sizes, input_is_data):
-    """(m, k, n) of the products of one network in one gradient evaluation:
-    forward (X W) and backward (dW = X^T G, dX = G W^T). autograd skips dX of
-    the first layer when its input is the data, which nothing differentiates."""
+    """(m, k, n) of the products of one network in one gradient pass: forward
+    X W, backward dW = X^T G and dX = G W^T (skipped where X is the data)."""
     forward = [(batch_size, m, n) for m, n in zip(layer_sizes[:-1], layer_sizes[1:])]
     backward = [(m, batch_size, n) for _, m, n in forward]
     backward += [(batch_size, n, m) for _, m, n in forward[input_is_data:]]
     return forward, backward
 
 
-def gemm_seconds(shapes, repeats, dtype, rng):
-    """Seconds to compute every product in shapes `repeats` times (best of 3)."""
+def gemm_seconds(np, shapes, steps, dtype):
+    """Best of three: seconds to compute every product in shapes `steps` times."""
+    rng = np.random.default_rng(0)
     operands = [(rng.standard_normal((m, k)).astype(dtype), rng.standard_normal((k, n)).astype(dtype))
                 for m, k, n in shapes]
     best = float("inf")
     for _ in range(3):
         start = time.perf_counter()
-        for _ in range(repeats):
+        for _ in range(steps):
             for a, b in operands:
                 a @ b
         best = min(best, time.perf_counter() - start)
     return best
 
 
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--epochs", type=vae.positive_int, default=2,
-                        help="epochs per repeat (the first one includes warm-up)")
-    parser.add_argument("--repeats", type=vae.positive_int, default=1,
-                        help="training runs; the best seconds per epoch is reported")
-    parser.add_argument("--dtype", choices=("float64", "float32"), default="float64")
-    return parser.parse_args(argv)
+def epoch_seconds(vae, images, config, loop, dtype, epochs, repeats):
+    """Best seconds per epoch over `repeats` trainings of `epochs` epochs."""
+    gen_sizes, rec_sizes = vae.layer_sizes(config)
+    images = images.astype(dtype)
+    seconds = []
+    for repeat in range(repeats + 1):   # the first, on 10 batches, warms up
+        vae.npr.seed(config["seed"] + repeat)
+        gen = vae.cast_params(vae.init_net_params(gen_sizes), dtype)
+        rec = vae.cast_params(vae.init_net_params(rec_sizes), dtype)
+        data = images if repeat else images[:10 * config["batch_size"]]
+        vae.train(gen, rec, data, epochs if repeat else 1, config["batch_size"],
+                  config["learning_rate"], loop=loop, seed=repeat,
+                  on_epoch_end=lambda e, g, r, elbo, s: seconds.append(s) if repeat else None)
+    return min(seconds)
+
+
+def peak_megabytes(vae, images, config, loop, dtype, steps=5):
+    """Peak memory that NumPy allocates while training `steps` batches (tracemalloc)."""
+    import tracemalloc
+    gen_sizes, rec_sizes = vae.layer_sizes(config)
+    vae.npr.seed(config["seed"])
+    gen = vae.cast_params(vae.init_net_params(gen_sizes), dtype)
+    rec = vae.cast_params(vae.init_net_params(rec_sizes), dtype)
+    data = images[:steps * config["batch_size"]].astype(dtype)
+    tracemalloc.start()
+    vae.train(gen, rec, data, 1, config["batch_size"], config["learning_rate"], loop=loop)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return peak / 2 ** 20
 
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.threads is not None:   # read by OpenBLAS / MKL / OpenMP when NumPy loads
+        for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[name] = str(args.threads)
+    import numpy as np
+
+    import vae
     config = vars(vae.parse_args([]))   # the assignment's defaults
-    _, train_images, _, _, _ = vae.load_data(None)
-    train_images = train_images.astype(args.dtype)
+    _, images, _, _, _ = vae.load_data(None)
     gen_sizes, rec_sizes = vae.layer_sizes(config)
-    batch, steps = config["batch_size"], -(-len(train_images) // config["batch_size"])
+    batch, steps = config["batch_size"], -(-len(images) // config["batch_size"])
+    rec_forward, rec_backward = gemm_shapes(batch, rec_sizes, input_is_data=True)
+    gen_forward, gen_backward = gemm_shapes(batch, gen_sizes, input_is_data=False)
+    gradient_pass = rec_forward + gen_forward + rec_backward + gen_backward
+    products = {"skeleton": gradient_pass + rec_forward + gen_forward, "fast": gradient_pass}
 
-    epoch_seconds = []
-    for repeat in range(args.repeats):
-        vae.npr.seed(config["seed"] + repeat)
-        gen = vae.cast_params(vae.init_net_params(gen_sizes), args.dtype)
-        rec = vae.cast_params(vae.init_net_params(rec_sizes), args.dtype)
-        vae.train(gen, rec, train_images, args.epochs, batch, config["learning_rate"],
-                  on_epoch_end=lambda epoch, g, r, elbo, seconds: epoch_seconds.append(seconds))
-    per_epoch = min(epoch_seconds)
-
-    rng = np.random.default_rng(0)
-    # Encoder then decoder; the last batch of an epoch is full for 60,000 / 200.
-    (rec_forward, rec_backward), (gen_forward, gen_backward) = (
-        gemm_shapes(batch, rec_sizes, input_is_data=True),
-        gemm_shapes(batch, gen_sizes, input_is_data=False))
-    forward, backward = rec_forward + gen_forward, rec_backward + gen_backward
-    gradient_floor = gemm_seconds(forward + backward, steps, args.dtype, rng)
-    skeleton_floor = gradient_floor + gemm_seconds(forward, steps, args.dtype, rng)
-
-    print(f"Default model (encoder {'-'.join(map(str, rec_sizes))}, decoder "
-          f"{'-'.join(map(str, gen_sizes))}), {len(train_images)} images, batch {batch}, "
-          f"{steps} steps per epoch, {args.dtype}")
-    print(f"  training loop (skeleton), seconds per epoch   {per_epoch:7.2f}   "
-          f"({steps / per_epoch:.0f} steps/s, best of {len(epoch_seconds)} epochs)")
-    print(f"  GEMM floor of the same epoch                  {skeleton_floor:7.2f}   "
-          f"({len(forward) * 2 + len(backward)} products per step)")
-    print(f"    of which the gradient pass alone            {gradient_floor:7.2f}   "
-          f"({len(forward) + len(backward)} products per step)")
-    print(f"  ratio epoch / GEMM floor                      {per_epoch / skeleton_floor:7.2f}")
+    threads = os.environ.get("OPENBLAS_NUM_THREADS", "default")
+    print(f"{len(images)} images, batch {batch}, {steps} steps per epoch; encoder "
+          f"{'-'.join(map(str, rec_sizes))}, decoder {'-'.join(map(str, gen_sizes))}; "
+          f"BLAS threads: {threads}; best of {args.repeats} x {args.epochs} epoch(s)")
+    print(f"{'loop':<9} {'dtype':<8} {'s/epoch':>8} {'steps/s':>8} {'GEMM floor s':>13} "
+          f"{'ratio':>6} {'target':>7} {'peak MiB':>9}")
+    results = []
+    for loop, dtype, target in LOOPS:
+        seconds = epoch_seconds(vae, images, config, loop, dtype, args.epochs, args.repeats)
+        floor = gemm_seconds(np, products[loop], steps, dtype)
+        peak = peak_megabytes(vae, images, config, loop, dtype)
+        results.append({"loop": loop, "dtype": dtype, "seconds_per_epoch": seconds,
+                        "steps_per_second": steps / seconds, "gemm_floor_seconds": floor,
+                        "products_per_step": len(products[loop]), "ratio": seconds / floor,
+                        "target_ratio": target, "peak_mib": peak})
+        r = results[-1]
+        print(f"{loop:<9} {dtype:<8} {seconds:8.2f} {r['steps_per_second']:8.1f} {floor:13.2f} "
+              f"{r['ratio']:6.2f} {'<= ' + str(target):>7} {peak:9.1f}", flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"threads": threads, "epochs": args.epochs, "repeats": args.repeats,
+                       "images": len(images), "batch_size": batch, "results": results,
+                       "versions": vae.library_versions(), "python": sys.version}, f, indent=2)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
