@@ -224,7 +224,13 @@ def vae_lower_bound(gen_params, rec_params, data):
     """Monte Carlo estimate of the ELBO (Kingma & Welling 2014, Eq. 10), one
     sample per image, averaged over the batch. data: (N, D) binary -> scalar."""
     log_px_given_z, kl = elbo_terms(gen_params, rec_params, data)
-    return np.mean(log_px_given_z - kl)
+    return batch_mean(log_px_given_z - kl)
+
+
+def batch_mean(x):
+    """Mean over the first axis, as np.mean, but its derivative keeps float32:
+    np.mean's divides by a NumPy integer, which promotes float32 to float64."""
+    return np.sum(x, axis=0) / len(x)
 
 
 # ----------------------------------------------------------------------------
@@ -399,7 +405,7 @@ def fast_step(flat_params, like, learning_rate, seed):
     def objective(flat_params, data, eps):
         log_px_given_z, kl = elbo_terms(*unflatten_views(flat_params, like), data,
                                         lambda q: reparameterize(q, eps))
-        return np.mean(log_px_given_z - kl)
+        return batch_mean(log_px_given_z - kl)
 
     objective_and_grad = value_and_grad(objective)
 
