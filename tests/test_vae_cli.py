@@ -128,6 +128,16 @@ def test_float32_run_keeps_float32_parameters(tmp_path):
     assert np.isfinite(history[0]["test_elbo"])
 
 
+def test_fast_loop_run_writes_every_file_and_records_its_stream(tmp_path):
+    code, out = run(tmp_path, "fast", "--loop", "fast", "--dtype", "float32")
+    assert code == 0
+    assert set(FIGURES) <= set(pngs(out))
+    metrics = json.loads((out / vae.METRICS_NAME).read_text())
+    assert metrics["config"]["loop"] == "fast"
+    assert "default_rng(0)" in metrics["binarization"]["train"]
+    assert metrics["epochs"][-1]["test_elbo"] > metrics["epochs"][0]["test_elbo"]
+
+
 def test_data_dir_trains_on_another_mnist_format_folder(tmp_path, idx_folder, capsys):
     code, out = run(tmp_path, "other", "--data-dir", str(idx_folder), "--n-train", "7",
                     "--batch-size", "3")
@@ -214,6 +224,7 @@ def test_help_shows_every_default(capsys):
     ["--epochs", "0"], ["--epochs", "two"], ["--batch-size", "-5"], ["--latent-dim", "0"],
     ["--hidden-units", "-1"], ["--hidden-layers", "-1"], ["--learning-rate", "0"],
     ["--learning-rate", "nan"], ["--seed", "-1"], ["--n-train", "0"], ["--dtype", "float16"],
+    ["--loop", "turbo"],
     ["--data-dir", "/no/such/folder"], ["--from-checkpoint", "/no/such/file.npz"],
 ])
 def test_invalid_arguments_are_refused_in_one_line(argv, tmp_path, capsys):
