@@ -103,8 +103,8 @@ def neural_net_predict(params, inputs):
     """ReLU multilayer perceptron with a linear last layer: every hidden layer
     is relu(inputs @ W + b), the last inputs @ W + b.
     inputs: (N, D_in) or (D_in,) -> (N, D_out) or (D_out,)."""
-    if inputs.ndim == 1:
-        return neural_net_predict(params, inputs[None])[0]
+    if np.ndim(inputs) == 1:
+        return neural_net_predict(params, np.reshape(inputs, (1, -1)))[0]
     for i, (W, b) in enumerate(params):
         inputs = dense_layer(inputs, W, b, i < len(params) - 1)
     return inputs
