@@ -70,13 +70,10 @@ def gemm_seconds(np, shapes, steps, dtype):
 
 def epoch_seconds(vae, images, config, loop, dtype, epochs, repeats):
     """Best seconds per epoch over `repeats` trainings of `epochs` epochs."""
-    gen_sizes, rec_sizes = vae.layer_sizes(config)
     images = images.astype(dtype)
     seconds = []
     for repeat in range(repeats + 1):   # the first, on 10 batches, warms up
-        vae.npr.seed(config["seed"] + repeat)
-        gen = vae.cast_params(vae.init_net_params(gen_sizes), dtype)
-        rec = vae.cast_params(vae.init_net_params(rec_sizes), dtype)
+        gen, rec = vae.initial_params(config, dtype, config["seed"] + repeat)
         data = images if repeat else images[:10 * config["batch_size"]]
         vae.train(gen, rec, data, epochs if repeat else 1, config["batch_size"],
                   config["learning_rate"], loop=loop, seed=repeat,
@@ -87,10 +84,7 @@ def epoch_seconds(vae, images, config, loop, dtype, epochs, repeats):
 def peak_megabytes(vae, images, config, loop, dtype, steps=5):
     """Peak memory that NumPy allocates while training `steps` batches (tracemalloc)."""
     import tracemalloc
-    gen_sizes, rec_sizes = vae.layer_sizes(config)
-    vae.npr.seed(config["seed"])
-    gen = vae.cast_params(vae.init_net_params(gen_sizes), dtype)
-    rec = vae.cast_params(vae.init_net_params(rec_sizes), dtype)
+    gen, rec = vae.initial_params(config, dtype, config["seed"])
     data = images[:steps * config["batch_size"]].astype(dtype)
     tracemalloc.start()
     vae.train(gen, rec, data, 1, config["batch_size"], config["learning_rate"], loop=loop)

@@ -226,25 +226,28 @@ def load_definitions(path):
     return module, notes
 
 
+def import_whole(path):
+    """Imports the file as the module `submission`, running all its top-level code."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("submission", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def worker(mode, path):
     sys.path.insert(0, str(PROJECT))    # our data.py, plotting.py and the reference vae.py
     sys.argv = [str(path)]
     if mode == "probe":
-        import importlib.util
         try:
-            spec = importlib.util.spec_from_file_location("submission", path)
-            spec.loader.exec_module(importlib.util.module_from_spec(spec))
+            import_whole(path)
             emit(imported=True)
         except BaseException as e:      # SystemExit, KeyboardInterrupt and all
             emit(imported=False, error=f"{type(e).__name__}: {e}")
         return 0
     try:
         if mode == "grade-full":
-            import importlib.util
-            spec = importlib.util.spec_from_file_location("submission", path)
-            module = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(module)
-            notes = []
+            module, notes = import_whole(path), []
         else:
             module, notes = load_definitions(path)
     except SyntaxError as e:

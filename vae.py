@@ -652,6 +652,15 @@ def cast_params(params, dtype):
     return [(W.astype(dtype), b.astype(dtype)) for W, b in params]
 
 
+def initial_params(config, dtype, seed):
+    """(gen_params, rec_params) as the skeleton initialises them: the global
+    stream seeded with `seed`, generator first, then cast to dtype."""
+    npr.seed(seed)
+    gen_sizes, rec_sizes = layer_sizes(config)
+    return (cast_params(init_net_params(gen_sizes), dtype),
+            cast_params(init_net_params(rec_sizes), dtype))
+
+
 def run_training(args):
     """Trains per args, writes checkpoint, metrics and figures. -> exit code."""
     wall_start = time.perf_counter()
@@ -664,7 +673,6 @@ def run_training(args):
               "loop": args.loop,
               "data_dir": None if args.data_dir is None else str(args.data_dir),
               "adam": {"b1": ADAM_B1, "b2": ADAM_B2, "eps": ADAM_EPS}}
-    npr.seed(args.seed)
     N, train_images, _, test_images, test_labels = load_data(args.data_dir)
     if args.n_train is not None and args.n_train > N:
         print(f"vae.py: error: --n-train {args.n_train} but the training set has "
@@ -673,8 +681,7 @@ def run_training(args):
     train_images = train_images[:args.n_train].astype(args.dtype)
     test_binary = binarize(test_images, npr.RandomState(TEST_BINARIZATION_SEED)).astype(args.dtype)
     gen_sizes, rec_sizes = layer_sizes(config)
-    gen_params = cast_params(init_net_params(gen_sizes), args.dtype)
-    rec_params = cast_params(init_net_params(rec_sizes), args.dtype)
+    gen_params, rec_params = initial_params(config, args.dtype, args.seed)
 
     print(f"VAE: {len(train_images)} training and {len(test_images)} test images; "
           f"encoder {'-'.join(map(str, rec_sizes))}, decoder {'-'.join(map(str, gen_sizes))}; "

@@ -145,16 +145,16 @@ def test_whole_bound_gradient_matches_a_plain_autograd_bound():
     flat, unflatten = flatten(params)
     data = (rand(7, 12) > 0).astype(float)
 
+    def plain_network(params, inputs):
+        for i, (W, b) in enumerate(params):
+            inputs = plain_dense_layer(inputs, W, b, i < len(params) - 1)
+        return inputs
+
     def plain_bound(flat):
-        (gen, rec), eps = unflatten(flat), rand(7, 3, seed=4)
-        hidden = rec_out = data
-        for i, (W, b) in enumerate(rec):
-            rec_out = plain_dense_layer(hidden, W, b, i < len(rec) - 1)
-            hidden = rec_out
-        logits = z = plain_reparameterize(rec_out, eps)
-        for i, (W, b) in enumerate(gen):
-            logits = plain_dense_layer(logits, W, b, i < len(gen) - 1)
-        return anp.mean(plain_bernoulli_log_prob(data, logits) - plain_kl(rec_out)) + 0 * z.sum()
+        gen, rec = unflatten(flat)
+        q = plain_network(rec, data)
+        logits = plain_network(gen, plain_reparameterize(q, rand(7, 3, seed=4)))
+        return anp.mean(plain_bernoulli_log_prob(data, logits) - plain_kl(q))
 
     def ours(flat):
         eps = rand(7, 3, seed=4)
