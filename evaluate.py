@@ -1,0 +1,380 @@
+"""How good is a trained VAE? Test log-likelihood and diagnostics of a checkpoint.
+
+    python evaluate.py output/checkpoint.npz
+
+reports, for the test set (or --split train, or the first --n images):
+
+- the ELBO, E_q[log p(x|z)] - KL(q(z|x) || p(z)), with S posterior samples per
+  image for the reconstruction term and the KL in closed form;
+- log p(x), estimated by importance sampling with the encoder as proposal
+  (Burda, Grosse and Salakhutdinov, "Importance Weighted Autoencoders", ICLR
+  2016, Eq. 8): log (1/K) sum_k p(x|z_k) p(z_k) / q(z_k|x), z_k ~ q(z|x). Its
+  expectation rises with K towards log p(x) and never exceeds it (their
+  Theorem 1); K = 1 is the ELBO with the KL sampled;
+- per latent unit, the average KL and whether the unit is active: the variance
+  over images of its posterior mean exceeds 0.01 (Burda et al., Sec. 5.2);
+- for a 2-dimensional latent space (--exact), log p(x) by numerical
+  integration over a grid, the number the importance-weighted estimate is
+  meant to approach.
+
+Units: nats per image, summed over the 784 pixels, averaged over images, with
+one standard error over images. Every number says which binarisation of the
+data it was measured on. Results go to the terminal and to a JSON file.
+"""
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as onp
+from scipy.special import logsumexp
+
+import vae
+
+IW_SAMPLES = 5000
+ELBO_SAMPLES = 100
+ACTIVE_UNIT_THRESHOLD = 1e-2     # Burda et al. 2016, Sec. 5.2
+THRESHOLD = 0.5                  # --binarize threshold: pixel > 0.5
+MAX_ROWS = 8192                  # decoder rows per chunk: about 50 MB in float64
+IW_CURVE = (1, 10, 100, 1000)    # also report the estimate from the first k samples
+GRID_HALF_WIDTH = 6.0            # --exact: the grid covers [-6, 6]^2 ...
+GRID_POINTS = 601                # ... with spacing 0.02 (and a check at 0.04)
+GRID_ROWS = 1024                 # grid points per decoder pass
+
+
+# ----------------------------------------------------------------------------
+# The estimators
+# ----------------------------------------------------------------------------
+
+def log_mean_exp(a, axis=-1):
+    """log mean exp(a) along an axis, in float64, without overflow."""
+    a = onp.asarray(a, dtype=onp.float64)
+    return logsumexp(a, axis=axis) - onp.log(a.shape[axis])
+
+
+def log_weight_terms(gen_params, rec_params, x, eps):
+    """The two parts of the importance weights of images x given noise eps.
+
+    x: (B, D) in {0, 1}; eps: (B, M, L) standard normal; z = mean + std * eps.
+    -> log p(x|z): (B, M), and log p(z) - log q(z|x): (B, M), both float64.
+    The log weight is their sum. With eps as the standardised sample,
+    log q(z|x) = sum_j -eps_j^2 / 2 - log_std_j - log(2 pi) / 2, so
+    log p(z) - log q(z|x) = sum_j (eps_j^2 - z_j^2) / 2 + log_std_j."""
+    B, M, L = eps.shape
+    mean, log_std = vae.unpack_gaussian_params(vae.neural_net_predict(rec_params, x))
+    z = mean[:, None, :] + onp.exp(log_std)[:, None, :] * eps
+    logits = vae.neural_net_predict(gen_params, z.reshape(B * M, L)).reshape(B, M, -1)
+    log_px_given_z = vae.bernoulli_log_prob(x[:, None, :], logits)
+    log_prior_ratio = onp.sum(0.5 * (eps ** 2 - z ** 2) + log_std[:, None, :], axis=-1)
+    return log_px_given_z.astype(onp.float64), log_prior_ratio.astype(onp.float64)
+
+
+def image_rngs(seed, indices):
+    """One random generator per image, seeded by (seed, image index): an image
+    gets the same samples whatever the chunking, --n or the other images."""
+    return [onp.random.default_rng([seed, int(i)]) for i in indices]
+
+
+def evaluate(gen_params, rec_params, binary, iw_samples=IW_SAMPLES,
+             elbo_samples=ELBO_SAMPLES, seed=0, max_rows=MAX_ROWS, progress=False):
+    """Per-image estimates for binary images (N, D).
+
+    Every image draws M = max(K, S) posterior samples from its own generator;
+    the importance-weighted estimate uses the first K, the ELBO's
+    reconstruction term the first S. -> dict of arrays over the images:
+    "log_px" (N,), "iw_curve" {k: (N,)} for k in IW_CURVE below K,
+    "elbo", "log_px_given_z", "kl" (N,), "kl_per_unit" and "posterior_mean"
+    (N, L), and "n_done": the number of images finished, fewer than N when
+    interrupted (Ctrl-C), in which case the arrays hold those images only."""
+    from tqdm import tqdm
+
+    N, M = len(binary), max(iw_samples, elbo_samples)
+    latent_dim = gen_params[0][0].shape[0]
+    images_per_pass = max(1, max_rows // M)
+    samples_per_pass = min(M, max_rows)
+    curve = [k for k in IW_CURVE if k < iw_samples] + [iw_samples]
+    out = {"log_px": onp.empty(N), "iw_curve": {k: onp.empty(N) for k in curve},
+           "elbo": onp.empty(N), "log_px_given_z": onp.empty(N), "kl": onp.empty(N),
+           "kl_per_unit": onp.empty((N, latent_dim)),
+           "posterior_mean": onp.empty((N, latent_dim))}
+    done = 0
+    bar = tqdm(total=N, unit="image", disable=None if progress else True,
+               desc=f"log p(x), K={iw_samples}")
+    try:
+        for start in range(0, N, images_per_pass):
+            x = binary[start:start + images_per_pass]
+            rngs = image_rngs(seed, range(start, start + len(x)))
+            log_px_given_z = onp.empty((len(x), M))
+            log_w = onp.empty((len(x), M))
+            for s in range(0, M, samples_per_pass):
+                m = min(samples_per_pass, M - s)
+                eps = onp.stack([rng.standard_normal((m, latent_dim)) for rng in rngs])
+                terms = log_weight_terms(gen_params, rec_params, x, eps.astype(x.dtype))
+                log_px_given_z[:, s:s + m] = terms[0]
+                log_w[:, s:s + m] = terms[0] + terms[1]
+            mean, log_std = vae.unpack_gaussian_params(vae.neural_net_predict(rec_params, x))
+            # KL per unit in closed form (Kingma & Welling 2014, Appendix B).
+            kl_per_unit = 0.5 * (onp.exp(2 * log_std) + mean ** 2 - 1 - 2 * log_std)
+            rows = slice(start, start + len(x))
+            for k in curve:
+                out["iw_curve"][k][rows] = log_mean_exp(log_w[:, :k])
+            out["log_px"][rows] = out["iw_curve"][iw_samples][rows]
+            out["log_px_given_z"][rows] = onp.mean(log_px_given_z[:, :elbo_samples], axis=1)
+            out["kl_per_unit"][rows] = kl_per_unit
+            out["kl"][rows] = onp.sum(kl_per_unit, axis=1)
+            out["elbo"][rows] = out["log_px_given_z"][rows] - out["kl"][rows]
+            out["posterior_mean"][rows] = mean
+            done += len(x)
+            bar.update(len(x))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        bar.close()
+    out = {key: ({k: v[:done] for k, v in value.items()} if key == "iw_curve" else value[:done])
+           for key, value in out.items()}
+    out["n_done"] = done
+    return out
+
+
+def exact_log_px(gen_params, binary, half_width=GRID_HALF_WIDTH, points=GRID_POINTS,
+                 grid_rows=GRID_ROWS):
+    """log p(x) = log integral p(x|z) p(z) dz for a 2-dimensional latent space,
+    by the midpoint rule on a square grid [-half_width, half_width]^2 with
+    points x points cells, in float64. binary: (N, D) -> (N,).
+
+    The grid's decoder outputs are shared by all images: log p(x|z_g) for
+    every image and grid point is one matrix product, x @ logits.T minus the
+    row sums of softplus(logits), accumulated with a running log-sum-exp."""
+    if gen_params[0][0].shape[0] != 2:
+        raise ValueError("exact_log_px integrates over a 2-dimensional latent space; "
+                         f"this decoder takes {gen_params[0][0].shape[0]}")
+    gen_params = vae.cast_params(gen_params, onp.float64)
+    binary = onp.asarray(binary, dtype=onp.float64)
+    h = 2 * half_width / points
+    axis = -half_width + h * (onp.arange(points) + 0.5)       # cell midpoints
+    z = onp.stack(onp.meshgrid(axis, axis, indexing="ij"), -1).reshape(-1, 2)
+    log_prior = -0.5 * onp.sum(z ** 2, axis=1) - onp.log(2 * onp.pi)
+    total = onp.full(len(binary), -onp.inf)
+    for start in range(0, len(z), grid_rows):
+        logits = vae.neural_net_predict(gen_params, z[start:start + grid_rows])
+        log_joint = binary @ logits.T - vae.softplus(logits).sum(axis=1)
+        log_joint += log_prior[start:start + grid_rows]
+        total = onp.logaddexp(total, logsumexp(log_joint, axis=1))
+    return total + 2 * onp.log(h)
+
+
+# ----------------------------------------------------------------------------
+# From per-image numbers to a report
+# ----------------------------------------------------------------------------
+
+def mean_and_se(values):
+    """(mean, standard error of the mean) over images; the error is nan for one image."""
+    values = onp.asarray(values, dtype=onp.float64)
+    se = onp.std(values, ddof=1) / onp.sqrt(len(values)) if len(values) > 1 else onp.nan
+    return float(onp.mean(values)), float(se)
+
+
+def active_units(posterior_mean, threshold=ACTIVE_UNIT_THRESHOLD):
+    """Burda et al. 2016, Sec. 5.2: unit u is active if Cov_x(E_q[z_u | x]) > threshold.
+    posterior_mean: (N, L) -> (variance over images (L,), active (L,) bool)."""
+    variance = onp.var(posterior_mean, axis=0)
+    return variance, variance > threshold
+
+
+def summarize(per_image, exact=None):
+    """The report's numbers: means and standard errors over images."""
+    def entry(values):
+        mean, se = mean_and_se(values)
+        return {"mean": mean, "se": se}
+
+    variance, active = active_units(per_image["posterior_mean"])
+    kl_per_unit = onp.mean(per_image["kl_per_unit"], axis=0)
+    summary = {
+        "elbo": entry(per_image["elbo"]),
+        "log_px_given_z": entry(per_image["log_px_given_z"]),
+        "kl": entry(per_image["kl"]),
+        "log_px": entry(per_image["log_px"]),
+        "gap_log_px_minus_elbo": entry(per_image["log_px"] - per_image["elbo"]),
+        "iw_curve": {str(k): entry(v) for k, v in per_image["iw_curve"].items()},
+        "active_units": int(onp.sum(active)),
+        "latent_dim": len(active),
+        "units": [{"unit": u, "kl": float(kl_per_unit[u]),
+                   "posterior_mean_variance": float(variance[u]), "active": bool(active[u])}
+                  for u in range(len(active))],
+    }
+    if exact is not None:
+        summary["exact_log_px"] = entry(exact["log_px"])
+        summary["exact_grid"] = exact["grid"]
+        summary["exact_minus_iw"] = entry(exact["log_px"] - per_image["log_px"])
+    return summary
+
+
+def binarize_split(images, how):
+    """'sample': x > uniform noise drawn once from RandomState(TEST_BINARIZATION_SEED),
+    as vae.py binarises its test set; 'threshold': x > 0.5.
+    -> (binary images, a sentence that says which)."""
+    if how == "threshold":
+        return ((images > THRESHOLD).astype(onp.float64),
+                f"thresholded: x > {THRESHOLD}")
+    rs = onp.random.RandomState(vae.TEST_BINARIZATION_SEED)
+    return vae.binarize(images, rs), vae.TEST_BINARIZATION
+
+
+def format_report(report):
+    """The terminal table."""
+    s, c = report["summary"], report["checkpoint"]
+    K, S = report["iw_samples"], report["elbo_samples"]
+
+    def row(name, entry, sign=1):
+        return f"  {name:<44}{sign * entry['mean']:>10.2f}{entry['se']:>9.2f}"
+
+    lines = [
+        f"{c['path']}: epoch {c['epochs_trained']}, latent_dim {c['latent_dim']}, "
+        f"{c['hidden_layers']} hidden layers of {c['hidden_units']}, trained in {c['dtype']}",
+        f"{report['split'].capitalize()} set: {report['n']} images"
+        + (f" (first {report['n']} of {report['n_split']})" if report['n'] < report['n_split'] else "")
+        + f"; binarisation: {report['binarization']}",
+        "Nats per image (summed over pixels, averaged over images); +- one standard "
+        "error over images.",
+        f"  {'':<44}{'estimate':>10}{'s.e.':>9}",
+        row(f"ELBO ({S} posterior samples per image)", s["elbo"]),
+        row("  reconstruction E_q[log p(x|z)]", s["log_px_given_z"]),
+        row("  KL(q(z|x) || p(z)), closed form", s["kl"]),
+        row(f"log p(x), importance weighted, K={K}", s["log_px"]),
+        row("  gap log p(x) - ELBO", s["gap_log_px_minus_elbo"]),
+        row("negative log-likelihood -log p(x)", s["log_px"], -1),
+    ]
+    if "exact_log_px" in s:
+        lines.append(row(f"log p(x), exact (grid, spacing {s['exact_grid']['spacing']:g})",
+                         s["exact_log_px"]))
+        lines.append(row(f"  exact - importance weighted (K={K})", s["exact_minus_iw"]))
+    curve = ", ".join(f"K={k}: {v['mean']:.2f}" for k, v in s["iw_curve"].items())
+    lines.append(f"Importance-weighted estimate with the first K samples: {curve}")
+    active = [u for u in s["units"] if u["active"]]
+    inactive_kl = sum(u["kl"] for u in s["units"] if not u["active"])
+    lines.append(f"Active units (variance over images of the posterior mean > "
+                 f"{ACTIVE_UNIT_THRESHOLD}): {s['active_units']} of {s['latent_dim']}; "
+                 f"the inactive ones carry {inactive_kl:.3f} nats of KL")
+    lines.append(f"  {'unit':>6}{'KL':>9}{'Var[mean]':>11}")
+    for u in sorted(active, key=lambda u: -u["kl"]):
+        lines.append(f"  {u['unit']:>6}{u['kl']:>9.2f}{u['posterior_mean_variance']:>11.3f}")
+    if report["status"] != "complete":
+        lines.append(f"INTERRUPTED: these numbers cover the first {report['n']} images only")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------
+# The command line
+# ----------------------------------------------------------------------------
+
+def parse_args(argv=None):
+    parser = vae._OneLineErrorParser(
+        description="Estimate the test log-likelihood of a VAE checkpoint written by "
+                    "vae.py by importance sampling, with the ELBO and per-unit diagnostics.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add = parser.add_argument
+    add("checkpoint", type=vae.existing_file, help="checkpoint.npz written by vae.py")
+    add("--split", choices=("test", "train"), default="test", help="which images")
+    add("--n", type=vae.positive_int, default=None, metavar="N",
+        help="evaluate only the first N images of the split (default: all)")
+    add("--iw-samples", type=vae.positive_int, default=IW_SAMPLES, metavar="K",
+        help="importance samples per image for log p(x)")
+    add("--elbo-samples", type=vae.positive_int, default=ELBO_SAMPLES, metavar="S",
+        help="posterior samples per image for the ELBO's reconstruction term")
+    add("--binarize", choices=("sample", "threshold"), default="sample",
+        help="sample: x > uniform noise drawn once with a fixed seed, as vae.py's "
+             f"test set; threshold: x > {THRESHOLD}")
+    add("--seed", type=vae.seed_int, default=0,
+        help="seed of the posterior samples (image i uses default_rng([seed, i]))")
+    add("--exact", action="store_true",
+        help="2-dimensional latent space only: also compute log p(x) by integration "
+             f"over a {GRID_POINTS}x{GRID_POINTS} grid on [-{GRID_HALF_WIDTH:g}, "
+             f"{GRID_HALF_WIDTH:g}]^2")
+    add("--data-dir", type=vae.existing_dir, default=None, metavar="DIR",
+        help="MNIST-format folder (default: the one the checkpoint was trained on)")
+    add("--json", type=Path, default=None, metavar="PATH",
+        help="where to write the report (default: evaluation_<split>_<binarize>.json "
+             "beside the checkpoint)")
+    add("--no-progress", action="store_true", help="no progress bar")
+    return parser.parse_args(argv)
+
+
+def run(args):
+    """Evaluates per args, prints the table, writes the JSON. -> exit code."""
+    wall_start = time.perf_counter()
+    gen_params, rec_params, config, history = vae.load_checkpoint(args.checkpoint)
+    latent_dim = config["latent_dim"]
+    if args.exact and latent_dim != 2:
+        print(f"evaluate.py: error: --exact needs a 2-dimensional latent space; "
+              f"{args.checkpoint} has latent_dim {latent_dim}", file=sys.stderr)
+        return 2
+    data_dir = args.data_dir or config["data_dir"]
+    _, train_images, _, test_images, _ = vae.load_data(None if data_dir is None else Path(data_dir))
+    images = test_images if args.split == "test" else train_images
+    if args.n is not None and args.n > len(images):
+        print(f"evaluate.py: error: --n {args.n} but the {args.split} set has "
+              f"{len(images)} images", file=sys.stderr)
+        return 2
+    binary, binarization = binarize_split(images, args.binarize)
+    binary = binary[:args.n]
+    # Float64 throughout: the weights of a float32-trained model are cast up.
+    gen_params = vae.cast_params(gen_params, onp.float64)
+    rec_params = vae.cast_params(rec_params, onp.float64)
+    per_image = evaluate(gen_params, rec_params, binary, args.iw_samples, args.elbo_samples,
+                         args.seed, progress=not args.no_progress)
+    n = per_image["n_done"]
+    if n == 0:
+        print("Interrupted before the first image was done; nothing to report",
+              file=sys.stderr)
+        return 130
+    exact = None
+    if args.exact and n == len(binary):
+        h = 2 * GRID_HALF_WIDTH / GRID_POINTS
+        fine = exact_log_px(gen_params, binary[:n])
+        coarse = exact_log_px(gen_params, binary[:n], points=GRID_POINTS // 2)
+        exact = {"log_px": fine, "grid": {
+            "half_width": GRID_HALF_WIDTH, "points": GRID_POINTS, "spacing": h,
+            "max_change_from_half_the_points": float(onp.max(onp.abs(fine - coarse)))}}
+    report = {
+        "status": "complete" if n == len(binary) else "interrupted",
+        "checkpoint": {"path": str(args.checkpoint), "epochs_trained": len(history),
+                       **{key: config[key] for key in ("latent_dim", "hidden_units",
+                                                       "hidden_layers", "dtype", "seed")},
+                       "config": config},
+        "split": args.split, "n": n, "n_split": len(images),
+        "binarization": binarization,
+        "iw_samples": args.iw_samples, "elbo_samples": args.elbo_samples,
+        "seed": args.seed,
+        "units": "nats per image, summed over pixels, averaged over images; "
+                 "se: standard error of the mean over images",
+        "summary": summarize(per_image, exact),
+        "wall_seconds": time.perf_counter() - wall_start,
+        "versions": vae.library_versions(),
+    }
+    path = args.json or args.checkpoint.parent / f"evaluation_{args.split}_{args.binarize}.json"
+    arrays = {key: per_image[key] for key in ("log_px", "elbo", "log_px_given_z", "kl")}
+    arrays.update({f"log_px_K{k}": v for k, v in per_image["iw_curve"].items()})
+    if exact is not None:
+        arrays["exact_log_px"] = exact["log_px"]
+    vae.atomic_write(path.with_suffix(".npz"), lambda f: onp.savez(f, **arrays))
+    vae.atomic_write(path, lambda f: f.write((json.dumps(report, indent=2) + "\n").encode()))
+    print(format_report(report))
+    print(f"Wrote {path} and the per-image estimates to {path.with_suffix('.npz')} "
+          f"({report['wall_seconds']:.0f} s)")
+    return 0 if report["status"] == "complete" else 130
+
+
+def main(argv=None):
+    """Entry point of `python evaluate.py`: returns the exit code."""
+    from data import DataError
+    args = parse_args(argv)
+    try:
+        return run(args)
+    except (DataError, vae.CheckpointError) as e:
+        print(f"evaluate.py: error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

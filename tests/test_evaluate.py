@@ -1,0 +1,328 @@
+"""evaluate.py: the importance-weighted log-likelihood against exact answers.
+
+The exact log p(x) of a model with a 2-dimensional latent space comes from
+numerical integration (evaluate.exact_log_px, itself checked against
+scipy.integrate and against closed forms); the estimator must approach it as
+K grows and, in expectation, never exceed it (Burda et al. 2016, Theorem 1).
+"""
+import json
+
+import numpy as np
+import pytest
+from scipy import stats
+from scipy.special import expit, logsumexp
+
+import evaluate
+import vae
+
+
+def tiny_model(seed=0, data_dim=12, hidden=8, latent_dim=2, num_images=6):
+    """A small random VAE whose encoder is a poor proposal (ELBO gaps of 2 to
+    15 nats) and a few random binary images. -> (gen_params, rec_params, x)."""
+    rs = np.random.RandomState(seed)
+    gen = [(1.5 * rs.randn(latent_dim, hidden), 0.5 * rs.randn(hidden)),
+           (1.5 * rs.randn(hidden, data_dim), 0.5 * rs.randn(data_dim))]
+    rec = [(0.5 * rs.randn(data_dim, hidden), 0.5 * rs.randn(hidden)),
+           (0.3 * rs.randn(hidden, 2 * latent_dim),
+            np.r_[np.zeros(latent_dim), -0.7 * np.ones(latent_dim)])]
+    x = (rs.uniform(size=(num_images, data_dim)) < 0.5).astype(float)
+    return gen, rec, x
+
+
+def repeated_curves(gen, rec, x, K, repeats):
+    """IW estimates from independent seeds: (repeats, len(curve), N) and the Ks."""
+    runs = [evaluate.evaluate(gen, rec, x, iw_samples=K, elbo_samples=1, seed=r)
+            for r in range(repeats)]
+    ks = list(runs[0]["iw_curve"])
+    return np.array([[run["iw_curve"][k] for k in ks] for run in runs]), ks
+
+
+# ----------------------------------------------------------------------------
+# The exact answer
+# ----------------------------------------------------------------------------
+
+def test_exact_log_px_agrees_with_monte_carlo_from_the_prior():
+    # p(x) = E_{z ~ p(z)}[p(x|z)], estimated with 10^6 prior samples and
+    # scipy's Bernoulli pmf: independent of the grid, within 4 standard errors.
+    gen, _, x = tiny_model()
+    z = np.random.RandomState(0).randn(10 ** 6, 2)
+    logits = vae.neural_net_predict(gen, z)
+    for image in x[:3]:
+        p_x_given_z = np.exp(stats.bernoulli.logpmf(image, expit(logits)).sum(axis=1))
+        p_x, se = p_x_given_z.mean(), p_x_given_z.std() / np.sqrt(len(z))
+        exact = np.exp(evaluate.exact_log_px(gen, image[None])[0])
+        assert abs(exact - p_x) < 4 * se
+        assert se < 0.01 * p_x                                 # the test has power
+
+
+def test_exact_log_px_has_converged_on_the_grid():
+    gen, _, x = tiny_model()
+    np.testing.assert_allclose(evaluate.exact_log_px(gen, x),
+                               evaluate.exact_log_px(gen, x, half_width=8, points=1601),
+                               atol=1e-5)
+
+
+def test_exact_p_x_sums_to_one_over_every_binary_image():
+    # sum_x p(x|z) = 1 for every z, so sum_x p(x) is the prior's mass on the
+    # grid, 1 up to the tails beyond 6 standard deviations (about 2e-9).
+    gen, _, _ = tiny_model(data_dim=4)
+    every_image = np.array(np.meshgrid(*[[0.0, 1.0]] * 4)).reshape(4, -1).T
+    total = np.exp(logsumexp(evaluate.exact_log_px(gen, every_image)))
+    assert total == pytest.approx(1.0, abs=1e-8)
+
+
+def test_exact_log_px_of_a_decoder_that_ignores_z_is_the_bernoulli_log_pmf():
+    gen, _, x = tiny_model()
+    gen[-1] = (np.zeros_like(gen[-1][0]), gen[-1][1])     # logits = b for every z
+    expected = stats.bernoulli.logpmf(x, expit(gen[-1][1])).sum(axis=1)
+    np.testing.assert_allclose(evaluate.exact_log_px(gen, x), expected, atol=1e-8)
+
+
+def test_exact_log_px_refuses_other_latent_dimensions():
+    gen, _, x = tiny_model(latent_dim=3)
+    with pytest.raises(ValueError, match="2-dimensional"):
+        evaluate.exact_log_px(gen, x)
+
+
+# ----------------------------------------------------------------------------
+# The importance-weighted estimator
+# ----------------------------------------------------------------------------
+
+def test_log_weight_terms_against_scipy_densities():
+    gen, rec, x = tiny_model()
+    eps = np.random.RandomState(1).randn(len(x), 3, 2)
+    log_px_given_z, log_prior_ratio = evaluate.log_weight_terms(gen, rec, x, eps)
+    q = vae.neural_net_predict(rec, x)
+    mean, std = q[:, None, :2], np.exp(q[:, None, 2:])
+    z = mean + std * eps
+    log_q = stats.norm.logpdf(z, mean, std).sum(-1)
+    log_p = stats.norm.logpdf(z).sum(-1)
+    logits = vae.neural_net_predict(gen, z.reshape(-1, 2)).reshape(len(x), 3, -1)
+    log_lik = stats.bernoulli.logpmf(x[:, None, :], expit(logits)).sum(-1)
+    np.testing.assert_allclose(log_prior_ratio, log_p - log_q, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(log_px_given_z, log_lik, rtol=1e-12)
+
+
+def test_estimate_approaches_the_exact_log_px_as_K_grows():
+    gen, rec, x = tiny_model()
+    exact = evaluate.exact_log_px(gen, x)
+    estimates, ks = repeated_curves(gen, rec, x, K=10000, repeats=20)
+    assert ks == [1, 10, 100, 1000, 10000]
+    gap = exact - estimates.mean(axis=0)                       # (len(ks), N)
+    se = estimates.std(axis=0, ddof=1) / np.sqrt(len(estimates))
+    mean_gap = gap.mean(axis=1)
+    assert np.all(np.diff(mean_gap) < 0), mean_gap             # closer with every K
+    assert mean_gap[0] > 2.0                                   # K = 1 is far off...
+    assert np.all(np.abs(gap[-1]) < 0.05)                      # ...K = 10^4 is not
+    # Never above the exact value by more than its standard error (3 s.e.).
+    assert np.all(gap > -3 * se), (gap / se).min()
+
+
+def test_estimate_of_p_x_is_unbiased():
+    # E[mean of K weights] = p(x) for every K: the lower bound on log p(x)
+    # comes only from the log (Jensen). Checked for p(x) / exact in 4 s.e.,
+    # with K large enough that the weights' heavy tail does not dominate.
+    gen, rec, x = tiny_model()
+    exact = evaluate.exact_log_px(gen, x)
+    estimates, ks = repeated_curves(gen, rec, x, K=10000, repeats=40)
+    ratio = np.exp(estimates[:, -1] - exact)                   # (repeats, N)
+    se = ratio.std(axis=0, ddof=1) / np.sqrt(len(ratio))
+    assert np.all(np.abs(ratio.mean(axis=0) - 1) < 4 * se + 1e-12)
+    assert np.all(se < 0.1)                                    # the test has power
+
+
+def test_K_equal_to_one_is_the_elbo_with_a_sampled_kl():
+    gen, rec, x = tiny_model()
+    out = evaluate.evaluate(gen, rec, x, iw_samples=1, elbo_samples=1, seed=3)
+    eps = np.stack([rng.standard_normal((1, 2)) for rng in evaluate.image_rngs(3, range(len(x)))])
+    log_px_given_z, log_prior_ratio = evaluate.log_weight_terms(gen, rec, x, eps)
+    np.testing.assert_allclose(out["log_px"], (log_px_given_z + log_prior_ratio)[:, 0],
+                               rtol=1e-12)
+    # In expectation over z: E[log p(x|z)] - KL, the ELBO with the KL in closed form.
+    single = np.array([evaluate.evaluate(gen, rec, x, 1, 1, seed=r)["log_px"]
+                       for r in range(400)])
+    elbo = evaluate.evaluate(gen, rec, x, iw_samples=1, elbo_samples=20000, seed=0)["elbo"]
+    se = single.std(axis=0, ddof=1) / np.sqrt(len(single))
+    assert np.all(np.abs(single.mean(axis=0) - elbo) < 4 * se)
+
+
+def test_with_the_same_samples_log_mean_exp_is_at_least_the_mean_log_weight():
+    gen, rec, x = tiny_model()
+    for seed in range(5):
+        eps = np.random.RandomState(seed).randn(len(x), 50, 2)
+        log_w = sum(evaluate.log_weight_terms(gen, rec, x, eps))
+        assert np.all(evaluate.log_mean_exp(log_w) >= log_w.mean(axis=1))
+
+
+def test_prior_as_proposal_and_a_decoder_that_ignores_z_give_exact_weights():
+    # Every weight p(x|z) p(z) / q(z|x) equals p(x): exact for K = 1.
+    gen, rec, x = tiny_model()
+    gen[-1] = (np.zeros_like(gen[-1][0]), gen[-1][1])
+    rec[-1] = (np.zeros_like(rec[-1][0]), np.zeros_like(rec[-1][1]))   # q = N(0, I)
+    expected = stats.bernoulli.logpmf(x, expit(gen[-1][1])).sum(axis=1)
+    for K in (1, 7):
+        out = evaluate.evaluate(gen, rec, x, iw_samples=K, elbo_samples=K)
+        np.testing.assert_allclose(out["log_px"], expected, rtol=1e-12)
+        np.testing.assert_allclose(out["elbo"], expected, rtol=1e-12)
+        np.testing.assert_allclose(out["kl"], 0, atol=1e-15)
+
+
+def test_log_mean_exp_is_finite_where_the_naive_formula_underflows():
+    a = np.array([-1000.0, -1000.0 + np.log(3.0)])
+    with np.errstate(divide="ignore"):
+        assert np.log(np.mean(np.exp(a))) == -np.inf
+    assert evaluate.log_mean_exp(a) == pytest.approx(-1000.0 + np.log(2.0), abs=1e-12)
+
+
+def test_results_do_not_depend_on_chunking_or_on_how_many_images():
+    gen, rec, x = tiny_model()
+    whole = evaluate.evaluate(gen, rec, x, iw_samples=30, elbo_samples=40, seed=5)
+    chunked = evaluate.evaluate(gen, rec, x, iw_samples=30, elbo_samples=40, seed=5,
+                                max_rows=7)
+    first = evaluate.evaluate(gen, rec, x[:2], iw_samples=30, elbo_samples=40, seed=5)
+    for key in ("log_px", "elbo", "log_px_given_z", "kl"):
+        np.testing.assert_allclose(chunked[key], whole[key], rtol=1e-13)
+        np.testing.assert_allclose(first[key], whole[key][:2], rtol=1e-13)
+    assert list(whole["iw_curve"]) == [1, 10, 30]
+    np.testing.assert_array_equal(whole["iw_curve"][30], whole["log_px"])
+
+
+def test_elbo_terms_use_the_closed_form_kl():
+    gen, rec, x = tiny_model()
+    out = evaluate.evaluate(gen, rec, x, iw_samples=5, elbo_samples=5)
+    q = vae.neural_net_predict(rec, x)
+    np.testing.assert_allclose(out["kl"], vae.compute_KL(q), rtol=1e-12)
+    np.testing.assert_allclose(out["kl_per_unit"].sum(axis=1), out["kl"], rtol=1e-12)
+    np.testing.assert_allclose(out["elbo"], out["log_px_given_z"] - out["kl"], rtol=1e-12)
+    np.testing.assert_allclose(out["posterior_mean"], q[:, :2])
+
+
+def test_an_interrupted_evaluation_keeps_the_finished_images(monkeypatch):
+    gen, rec, x = tiny_model()
+    calls, original = [], evaluate.image_rngs
+
+    def interrupt_on_the_third_batch(seed, indices):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return original(seed, indices)
+
+    monkeypatch.setattr(evaluate, "image_rngs", interrupt_on_the_third_batch)
+    out = evaluate.evaluate(gen, rec, x, iw_samples=10, elbo_samples=10, max_rows=20)
+    assert out["n_done"] == 4                                  # 2 images per pass
+    assert out["log_px"].shape == (4,) and out["kl_per_unit"].shape == (4, 2)
+    assert np.all(np.isfinite(out["log_px"]))
+
+
+# ----------------------------------------------------------------------------
+# Diagnostics and conventions
+# ----------------------------------------------------------------------------
+
+def test_active_units_threshold_the_variance_of_the_posterior_mean():
+    rs = np.random.RandomState(0)
+    means = np.column_stack([rs.randn(5000), 0.05 * rs.randn(5000), np.full(5000, 2.0)])
+    variance, active = evaluate.active_units(means)
+    np.testing.assert_allclose(variance, [1.0, 0.0025, 0.0], atol=0.05)
+    assert active.tolist() == [True, False, False]
+
+
+def test_mean_and_se():
+    values = np.array([1.0, 2.0, 3.0, 6.0])
+    mean, se = evaluate.mean_and_se(values)
+    assert mean == 3.0
+    assert se == pytest.approx(stats.sem(values))
+    assert np.isnan(evaluate.mean_and_se([1.0])[1])
+
+
+def test_binarisations():
+    images = np.array([[0.0, 0.3, 0.5, 0.51, 1.0]] * 4000)
+    thresholded, text = evaluate.binarize_split(images, "threshold")
+    assert thresholded[0].tolist() == [0, 0, 0, 1, 1] and "0.5" in text
+    sampled, text = evaluate.binarize_split(images, "sample")
+    assert "1234" in text
+    # Pixel d is 1 with probability images[:, d]: within 4 standard errors.
+    p = images[0]
+    se = np.sqrt(p * (1 - p) / len(images))
+    assert np.all(np.abs(sampled.mean(axis=0) - p) <= 4 * se)
+    # The same binarisation as vae.py's test set.
+    np.testing.assert_array_equal(
+        sampled, vae.binarize(images, np.random.RandomState(vae.TEST_BINARIZATION_SEED)))
+
+
+# ----------------------------------------------------------------------------
+# The command line, end to end on a tiny trained checkpoint
+# ----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tiny_run")
+    assert vae.main(["--epochs", "1", "--n-train", "300", "--latent-dim", "2",
+                     "--hidden-units", "16", "--output-dir", str(out), "--no-progress"]) == 0
+    return out / "checkpoint.npz"
+
+
+def run_cli(capsys, *argv):
+    code = evaluate.main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_cli_writes_the_table_and_the_json(tiny_checkpoint, tmp_path, capsys):
+    report_path = tmp_path / "report.json"
+    code, out, _ = run_cli(capsys, tiny_checkpoint, "--n", 30, "--iw-samples", 200,
+                           "--elbo-samples", 20, "--exact", "--json", report_path,
+                           "--no-progress")
+    assert code == 0
+    report = json.loads(report_path.read_text())
+    s = report["summary"]
+    assert report["status"] == "complete" and report["n"] == 30
+    assert report["binarization"] == vae.TEST_BINARIZATION
+    assert "nats per image" in report["units"]
+    assert s["log_px"]["mean"] >= s["elbo"]["mean"] - 3 * s["elbo"]["se"]
+    assert s["exact_log_px"]["mean"] >= s["log_px"]["mean"] - 3 * s["log_px"]["se"]
+    assert s["exact_grid"]["max_change_from_half_the_points"] < 1e-2
+    assert s["latent_dim"] == 2 and len(s["units"]) == 2
+    for text in ("Nats per image", "importance weighted, K=200", "exact",
+                 "RandomState(1234)", "Active units"):
+        assert text in out
+    per_image = np.load(report_path.with_suffix(".npz"))
+    assert per_image["log_px"].shape == (30,)
+    assert np.mean(per_image["log_px"]) == pytest.approx(s["log_px"]["mean"])
+
+
+def test_cli_threshold_and_train_split(tiny_checkpoint, capsys):
+    code, out, _ = run_cli(capsys, tiny_checkpoint, "--n", 10, "--iw-samples", 10,
+                           "--split", "train", "--binarize", "threshold", "--no-progress")
+    assert code == 0
+    report = json.loads((tiny_checkpoint.parent / "evaluation_train_threshold.json").read_text())
+    assert report["split"] == "train" and report["binarization"] == "thresholded: x > 0.5"
+    assert "Train set: 10 images (first 10 of 60000)" in out
+
+
+@pytest.mark.parametrize("argv, code, message", [
+    (["--n", "20000"], 2, "--n 20000 but the test set has 10000 images"),
+    (["--exact"], 2, None),
+    (["--iw-samples", "0"], 2, "expected a positive integer"),
+])
+def test_cli_refuses_bad_arguments(tiny_checkpoint, tmp_path, capsys, argv, code, message):
+    if argv == ["--exact"]:   # a checkpoint with a 3-dimensional latent space
+        checkpoint = tmp_path / "three.npz"
+        gen, rec, config, history = vae.load_checkpoint(tiny_checkpoint)
+        config = dict(config, latent_dim=3)
+        vae.save_checkpoint(checkpoint, gen, rec, config, history)
+        message = "--exact needs a 2-dimensional latent space"
+    else:
+        checkpoint = tiny_checkpoint
+    try:
+        result = run_cli(capsys, checkpoint, *argv)
+    except SystemExit as e:           # argparse's refusals
+        result = (e.code, "", capsys.readouterr().err)
+    assert result[0] == code
+    assert message in result[2] and "Traceback" not in result[2]
+
+
+def test_cli_refuses_a_file_that_is_not_a_checkpoint(tmp_path, capsys):
+    bogus = tmp_path / "notes.npz"
+    bogus.write_text("not a checkpoint")
+    code, _, err = run_cli(capsys, bogus)
+    assert code == 1 and "is not a checkpoint written by vae.py" in err
