@@ -6,6 +6,7 @@ scipy.integrate and against closed forms); the estimator must approach it as
 K grows and, in expectation, never exceed it (Burda et al. 2016, Theorem 1).
 """
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -297,6 +298,16 @@ def test_cli_threshold_and_train_split(tiny_checkpoint, capsys):
     report = json.loads((tiny_checkpoint.parent / "evaluation_train_threshold.json").read_text())
     assert report["split"] == "train" and report["binarization"] == "thresholded: x > 0.5"
     assert "Train set: 10 images (first 10 of 60000)" in out
+
+
+def test_the_default_report_is_where_metrics_json_points(tiny_checkpoint, capsys):
+    metrics = json.loads((tiny_checkpoint.parent / vae.METRICS_NAME).read_text())
+    command = metrics["log_likelihood"]["command"].split()
+    assert command[:2] == ["python", "evaluate.py"]
+    report = Path(metrics["log_likelihood"]["report"])
+    assert not report.exists()
+    code, _, _ = run_cli(capsys, *command[2:], "--n", 5, "--iw-samples", 5, "--no-progress")
+    assert code == 0 and report.is_file()
 
 
 @pytest.mark.parametrize("argv, code, message", [
