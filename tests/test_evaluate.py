@@ -18,8 +18,8 @@ import vae
 
 
 def tiny_model(seed=0, data_dim=12, hidden=8, latent_dim=2, num_images=6):
-    """A small random VAE whose encoder is a poor proposal (ELBO gaps of 2 to
-    15 nats) and a few random binary images. -> (gen_params, rec_params, x)."""
+    """A small random VAE whose encoder is a poor proposal (ELBO 3 to 13
+    nats below log p(x)) and a few random binary images. -> (gen_params, rec_params, x)."""
     rs = np.random.RandomState(seed)
     gen = [(1.5 * rs.randn(latent_dim, hidden), 0.5 * rs.randn(hidden)),
            (1.5 * rs.randn(hidden, data_dim), 0.5 * rs.randn(data_dim))]
