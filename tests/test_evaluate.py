@@ -332,6 +332,27 @@ def test_cli_refuses_bad_arguments(tiny_checkpoint, tmp_path, capsys, argv, code
     assert message in result[2] and "Traceback" not in result[2]
 
 
+def test_cli_interrupted_reports_and_saves_the_finished_images(tiny_checkpoint, tmp_path,
+                                                               capsys, monkeypatch):
+    calls, original = [], evaluate.image_rngs
+
+    def interrupt_on_the_sixth_batch(seed, indices):
+        calls.append(1)
+        if len(calls) == 6:
+            raise KeyboardInterrupt
+        return original(seed, indices)
+
+    monkeypatch.setattr(evaluate, "image_rngs", interrupt_on_the_sixth_batch)
+    report_path = tmp_path / "report.json"
+    code, out, _ = run_cli(capsys, tiny_checkpoint, "--n", 50, "--iw-samples", 5000,
+                           "--json", report_path, "--no-progress")
+    report = json.loads(report_path.read_text())
+    assert code == 130
+    assert report["status"] == "interrupted" and report["n"] == 5
+    assert "INTERRUPTED: these numbers cover the first 5 images only" in out
+    assert np.load(report_path.with_suffix(".npz"))["log_px"].shape == (5,)
+
+
 def test_cli_refuses_a_file_that_is_not_a_checkpoint(tmp_path, capsys):
     bogus = tmp_path / "notes.npz"
     bogus.write_text("not a checkpoint")
