@@ -41,6 +41,7 @@ IW_CURVE = (1, 10, 100, 1000)    # also report the estimate from the first k sam
 GRID_HALF_WIDTH = 6.0            # --exact: the grid covers [-6, 6]^2 ...
 GRID_POINTS = 601                # ... with spacing 0.02 (and a check at 0.04)
 GRID_ROWS = 1024                 # grid points per decoder pass
+GRID_TOLERANCE = 0.01            # converged: halving the points moves log p(x) by less
 
 
 # ----------------------------------------------------------------------------
@@ -207,6 +208,11 @@ def summarize(per_image, exact=None):
         summary["exact_log_px"] = entry(exact["log_px"])
         summary["exact_grid"] = exact["grid"]
         summary["exact_minus_iw"] = entry(exact["log_px"] - per_image["log_px"])
+        converged = exact["converged"]
+        summary["exact_converged_images"] = int(onp.sum(converged))
+        if onp.any(converged):
+            summary["exact_minus_iw_converged_images"] = entry(
+                exact["log_px"][converged] - per_image["log_px"][converged])
     return summary
 
 
@@ -249,6 +255,12 @@ def format_report(report):
         lines.append(row(f"log p(x), exact (grid, spacing {s['exact_grid']['spacing']:g})",
                          s["exact_log_px"]))
         lines.append(row(f"  exact - importance weighted (K={K})", s["exact_minus_iw"]))
+        lines.append(f"  The grid converged (halving its points moves log p(x) by less than "
+                     f"{GRID_TOLERANCE}) for {s['exact_converged_images']} of {report['n']} images; "
+                     "narrower posteriors need a finer grid")
+        if "exact_minus_iw_converged_images" in s:
+            lines.append(row("  exact - importance weighted, converged only",
+                             s["exact_minus_iw_converged_images"]))
     curve = ", ".join(f"K={k}: {v['mean']:.2f}" for k, v in s["iw_curve"].items())
     lines.append(f"Importance-weighted estimate with the first K samples: {curve}")
     active = [u for u in s["units"] if u["active"]]
@@ -333,7 +345,8 @@ def run(args):
         h = 2 * GRID_HALF_WIDTH / GRID_POINTS
         fine = exact_log_px(gen_params, binary[:n])
         coarse = exact_log_px(gen_params, binary[:n], points=GRID_POINTS // 2)
-        exact = {"log_px": fine, "grid": {
+        exact = {"log_px": fine, "half_points": coarse,
+                 "converged": onp.abs(fine - coarse) < GRID_TOLERANCE, "grid": {
             "half_width": GRID_HALF_WIDTH, "points": GRID_POINTS, "spacing": h,
             "max_change_from_half_the_points": float(onp.max(onp.abs(fine - coarse)))}}
     report = {
@@ -357,6 +370,7 @@ def run(args):
     arrays.update({f"log_px_K{k}": v for k, v in per_image["iw_curve"].items()})
     if exact is not None:
         arrays["exact_log_px"] = exact["log_px"]
+        arrays["exact_log_px_half_points"] = exact["half_points"]
     vae.atomic_write(path.with_suffix(".npz"), lambda f: onp.savez(f, **arrays))
     vae.atomic_write(path, lambda f: f.write((json.dumps(report, indent=2) + "\n").encode()))
     print(format_report(report))

@@ -282,12 +282,13 @@ def test_cli_writes_the_table_and_the_json(tiny_checkpoint, tmp_path, capsys):
     assert s["log_px"]["mean"] >= s["elbo"]["mean"] - 3 * s["elbo"]["se"]
     assert s["exact_log_px"]["mean"] >= s["log_px"]["mean"] - 3 * s["log_px"]["se"]
     assert s["exact_grid"]["max_change_from_half_the_points"] < 1e-2
+    assert s["exact_converged_images"] == 30
     assert s["latent_dim"] == 2 and len(s["units"]) == 2
     for text in ("Nats per image", "importance weighted, K=200", "exact",
                  "RandomState(1234)", "Active units"):
         assert text in out
     per_image = np.load(report_path.with_suffix(".npz"))
-    assert per_image["log_px"].shape == (30,)
+    assert per_image["log_px"].shape == per_image["exact_log_px_half_points"].shape == (30,)
     assert np.mean(per_image["log_px"]) == pytest.approx(s["log_px"]["mean"])
 
 
