@@ -259,7 +259,7 @@ def format_report(report):
                      f"{GRID_TOLERANCE}) for {s['exact_converged_images']} of {report['n']} images; "
                      "narrower posteriors need a finer grid")
         if "exact_minus_iw_converged_images" in s:
-            lines.append(row("  exact - importance weighted, converged only",
+            lines.append(row("  exact - importance weighted, converged",
                              s["exact_minus_iw_converged_images"]))
     curve = ", ".join(f"K={k}: {v['mean']:.2f}" for k, v in s["iw_curve"].items())
     lines.append(f"Importance-weighted estimate with the first K samples: {curve}")
