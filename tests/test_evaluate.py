@@ -198,17 +198,22 @@ def test_elbo_terms_use_the_closed_form_kl():
     np.testing.assert_allclose(out["posterior_mean"], q[:, :2])
 
 
-def test_an_interrupted_evaluation_keeps_the_finished_images(monkeypatch):
-    gen, rec, x = tiny_model()
+def interrupt_at_batch(monkeypatch, batch):
+    """Ctrl-C as evaluate.evaluate starts its batch-th pass over images."""
     calls, original = [], evaluate.image_rngs
 
-    def interrupt_on_the_third_batch(seed, indices):
+    def image_rngs(seed, indices):
         calls.append(1)
-        if len(calls) == 3:
+        if len(calls) == batch:
             raise KeyboardInterrupt
         return original(seed, indices)
 
-    monkeypatch.setattr(evaluate, "image_rngs", interrupt_on_the_third_batch)
+    monkeypatch.setattr(evaluate, "image_rngs", image_rngs)
+
+
+def test_an_interrupted_evaluation_keeps_the_finished_images(monkeypatch):
+    gen, rec, x = tiny_model()
+    interrupt_at_batch(monkeypatch, 3)
     out = evaluate.evaluate(gen, rec, x, iw_samples=10, elbo_samples=10, max_rows=20)
     assert out["n_done"] == 4                                  # 2 images per pass
     assert out["log_px"].shape == (4,) and out["kl_per_unit"].shape == (4, 2)
@@ -335,15 +340,7 @@ def test_cli_refuses_bad_arguments(tiny_checkpoint, tmp_path, capsys, argv, code
 
 def test_cli_interrupted_reports_and_saves_the_finished_images(tiny_checkpoint, tmp_path,
                                                                capsys, monkeypatch):
-    calls, original = [], evaluate.image_rngs
-
-    def interrupt_on_the_sixth_batch(seed, indices):
-        calls.append(1)
-        if len(calls) == 6:
-            raise KeyboardInterrupt
-        return original(seed, indices)
-
-    monkeypatch.setattr(evaluate, "image_rngs", interrupt_on_the_sixth_batch)
+    interrupt_at_batch(monkeypatch, 6)
     report_path = tmp_path / "report.json"
     code, out, _ = run_cli(capsys, tiny_checkpoint, "--n", 50, "--iw-samples", 5000,
                            "--json", report_path, "--no-progress")
