@@ -316,26 +316,33 @@ def test_the_default_report_is_where_metrics_json_points(tiny_checkpoint, capsys
     assert code == 0 and report.is_file()
 
 
-@pytest.mark.parametrize("argv, code, message", [
-    (["--n", "20000"], 2, "--n 20000 but the test set has 10000 images"),
-    (["--exact"], 2, None),
-    (["--iw-samples", "0"], 2, "expected a positive integer"),
-])
-def test_cli_refuses_bad_arguments(tiny_checkpoint, tmp_path, capsys, argv, code, message):
-    if argv == ["--exact"]:   # a checkpoint with a 3-dimensional latent space
-        checkpoint = tmp_path / "three.npz"
-        gen, rec, config, history = vae.load_checkpoint(tiny_checkpoint)
-        config = dict(config, latent_dim=3)
-        vae.save_checkpoint(checkpoint, gen, rec, config, history)
-        message = "--exact needs a 2-dimensional latent space"
-    else:
-        checkpoint = tiny_checkpoint
+def refusal(capsys, *argv):
+    """(exit code, stderr) of a command line that evaluate.py refuses."""
     try:
-        result = run_cli(capsys, checkpoint, *argv)
+        code = evaluate.main([str(a) for a in argv])
     except SystemExit as e:           # argparse's refusals
-        result = (e.code, "", capsys.readouterr().err)
-    assert result[0] == code
-    assert message in result[2] and "Traceback" not in result[2]
+        code = e.code
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--n", "20000"], "--n 20000 but the test set has 10000 images"),
+    (["--iw-samples", "0"], "expected a positive integer"),
+])
+def test_cli_refuses_bad_arguments(tiny_checkpoint, capsys, argv, message):
+    code, err = refusal(capsys, tiny_checkpoint, *argv)
+    assert code == 2
+    assert message in err and "Traceback" not in err
+
+
+def test_cli_refuses_exact_for_a_latent_space_that_is_not_2d(tiny_checkpoint, tmp_path,
+                                                            capsys):
+    checkpoint = tmp_path / "three.npz"
+    gen, rec, config, history = vae.load_checkpoint(tiny_checkpoint)
+    vae.save_checkpoint(checkpoint, gen, rec, dict(config, latent_dim=3), history)
+    code, err = refusal(capsys, checkpoint, "--exact")
+    assert code == 2
+    assert "--exact needs a 2-dimensional latent space" in err and "Traceback" not in err
 
 
 def test_cli_interrupted_reports_and_saves_the_finished_images(tiny_checkpoint, tmp_path,
