@@ -20,8 +20,6 @@ encoder's first, whose input is the data), and for the skeleton loop the
 forward pass of its second evaluation. That replay is the floor: no
 implementation of these steps can be faster than its matrix products.
 """
-import argparse
-import json
 import os
 import sys
 import time
@@ -30,17 +28,22 @@ LOOPS = (("skeleton", "float64", 3.0), ("fast", "float32", 2.0))   # loop, dtype
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--epochs", type=int, default=1, help="timed epochs per repeat")
-    parser.add_argument("--repeats", type=int, default=2,
+    import runs   # imports no NumPy: --threads must be set before NumPy loads
+    parser = runs.OneLineErrorParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--epochs", type=runs.positive_int, default=1,
+                        help="timed epochs per repeat")
+    parser.add_argument("--repeats", type=runs.positive_int, default=2,
                         help="timed trainings per loop; the best epoch is reported")
-    parser.add_argument("--threads", type=int, default=None,
+    parser.add_argument("--threads", type=runs.positive_int, default=None,
                         help="BLAS threads (default: the environment's setting)")
-    parser.add_argument("--json", metavar="PATH", default=None, help="also write the figures here")
+    parser.add_argument("--json", metavar="PATH", type=runs.output_path, default=None,
+                        help="also write the figures here (after printing them)")
     args = parser.parse_args(argv)
-    if args.epochs < 1 or args.repeats < 1 or (args.threads is not None and args.threads < 1):
-        parser.error("--epochs, --repeats and --threads must be positive integers")
+    if args.json is not None:
+        try:
+            runs.check_writable(args.json.parent, what="the folder of --json")
+        except runs.RunError as e:
+            parser.exit(1, f"{parser.prog}: error: {e}\n")
     return args
 
 
@@ -76,7 +79,7 @@ def epoch_seconds(vae, images, config, loop, dtype, epochs, repeats):
         gen, rec = vae.initial_params(config, dtype, config["seed"] + repeat)
         data = images if repeat else images[:10 * config["batch_size"]]
         vae.train(gen, rec, data, epochs if repeat else 1, config["batch_size"],
-                  config["learning_rate"], loop=loop, seed=repeat,
+                  config["learning_rate"], step=vae.LOOPS[loop], seed=repeat,
                   on_epoch_end=lambda e, g, r, elbo, s: seconds.append(s) if repeat else None)
     return min(seconds)
 
@@ -87,7 +90,8 @@ def peak_megabytes(vae, images, config, loop, dtype, steps=5):
     gen, rec = vae.initial_params(config, dtype, config["seed"])
     data = images[:steps * config["batch_size"]].astype(dtype)
     tracemalloc.start()
-    vae.train(gen, rec, data, 1, config["batch_size"], config["learning_rate"], loop=loop)
+    vae.train(gen, rec, data, 1, config["batch_size"], config["learning_rate"],
+              step=vae.LOOPS[loop])
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     return peak / 2 ** 20
@@ -100,6 +104,7 @@ def main(argv=None):
             os.environ[name] = str(args.threads)
     import numpy as np
 
+    import runs
     import vae
     config = vars(vae.parse_args([]))   # the assignment's defaults
     _, images, _, _, _ = vae.load_data(None)
@@ -129,10 +134,11 @@ def main(argv=None):
         print(f"{loop:<9} {dtype:<8} {seconds:8.2f} {r['steps_per_second']:8.1f} {floor:13.2f} "
               f"{r['ratio']:6.2f} {'<= ' + str(target):>7} {peak:9.1f}", flush=True)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"threads": threads, "epochs": args.epochs, "repeats": args.repeats,
-                       "images": len(images), "batch_size": batch, "results": results,
-                       "versions": vae.library_versions(), "python": sys.version}, f, indent=2)
+        runs.write_json(args.json, {
+            "threads": threads, "epochs": args.epochs, "repeats": args.repeats,
+            "images": len(images), "batch_size": batch, "results": results,
+            "versions": runs.library_versions(), "python": sys.version})
+        print(f"Wrote {args.json}")
     return 0
 
 

@@ -312,12 +312,13 @@ def networks(reference, noise_off=False):
     """Generator (L, HIDDEN, D) and recognition (D, HIDDEN, 2L) parameters with
     moderate logits. noise_off: the encoder's log_std is -50, so z = mean."""
     import autograd.numpy.random as npr
+    import numpy as np
     npr.seed(SEED)
     gen = reference.init_net_params([LATENT, HIDDEN, PIXELS], scale=0.2)
     rec = reference.init_net_params([PIXELS, HIDDEN, 2 * LATENT], scale=0.05)
     if noise_off:
         W, b = rec[-1]
-        keep = (reference.onp.arange(2 * LATENT) < LATENT).astype(float)
+        keep = (np.arange(2 * LATENT) < LATENT).astype(float)
         rec = rec[:-1] + [(W * keep, b * keep - 50 * (1 - keep))]
     return gen, rec
 

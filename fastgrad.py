@@ -1,0 +1,244 @@
+"""Fused derivatives: the functions of vae.py with hand-written derivatives.
+
+vae.py writes the model as the assignment asks, in plain autograd. Autograd
+then differentiates it node by node, and on a 2-core CPU that costs several
+times the matrix products themselves (../shared/SPEED-NOTES.md,
+docs/speed.md). Each function here computes the same numbers as its plain
+twin, with the same signature, but is one autograd primitive whose
+derivative is written out in a single fused NumPy pass that keeps the
+input's dtype (float32 stays float32). tests/test_fastgrad.py checks every
+one against its plain twin, value and gradient, and against finite
+differences. This module knows nothing of the model: the training loops and
+evaluate.py assemble the bound from these pieces.
+
+    dense_layer(inputs, W, b, apply_relu)   relu(inputs @ W + b) or inputs @ W + b
+    neural_net_predict(params, inputs)      vae.neural_net_predict
+    reparameterize(mean_and_log_std, eps)   mean + exp(log_std) * eps
+    bernoulli_log_prob(targets, logits)     vae.bernoulli_log_prob
+    compute_KL(mean_and_log_std)            vae.compute_KL
+    batch_mean(x)                           np.mean(x, axis=0)
+    unflatten_views(flat, like)             autograd.misc.flatten's unflatten
+    adam_step(params, gradient, m, v, t)    vae.adam_step, in place
+"""
+import autograd.numpy as anp
+import numpy as np
+from autograd.extend import SparseObject, defvjp, defvjp_argnums, primitive, vspace
+
+DENORMAL_FLUSH_EVERY = 16     # Adam steps
+
+
+def split_mean_log_std(mean_and_log_std):
+    """(..., 2L) -> mean (..., L), log_std (..., L)."""
+    latent_dim = mean_and_log_std.shape[-1] // 2
+    return mean_and_log_std[..., :latent_dim], mean_and_log_std[..., latent_dim:]
+
+
+# ----------------------------------------------------------------------------
+# Networks
+# ----------------------------------------------------------------------------
+
+@primitive
+def dense_layer(inputs, W, b, apply_relu):
+    """inputs @ W + b, then max(0, .) if apply_relu: (N, m), (m, n), (n,) -> (N, n).
+    One primitive instead of three generic nodes; the derivative reuses the
+    output as the ReLU mask."""
+    outputs = inputs @ W
+    outputs += b
+    if apply_relu:
+        np.maximum(outputs, 0, out=outputs)
+    return outputs
+
+
+def _dense_layer_vjp(argnums, outputs, args, kwargs):
+    inputs, W, _, apply_relu = args
+
+    def vjp(g):
+        if apply_relu:
+            g = g * (outputs > 0)
+        grads = {0: lambda: g @ W.T, 1: lambda: inputs.T @ g, 2: lambda: g.sum(axis=0)}
+        return tuple(grads[argnum]() for argnum in argnums)
+    return vjp
+
+
+defvjp_argnums(dense_layer, _dense_layer_vjp)
+
+
+def neural_net_predict(params, inputs):
+    """vae.neural_net_predict through dense_layer: ReLU hidden layers, linear
+    last layer. inputs: (N, D_in) or (D_in,) -> (N, D_out) or (D_out,)."""
+    if np.ndim(inputs) == 1:
+        return neural_net_predict(params, np.reshape(inputs, (1, -1)))[0]
+    for i, (W, b) in enumerate(params):
+        inputs = dense_layer(inputs, W, b, i < len(params) - 1)
+    return inputs
+
+
+# ----------------------------------------------------------------------------
+# The terms of the bound
+# ----------------------------------------------------------------------------
+
+@primitive
+def reparameterize(mean_and_log_std, eps):
+    """z = mean + exp(log_std) * eps: (N, 2L), eps (N, L) -> (N, L), in the
+    dtype of mean_and_log_std. (Slicing a traced array costs a scatter-add
+    in autograd's derivative; this one concatenates.)"""
+    mean, log_std = split_mean_log_std(mean_and_log_std)
+    z = np.exp(log_std)
+    z *= eps
+    z += mean
+    return z
+
+
+def _reparameterize_vjp_q(z, mean_and_log_std, eps):
+    # dz/dmean = 1, dz/dlog_std = exp(log_std) * eps = z - mean.
+    mean, _ = split_mean_log_std(mean_and_log_std)
+    return lambda g: np.concatenate([g, g * (z - mean)], axis=-1)
+
+
+defvjp(reparameterize, _reparameterize_vjp_q,
+       lambda z, q, eps: lambda g: g * np.exp(split_mean_log_std(q)[1]))
+
+
+def softplus(logits):
+    """log(1 + exp(l)) = max(l, 0) + log1p(exp(-|l|)): exp never overflows.
+    With SIMD ufuncs and one temporary: np.logaddexp(0, l) is a scalar loop,
+    ten times slower (SPEED-NOTES)."""
+    out = np.abs(logits)
+    np.negative(out, out=out)
+    np.exp(out, out=out)
+    np.log1p(out, out=out)
+    out += np.maximum(logits, 0)
+    return out
+
+
+@primitive
+def bernoulli_log_prob(targets, logits):
+    """vae.bernoulli_log_prob: sum_d x_d l_d - softplus(l_d).
+    targets (N, D) in {0, 1}, logits (N, D) -> (N,). The derivative with
+    respect to the logits is x - sigmoid(l), in one pass."""
+    log_prob = targets * logits
+    log_prob -= softplus(logits)
+    return log_prob.sum(axis=-1)
+
+
+def _bernoulli_log_prob_vjp_logits(ans, targets, logits):
+    def vjp(g):
+        # sigmoid(l) = (1 + tanh(l / 2)) / 2: 8x faster than expit, never
+        # overflows, and exact to an ulp of 1, which is what x - sigmoid(l) needs.
+        grad = np.tanh(logits * 0.5)
+        grad += 1
+        grad *= -0.5
+        grad += targets
+        grad *= np.expand_dims(g, -1)
+        return grad
+    return vjp
+
+
+defvjp(bernoulli_log_prob,
+       lambda ans, targets, logits: lambda g: np.expand_dims(g, -1) * logits,
+       _bernoulli_log_prob_vjp_logits)
+
+
+@primitive
+def compute_KL(mean_and_log_std):
+    """vae.compute_KL: KL(N(mean, exp(log_std)^2) || N(0, I)) per row,
+    (..., 2L) -> (...), with the derivative below in one concatenation."""
+    mean, log_std = split_mean_log_std(mean_and_log_std)
+    return 0.5 * np.sum(np.exp(2 * log_std) + mean ** 2 - 1.0 - 2 * log_std, axis=-1)
+
+
+def _compute_KL_vjp(kl, mean_and_log_std):
+    # dKL/dmean = mean, dKL/dlog_std = exp(2 log_std) - 1.
+    mean, log_std = split_mean_log_std(mean_and_log_std)
+    return lambda g: np.expand_dims(g, -1) * np.concatenate(
+        [mean, np.expm1(2 * log_std)], axis=-1)
+
+
+defvjp(compute_KL, _compute_KL_vjp)
+
+
+def batch_mean(x):
+    """Mean over the first axis, as np.mean, but its derivative keeps float32:
+    np.mean's divides by a NumPy integer, which promotes float32 to float64."""
+    return anp.sum(x, axis=0) / len(x)
+
+
+# ----------------------------------------------------------------------------
+# Parameters as views into one flat vector
+# ----------------------------------------------------------------------------
+
+@primitive
+def flat_view(flat, start, shape):
+    """flat[start:start + size].reshape(shape): a view into the flat vector.
+    Its derivative adds into one flat gradient in place; autograd's own
+    slicing scatters each slice into a new zeros array with np.add.at."""
+    return flat[start:start + int(np.prod(shape))].reshape(shape)
+
+
+def _flat_view_vjp(view, flat, start, shape):
+    space, stop = vspace(flat), start + view.size
+
+    def vjp(g):
+        def add_into(flat_gradient):
+            flat_gradient[start:stop] += g.ravel()
+            return flat_gradient
+        return SparseObject(space, add_into)
+    return vjp
+
+
+defvjp(flat_view, _flat_view_vjp)
+
+
+def unflatten_views(flat, like):
+    """Networks shaped like `like` (a tuple of [(W, b), ...] lists) as views
+    into the flat vector, laid out as autograd.misc.flatten(like) lays them
+    out: each network's W then b, layer by layer. Works on a traced vector."""
+    networks, start = [], 0
+    for params in like:
+        networks.append([])
+        for W, b in params:
+            networks[-1].append((flat_view(flat, start, W.shape),
+                                 flat_view(flat, start + W.size, b.shape)))
+            start += W.size + b.size
+    return tuple(networks)
+
+
+# ----------------------------------------------------------------------------
+# Adam, in place
+# ----------------------------------------------------------------------------
+
+def flush_denormals(x):
+    """Sets the entries of x below the smallest normal number to zero, in place.
+    Adam's first moment decays by b1 per step into that range for weights whose
+    gradient is almost always zero (pixels at the border), and arithmetic on
+    denormal numbers takes a slow path in the CPU (SPEED-NOTES: 48x slower)."""
+    x[np.abs(x) < np.finfo(x.dtype).tiny] = 0
+
+
+def adam_step(params, gradient, m, v, t, learning_rate=1e-3,
+              b1=0.9, b2=0.999, eps=1e-8, scratch=None):
+    """vae.adam_step, updating params, m and v in place; returns params.
+
+    Computed, as Kingma & Ba (2015) suggest at the end of their Section 2, as
+    the identical params += lr_t m / (sqrt(v) + eps_t) with
+    lr_t = learning_rate sqrt(1 - b2^t) / (1 - b1^t), eps_t = eps sqrt(1 - b2^t).
+    `scratch`, an array like params, is work space (allocated if None). Every
+    DENORMAL_FLUSH_EVERY steps, denormal entries of m and v become zero: their
+    effect on the update is below 1e-30."""
+    scratch = np.multiply(gradient, 1 - b1, out=scratch)
+    m *= b1
+    m += scratch
+    np.multiply(gradient, gradient, out=scratch)
+    scratch *= 1 - b2
+    v *= b2
+    v += scratch
+    if t % DENORMAL_FLUSH_EVERY == 0:
+        flush_denormals(m)
+        flush_denormals(v)
+    correction = np.sqrt(1 - b2 ** t)
+    np.sqrt(v, out=scratch)
+    scratch += eps * correction
+    np.divide(m, scratch, out=scratch)
+    scratch *= learning_rate * correction / (1 - b1 ** t)
+    params += scratch
+    return params

@@ -1,0 +1,289 @@
+"""What every script of the project needs around a model run, in one place.
+
+- the command line: an argparse parser whose errors are one line, and the
+  argument types that refuse bad values with a message;
+- RunError: a problem stated in one line with its exit code;
+- files: atomic writes, output paths checked before any work starts, and the
+  guard that keeps a run from replacing or mixing with a finished one;
+- memory: refuse sizes that cannot fit before allocating them;
+- checkpoints: parameters, configuration and history in one .npz, validated
+  when loaded;
+- SIGTERM handled like Ctrl-C.
+
+It knows nothing of the model: vae.py, evaluate.py and bench.py pass in
+what is theirs (file names, layer sizes).
+"""
+import argparse
+import json
+import math
+import os
+import platform
+import shutil
+import signal
+import zipfile
+from contextlib import contextmanager
+from pathlib import Path
+
+CHECKPOINT_NAME = "checkpoint.npz"
+METRICS_NAME = "metrics.json"
+
+
+class RunError(Exception):
+    """A problem the user can fix, said in one line; exit_code: 1 for a bad
+    file or environment, 2 for a bad request."""
+
+    def __init__(self, message, exit_code=1):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+# ----------------------------------------------------------------------------
+# The command line
+# ----------------------------------------------------------------------------
+
+class OneLineErrorParser(argparse.ArgumentParser):
+    """argparse, with every error one line ending in "(see --help)", exit 2,
+    and no abbreviated options (an abbreviation could change meaning later)."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        super().__init__(allow_abbrev=False, **kwargs)
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def explicit_options(parser, argv):
+    """The dests of the options that argv gives explicitly (not by default)."""
+    given = {arg.split("=", 1)[0] for arg in argv if arg.startswith("--")}
+    return {action.dest for action in parser._actions
+            if given.intersection(action.option_strings)}
+
+
+def checked(convert, ok, what):
+    """An argparse type: convert(text), then refuse it unless ok(value)."""
+    def parse(text):
+        try:
+            value = convert(text)
+        except (ValueError, OverflowError):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+    return parse
+
+
+positive_int = checked(int, lambda v: v >= 1, "a positive integer")
+nonnegative_int = checked(int, lambda v: v >= 0, "an integer >= 0")
+seed_int = checked(int, lambda v: 0 <= v < 2 ** 32, "an integer in [0, 2**32)")
+positive_float = checked(float, lambda v: 0 < v < math.inf, "a positive number")
+existing_dir = checked(Path, Path.is_dir, "an existing folder")
+existing_file = checked(Path, Path.is_file, "an existing file")
+
+
+def output_path(text):
+    """An argparse type for a file or folder to write: any non-empty path."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a path, got an empty string")
+    return Path(text)
+
+
+# ----------------------------------------------------------------------------
+# Files
+# ----------------------------------------------------------------------------
+
+def atomic_write(path, write):
+    """Calls write(file) on a temporary file beside path, then renames it over
+    path, so an interrupted run leaves the old file or the new one, never half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_json(path, content):
+    """content as indented JSON, atomically."""
+    atomic_write(path, lambda f: f.write((json.dumps(content, indent=2) + "\n").encode()))
+
+
+def check_writable(folder, need_bytes=0, what="the output folder"):
+    """Creates folder if needed and writes a probe file into it; raises RunError
+    if that fails or if the disk has less than need_bytes free."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-probe.{os.getpid()}"
+        probe.write_bytes(b"probe")
+        probe.unlink()
+        free = shutil.disk_usage(folder).free
+    except OSError as e:
+        raise RunError(f"cannot write into {what} {folder}: {e.strerror or e}; "
+                       "choose another folder") from None
+    if free < need_bytes:
+        raise RunError(f"{what} {folder} has {format_bytes(free)} free, and this run "
+                       f"needs about {format_bytes(need_bytes)}; free some space or "
+                       "choose another folder")
+
+
+def run_files(folder, patterns):
+    """The files in folder whose names match one of the glob patterns, sorted."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted({p for pattern in patterns for p in folder.glob(pattern) if p.is_file()})
+
+
+def describe_run(folder, files):
+    """A few words on the run whose files these are, from its metrics.json."""
+    words = []
+    metrics = Path(folder) / METRICS_NAME
+    if metrics in files:
+        try:
+            content = json.loads(metrics.read_text())
+            epochs = content.get("epochs", [])
+            planned = content.get("config", {}).get("epochs")
+            words.append(f"{METRICS_NAME}: status {content.get('status')}, "
+                         f"{len(epochs)}{f' of {planned}' if planned else ''} epochs")
+        except (OSError, ValueError, AttributeError):
+            words.append(f"{METRICS_NAME} (unreadable)")
+    others = [p.name for p in files if p.name != METRICS_NAME]
+    if others:
+        shown = ", ".join(others[:4]) + (f" and {len(others) - 4} more" if len(others) > 4 else "")
+        words.append(shown)
+    return "; ".join(words)
+
+
+def claim_output_dir(folder, patterns, overwrite, prog):
+    """Keeps a run from replacing or mixing with another: if folder holds files
+    matching patterns (another run's), raises RunError (exit 2) unless
+    overwrite, in which case exactly those files are deleted first."""
+    files = run_files(folder, patterns)
+    if files and not overwrite:
+        raise RunError(f"{folder} holds a run ({describe_run(folder, files)}); choose "
+                       "another --output-dir, or pass --overwrite to delete that run's "
+                       "files first", exit_code=2)
+    for path in files:
+        path.unlink()
+    if files:
+        print(f"{prog}: --overwrite: deleted {len(files)} files of the run in {folder}")
+
+
+# ----------------------------------------------------------------------------
+# Memory
+# ----------------------------------------------------------------------------
+
+def format_bytes(n):
+    return f"{n / 2 ** 30:.1f} GiB" if n >= 2 ** 30 else f"{n / 2 ** 20:.0f} MiB"
+
+
+def available_memory():
+    """Bytes of memory available to a new allocation (MemAvailable on Linux)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+
+
+def check_memory(need_bytes, what):
+    """Raises RunError (exit 2) if need_bytes cannot fit in available memory."""
+    available = available_memory()
+    if need_bytes > available:
+        raise RunError(f"{what} would need about {format_bytes(need_bytes)} of memory and "
+                       f"{format_bytes(available)} is available; choose smaller sizes",
+                       exit_code=2)
+
+
+# ----------------------------------------------------------------------------
+# Checkpoints
+# ----------------------------------------------------------------------------
+
+def save_checkpoint(path, networks, config, history):
+    """networks: {name: [(W, b), ...]} saved as name_W0, name_b0, ...; config
+    and per-epoch history as JSON strings. Readable with plain np.load."""
+    import numpy as np   # imported here: bench.py sets BLAS threads before NumPy loads
+    arrays = {"config": np.array(json.dumps(config)), "history": np.array(json.dumps(history))}
+    for name, params in networks.items():
+        for i, (W, b) in enumerate(params):
+            arrays[f"{name}_W{i}"], arrays[f"{name}_b{i}"] = W, b
+    atomic_write(path, lambda f: np.savez(f, **arrays))
+
+
+def load_checkpoint(path, layer_sizes, written_by="vae.py"):
+    """-> (networks {name: [(W, b), ...]}, config, history), validated:
+    layer_sizes(config) gives {name: [size_0, size_1, ...]}, and every W must
+    be (size_i, size_i+1), every b (size_i+1,), all finite. Raises RunError."""
+    import numpy as np
+    def refuse(problem):
+        return RunError(f"{path} is not a checkpoint written by {written_by} ({problem}); "
+                        f"train again with `python {written_by}`")
+
+    if not zipfile.is_zipfile(path):
+        raise refuse("not an .npz archive")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = dict(archive)
+        config, history = json.loads(str(arrays["config"])), json.loads(str(arrays["history"]))
+        sizes = layer_sizes(config)
+    except KeyError as e:
+        raise refuse(f"no {e} entry") from None
+    except (OSError, ValueError, TypeError, AttributeError, zipfile.BadZipFile) as e:
+        raise refuse(f"{type(e).__name__}: {e}") from None
+    networks = {}
+    for name, layers in sizes.items():
+        networks[name] = []
+        for i, (m, n) in enumerate(zip(layers[:-1], layers[1:])):
+            W, b = arrays.get(f"{name}_W{i}"), arrays.get(f"{name}_b{i}")
+            if W is None or b is None:
+                raise refuse(f"no {name}_W{i} or {name}_b{i}")
+            if W.shape != (m, n) or b.shape != (n,):
+                raise refuse(f"{name}_W{i} is {W.shape} and {name}_b{i} {b.shape}, but its "
+                             f"configuration says ({m}, {n}) and ({n},)")
+            if W.dtype.kind != "f" or b.dtype.kind != "f":
+                raise refuse(f"{name}_W{i} holds {W.dtype}, not floating-point numbers")
+            if not (np.isfinite(W).all() and np.isfinite(b).all()):
+                raise refuse(f"{name}_W{i} or {name}_b{i} holds NaN or infinite values")
+            networks[name].append((W, b))
+    return networks, config, history
+
+
+# ----------------------------------------------------------------------------
+# Metrics and signals
+# ----------------------------------------------------------------------------
+
+def library_versions():
+    from importlib.metadata import version
+    return {"python": platform.python_version(),
+            **{name: version(name) for name in ("numpy", "autograd", "scipy", "matplotlib")}}
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so it stops as on Ctrl-C."""
+
+
+@contextmanager
+def sigterm_as_interrupt():
+    """Within the block, SIGTERM raises Terminated (a KeyboardInterrupt)."""
+    def handler(signum, frame):
+        raise Terminated()
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def interruption(e):
+    """(status, exit code) of a KeyboardInterrupt: Ctrl-C or SIGTERM."""
+    return ("terminated", 143) if isinstance(e, Terminated) else ("interrupted", 130)
