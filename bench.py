@@ -104,10 +104,11 @@ def main(argv=None):
             os.environ[name] = str(args.threads)
     import numpy as np
 
+    import data
     import runs
     import vae
     config = vars(vae.parse_args([]))   # the assignment's defaults
-    _, images, _, _, _ = vae.load_data(None)
+    _, images, _, _, _ = data.load_data()
     gen_sizes, rec_sizes = vae.layer_sizes(config)
     batch, steps = config["batch_size"], -(-len(images) // config["batch_size"])
     rec_forward, rec_backward = gemm_shapes(batch, rec_sizes, input_is_data=True)

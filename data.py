@@ -183,3 +183,8 @@ def load_mnist():
     [0, 1], labels (60000, NUM_CLASSES) and (10000, NUM_CLASSES) int64 one-hot.
     """
     return load_idx_folder(MNIST_DIR, sha256=MNIST_SHA256)
+
+
+def load_data(data_dir=None):
+    """load_mnist() if data_dir is None, else load_idx_folder(data_dir)."""
+    return load_mnist() if data_dir is None else load_idx_folder(data_dir)

@@ -21,7 +21,6 @@ Units: nats per image, summed over the 784 pixels, averaged over images, with
 one standard error over images. Every number says which binarisation of the
 data it was measured on. Results go to the terminal and to a JSON file.
 """
-import argparse
 import json
 import sys
 import time
@@ -30,6 +29,9 @@ from pathlib import Path
 import numpy as onp
 from scipy.special import logsumexp
 
+import data
+import fastgrad
+import runs
 import vae
 
 IW_SAMPLES = 5000
@@ -63,10 +65,12 @@ def log_weight_terms(gen_params, rec_params, x, eps):
     log q(z|x) = sum_j -eps_j^2 / 2 - log_std_j - log(2 pi) / 2, so
     log p(z) - log q(z|x) = sum_j (eps_j^2 - z_j^2) / 2 + log_std_j."""
     B, M, L = eps.shape
-    mean, log_std = vae.unpack_gaussian_params(vae.neural_net_predict(rec_params, x))
-    z = mean[:, None, :] + onp.exp(log_std)[:, None, :] * eps
-    logits = vae.neural_net_predict(gen_params, z.reshape(B * M, L)).reshape(B, M, -1)
-    log_px_given_z = vae.bernoulli_log_prob(x[:, None, :], logits)
+    q = fastgrad.neural_net_predict(rec_params, x)
+    z = fastgrad.reparameterize(onp.repeat(q, M, axis=0), eps.reshape(B * M, L))
+    logits = fastgrad.neural_net_predict(gen_params, z).reshape(B, M, -1)
+    log_px_given_z = fastgrad.bernoulli_log_prob(x[:, None, :], logits)
+    _, log_std = vae.unpack_gaussian_params(q)
+    z = z.reshape(B, M, L)
     log_prior_ratio = onp.sum(0.5 * (eps ** 2 - z ** 2) + log_std[:, None, :], axis=-1)
     return log_px_given_z.astype(onp.float64), log_prior_ratio.astype(onp.float64)
 
@@ -114,9 +118,9 @@ def evaluate(gen_params, rec_params, binary, iw_samples=IW_SAMPLES,
                 terms = log_weight_terms(gen_params, rec_params, x, eps.astype(x.dtype))
                 log_px_given_z[:, s:s + m] = terms[0]
                 log_w[:, s:s + m] = terms[0] + terms[1]
-            mean, log_std = vae.unpack_gaussian_params(vae.neural_net_predict(rec_params, x))
-            # KL per unit in closed form (Kingma & Welling 2014, Appendix B).
-            kl_per_unit = 0.5 * (onp.exp(2 * log_std) + mean ** 2 - 1 - 2 * log_std)
+            mean, log_std = vae.unpack_gaussian_params(fastgrad.neural_net_predict(rec_params, x))
+            # KL per unit in closed form: compute_KL of each unit's (mean, log_std) pair.
+            kl_per_unit = vae.compute_KL(onp.stack([mean, log_std], axis=-1))
             rows = slice(start, start + len(x))
             for k in curve:
                 out["iw_curve"][k][rows] = log_mean_exp(log_w[:, :k])
@@ -158,8 +162,8 @@ def exact_log_px(gen_params, binary, half_width=GRID_HALF_WIDTH, points=GRID_POI
     log_prior = -0.5 * onp.sum(z ** 2, axis=1) - onp.log(2 * onp.pi)
     total = onp.full(len(binary), -onp.inf)
     for start in range(0, len(z), grid_rows):
-        logits = vae.neural_net_predict(gen_params, z[start:start + grid_rows])
-        log_joint = binary @ logits.T - vae.softplus(logits).sum(axis=1)
+        logits = fastgrad.neural_net_predict(gen_params, z[start:start + grid_rows])
+        log_joint = binary @ logits.T - fastgrad.softplus(logits).sum(axis=1)
         log_joint += log_prior[start:start + grid_rows]
         total = onp.logaddexp(total, logsumexp(log_joint, axis=1))
     return total + 2 * onp.log(h)
@@ -281,53 +285,94 @@ def format_report(report):
 # ----------------------------------------------------------------------------
 
 def parse_args(argv=None):
-    parser = vae._OneLineErrorParser(
+    parser = runs.OneLineErrorParser(
         description="Estimate the test log-likelihood of a VAE checkpoint written by "
-                    "vae.py by importance sampling, with the ELBO and per-unit diagnostics.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                    "vae.py by importance sampling, with the ELBO and per-unit diagnostics.")
     add = parser.add_argument
-    add("checkpoint", type=vae.existing_file, help="checkpoint.npz written by vae.py")
+    add("checkpoint", type=runs.existing_file, help="checkpoint.npz written by vae.py")
     add("--split", choices=("test", "train"), default="test", help="which images")
-    add("--n", type=vae.positive_int, default=None, metavar="N",
+    add("--n", type=runs.positive_int, default=None, metavar="N",
         help="evaluate only the first N images of the split (default: all)")
-    add("--iw-samples", type=vae.positive_int, default=IW_SAMPLES, metavar="K",
+    add("--iw-samples", type=runs.positive_int, default=IW_SAMPLES, metavar="K",
         help="importance samples per image for log p(x)")
-    add("--elbo-samples", type=vae.positive_int, default=ELBO_SAMPLES, metavar="S",
+    add("--elbo-samples", type=runs.positive_int, default=ELBO_SAMPLES, metavar="S",
         help="posterior samples per image for the ELBO's reconstruction term")
     add("--binarize", choices=("sample", "threshold"), default="sample",
         help="sample: x > uniform noise drawn once with a fixed seed, as vae.py's "
              f"test set; threshold: x > {THRESHOLD}")
-    add("--seed", type=vae.seed_int, default=0,
+    add("--seed", type=runs.seed_int, default=0,
         help="seed of the posterior samples (image i uses default_rng([seed, i]))")
     add("--exact", action="store_true",
         help="2-dimensional latent space only: also compute log p(x) by integration "
              f"over a {GRID_POINTS}x{GRID_POINTS} grid on [-{GRID_HALF_WIDTH:g}, "
              f"{GRID_HALF_WIDTH:g}]^2")
-    add("--data-dir", type=vae.existing_dir, default=None, metavar="DIR",
+    add("--data-dir", type=runs.existing_dir, default=None, metavar="DIR",
         help="MNIST-format folder (default: the one the checkpoint was trained on)")
-    add("--json", type=Path, default=None, metavar="PATH",
+    add("--json", type=runs.output_path, default=None, metavar="PATH",
         help="where to write the report (default: evaluation_<split>_<binarize>.json "
-             "beside the checkpoint)")
+             "beside the checkpoint, or ..._n<N>.json for the first N images only); "
+             "the per-image estimates go beside it as .npz")
     add("--no-progress", action="store_true", help="no progress bar")
     return parser.parse_args(argv)
 
 
+def report_path(args, n, n_split):
+    """--json, or the default name beside the checkpoint: a partial evaluation
+    (fewer images than the split, by --n or Ctrl-C) gets a name of its own."""
+    if args.json is not None:
+        return args.json
+    partial = "" if n == n_split else f"_n{n}"
+    return args.checkpoint.parent / f"evaluation_{args.split}_{args.binarize}{partial}.json"
+
+
+def holds_complete_report(path):
+    """Whether path is a report of every image of its split."""
+    try:
+        report = json.loads(Path(path).read_text())
+        return report["status"] == "complete" and report["n"] == report["n_split"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def exact_summary(gen_params, binary):
+    """log p(x) on the grid and on a grid with half the points, and which
+    images have converged (the two differ by less than GRID_TOLERANCE)."""
+    fine = exact_log_px(gen_params, binary)
+    coarse = exact_log_px(gen_params, binary, points=GRID_POINTS // 2)
+    return {"log_px": fine, "half_points": coarse,
+            "converged": onp.abs(fine - coarse) < GRID_TOLERANCE, "grid": {
+                "half_width": GRID_HALF_WIDTH, "points": GRID_POINTS,
+                "spacing": 2 * GRID_HALF_WIDTH / GRID_POINTS,
+                "max_change_from_half_the_points": float(onp.max(onp.abs(fine - coarse)))}}
+
+
+def write_report(path, report, per_image, exact):
+    """The JSON report and the per-image estimates beside it (.npz), atomically."""
+    arrays = {key: per_image[key] for key in ("log_px", "elbo", "log_px_given_z", "kl")}
+    arrays.update({f"log_px_K{k}": v for k, v in per_image["iw_curve"].items()})
+    if exact is not None:
+        arrays["exact_log_px"] = exact["log_px"]
+        arrays["exact_log_px_half_points"] = exact["half_points"]
+    runs.atomic_write(path.with_suffix(".npz"), lambda f: onp.savez(f, **arrays))
+    runs.write_json(path, report)
+
+
 def run(args):
-    """Evaluates per args, prints the table, writes the JSON. -> exit code."""
+    """Evaluates per args, prints the table, then writes the JSON. -> exit code."""
     wall_start = time.perf_counter()
-    gen_params, rec_params, config, history = vae.load_checkpoint(args.checkpoint)
+    gen_params, rec_params, config, history = vae.load_model(args.checkpoint)
     latent_dim = config["latent_dim"]
     if args.exact and latent_dim != 2:
-        print(f"evaluate.py: error: --exact needs a 2-dimensional latent space; "
-              f"{args.checkpoint} has latent_dim {latent_dim}", file=sys.stderr)
-        return 2
+        raise runs.RunError(f"--exact needs a 2-dimensional latent space; {args.checkpoint} "
+                            f"has latent_dim {latent_dim}", exit_code=2)
     data_dir = args.data_dir or config["data_dir"]
-    _, train_images, _, test_images, _ = vae.load_data(None if data_dir is None else Path(data_dir))
+    _, train_images, _, test_images, _ = data.load_data(data_dir and Path(data_dir))
     images = test_images if args.split == "test" else train_images
     if args.n is not None and args.n > len(images):
-        print(f"evaluate.py: error: --n {args.n} but the {args.split} set has "
-              f"{len(images)} images", file=sys.stderr)
-        return 2
+        raise runs.RunError(f"--n {args.n} but the {args.split} set has {len(images)} images",
+                            exit_code=2)
+    runs.check_writable(args.json.parent if args.json else args.checkpoint.parent,
+                        what="the report's folder")
     binary, binarization = binarize_split(images, args.binarize)
     binary = binary[:args.n]
     # Float64 throughout: the weights of a float32-trained model are cast up.
@@ -340,15 +385,7 @@ def run(args):
         print("Interrupted before the first image was done; nothing to report",
               file=sys.stderr)
         return 130
-    exact = None
-    if args.exact and n == len(binary):
-        h = 2 * GRID_HALF_WIDTH / GRID_POINTS
-        fine = exact_log_px(gen_params, binary[:n])
-        coarse = exact_log_px(gen_params, binary[:n], points=GRID_POINTS // 2)
-        exact = {"log_px": fine, "half_points": coarse,
-                 "converged": onp.abs(fine - coarse) < GRID_TOLERANCE, "grid": {
-            "half_width": GRID_HALF_WIDTH, "points": GRID_POINTS, "spacing": h,
-            "max_change_from_half_the_points": float(onp.max(onp.abs(fine - coarse)))}}
+    exact = exact_summary(gen_params, binary) if args.exact and n == len(binary) else None
     report = {
         "status": "complete" if n == len(binary) else "interrupted",
         "checkpoint": {"path": str(args.checkpoint), "epochs_trained": len(history),
@@ -363,31 +400,35 @@ def run(args):
                  "se: standard error of the mean over images",
         "summary": summarize(per_image, exact),
         "wall_seconds": time.perf_counter() - wall_start,
-        "versions": vae.library_versions(),
+        "versions": runs.library_versions(),
     }
-    path = args.json or args.checkpoint.parent / f"evaluation_{args.split}_{args.binarize}.json"
-    arrays = {key: per_image[key] for key in ("log_px", "elbo", "log_px_given_z", "kl")}
-    arrays.update({f"log_px_K{k}": v for k, v in per_image["iw_curve"].items()})
-    if exact is not None:
-        arrays["exact_log_px"] = exact["log_px"]
-        arrays["exact_log_px_half_points"] = exact["half_points"]
-    vae.atomic_write(path.with_suffix(".npz"), lambda f: onp.savez(f, **arrays))
-    vae.atomic_write(path, lambda f: f.write((json.dumps(report, indent=2) + "\n").encode()))
-    print(format_report(report))
+    print(format_report(report), flush=True)
+    code = 0 if report["status"] == "complete" else 130
+    path = report_path(args, n, len(images))
+    if n < len(images) and holds_complete_report(path):
+        print(f"Not written: {path} holds an evaluation of all {len(images)} images, and a "
+              f"partial one never replaces it; pass another --json to keep this one",
+              file=sys.stderr)
+        return code or 1
+    try:
+        write_report(path, report, per_image, exact)
+    except OSError as e:
+        print(f"evaluate.py: error: could not write {path}: {e.strerror or e} (the report "
+              "above is complete)", file=sys.stderr)
+        return 1
     print(f"Wrote {path} and the per-image estimates to {path.with_suffix('.npz')} "
           f"({report['wall_seconds']:.0f} s)")
-    return 0 if report["status"] == "complete" else 130
+    return code
 
 
 def main(argv=None):
     """Entry point of `python evaluate.py`: returns the exit code."""
-    from data import DataError
     args = parse_args(argv)
     try:
         return run(args)
-    except (DataError, vae.CheckpointError) as e:
+    except (data.DataError, runs.RunError) as e:
         print(f"evaluate.py: error: {e}", file=sys.stderr)
-        return 1
+        return getattr(e, "exit_code", 1)
 
 
 if __name__ == "__main__":

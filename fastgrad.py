@@ -217,7 +217,7 @@ def flush_denormals(x):
 
 def adam_step(params, gradient, m, v, t, learning_rate=1e-3,
               b1=0.9, b2=0.999, eps=1e-8, scratch=None):
-    """vae.adam_step, updating params, m and v in place; returns params.
+    """vae.adam_step, updating params, m and v in place. -> (params, m, v).
 
     Computed, as Kingma & Ba (2015) suggest at the end of their Section 2, as
     the identical params += lr_t m / (sqrt(v) + eps_t) with
@@ -241,4 +241,4 @@ def adam_step(params, gradient, m, v, t, learning_rate=1e-3,
     np.divide(m, scratch, out=scratch)
     scratch *= learning_rate * correction / (1 - b1 ** t)
     params += scratch
-    return params
+    return params, m, v

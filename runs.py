@@ -53,11 +53,10 @@ class OneLineErrorParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def explicit_options(parser, argv):
-    """The dests of the options that argv gives explicitly (not by default)."""
-    given = {arg.split("=", 1)[0] for arg in argv if arg.startswith("--")}
-    return {action.dest for action in parser._actions
-            if given.intersection(action.option_strings)}
+def given_options(argv):
+    """The long options that argv gives explicitly, e.g. {"--epochs"} for
+    ["--epochs=3"] (exact names: OneLineErrorParser allows no abbreviations)."""
+    return {arg.split("=", 1)[0] for arg in argv if arg.startswith("--")}
 
 
 def checked(convert, ok, what):
@@ -196,13 +195,12 @@ def available_memory():
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
 
 
-def check_memory(need_bytes, what):
+def check_memory(need_bytes, what, advice="choose smaller sizes"):
     """Raises RunError (exit 2) if need_bytes cannot fit in available memory."""
     available = available_memory()
     if need_bytes > available:
         raise RunError(f"{what} would need about {format_bytes(need_bytes)} of memory and "
-                       f"{format_bytes(available)} is available; choose smaller sizes",
-                       exit_code=2)
+                       f"{format_bytes(available)} is available; {advice}", exit_code=2)
 
 
 # ----------------------------------------------------------------------------

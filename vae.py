@@ -11,13 +11,11 @@ The reference solution of the course practical, following Kingma and Welling,
 estimated with one reparameterised sample z = mean + exp(log_std) * eps,
 eps ~ N(0, I) (Section 2.4), maximised with Adam (Kingma and Ba 2015).
 
-The file reads as the assignment: the graded functions in plain autograd,
-then binarisation, Adam and the training loop, the figures, and `main`. The
-training loops differentiate the same bound assembled from fastgrad.py's
-fused derivatives (same numbers, tested equal, several times faster); the
-run machinery (checkpoints, safe output folders, argument checking) is in
-runs.py. Units: nats per image, summed over the 784 pixels, averaged over
-images. `python vae.py --help` lists the options; nothing runs at import.
+The graded functions come first, in plain autograd; the training loops
+differentiate the same bound built from fastgrad.py's fused derivatives
+(tested equal, several times faster); runs.py holds the run machinery.
+Units: nats per image, summed over the 784 pixels, averaged over images.
+`python vae.py --help` lists the options; nothing runs at import.
 """
 import sys
 import time
@@ -31,7 +29,7 @@ from autograd.scipy.special import expit
 
 import fastgrad
 import runs
-from data import DATA_DIM
+from data import DATA_DIM, load_data
 
 NUM_PRIOR_SAMPLES = 25
 NUM_RECONSTRUCTIONS = 10
@@ -53,9 +51,7 @@ TEST_BINARIZATION = ("sampled once: x > uniform(0, 1) drawn from "
                      f"numpy.random.RandomState({TEST_BINARIZATION_SEED})")
 
 
-# ----------------------------------------------------------------------------
-# The model: the functions of the assignment contract (../shared/ASSIGNMENT.md)
-# ----------------------------------------------------------------------------
+# ---- The model: the assignment's functions (../shared/ASSIGNMENT.md) ---------
 
 def sigmoid(x):
     """1 / (1 + exp(-x)), elementwise; scipy's expit never overflows or warns."""
@@ -120,9 +116,7 @@ def vae_lower_bound(gen_params, rec_params, data):
     return np.mean(bernoulli_log_prob(data, logits) - compute_KL(q_means_and_log_stds))
 
 
-# ----------------------------------------------------------------------------
-# Training
-# ----------------------------------------------------------------------------
+# ---- Training --------------------------------------------------------------
 
 def binarize(images, rs=npr):
     """Dynamic binarisation: pixel d is 1 with probability images[:, d], from one
@@ -166,20 +160,24 @@ def adam_updater(flat_params, learning_rate):
                                                   learning_rate, scratch=scratch)
 
 
+def on_flat_params(objective, like):
+    """objective as a function of the flat parameter vector, viewed as `like`."""
+    return lambda flat_params, data, randn: objective(
+        *fastgrad.unflatten_views(flat_params, like), data, randn)
+
+
 def skeleton_step(objective, flat_params, like, learning_rate, seed):
     """The course skeleton's step, drawing from the global stream as it does:
     binarise, gradient of the objective, Adam step, binarise again and
     evaluate the objective at the new parameters (the epoch's estimate).
     objective(gen_params, rec_params, data, randn) -> scalar. `seed` is unused:
     the global stream was seeded before the parameters were drawn."""
-    def flat_objective(flat_params, data):
-        return objective(*fastgrad.unflatten_views(flat_params, like), data, npr.randn)
-
+    flat_objective = on_flat_params(objective, like)
     objective_grad, update = grad(flat_objective), adam_updater(flat_params, learning_rate)
 
     def step(images, t):
-        update(objective_grad(flat_params, binarize(images)), t)
-        return flat_objective(flat_params, binarize(images))
+        update(objective_grad(flat_params, binarize(images), npr.randn), t)
+        return flat_objective(flat_params, binarize(images), npr.randn)
     return step
 
 
@@ -190,11 +188,7 @@ def fast_step(objective, flat_params, like, learning_rate, seed):
     with the skeleton."""
     update = adam_updater(flat_params, learning_rate)
     rng, buffers = npr.default_rng(seed), {}
-
-    def flat_objective(flat_params, data, randn):
-        return objective(*fastgrad.unflatten_views(flat_params, like), data, randn)
-
-    objective_and_grad = value_and_grad(flat_objective)
+    objective_and_grad = value_and_grad(on_flat_params(objective, like))
 
     def step(images, t):
         # Binarise in place into a buffer kept per batch shape: x > u as 0.0 / 1.0.
@@ -263,9 +257,7 @@ def evaluate_elbo(gen_params, rec_params, binary_images, seed=TEST_POSTERIOR_SEE
             "log_px_given_z": float(np.mean(log_px_given_z)), "kl": float(np.mean(kl))}
 
 
-# ----------------------------------------------------------------------------
-# Figures
-# ----------------------------------------------------------------------------
+# ---- Figures ---------------------------------------------------------------
 
 def write_figures(gen_params, rec_params, test_images, test_labels, history,
                   output_dir, seed):
@@ -320,9 +312,7 @@ def write_figures(gen_params, rec_params, test_images, test_labels, history,
     return paths
 
 
-# ----------------------------------------------------------------------------
-# The command line (run machinery: runs.py)
-# ----------------------------------------------------------------------------
+# ---- The command line (run machinery: runs.py) -----------------------------
 
 def layer_sizes(config):
     """(generator sizes, recognition sizes) for a configuration dict."""
@@ -356,11 +346,6 @@ def memory_needed(config, n_images):
     rows = min(config["batch_size"], n_images) + EVAL_BATCH_SIZE
     return (count_params(config) * (8 + 7 * itemsize)
             + 4 * rows * sum(sum(layer_sizes(config), [])) * itemsize)
-
-
-def load_data(data_dir):
-    import data
-    return data.load_mnist() if data_dir is None else data.load_idx_folder(data_dir)
 
 
 def load_model(path):
@@ -443,8 +428,8 @@ def parse_args(argv=None):
     if args.output_dir is not None and args.output_dir.exists() and not args.output_dir.is_dir():
         parser.error(f"--output-dir {args.output_dir} exists and is not a folder")
     if args.from_checkpoint:
-        ignored = [f"--{dest.replace('_', '-')}" for dest in TRAINING_OPTIONS
-                   if dest in runs.explicit_options(parser, argv)]
+        ignored = [option for option in (f"--{dest.replace('_', '-')}" for dest in TRAINING_OPTIONS)
+                   if option in runs.given_options(argv)]
         if ignored:
             parser.error(f"--from-checkpoint takes its settings from the checkpoint; "
                          f"{', '.join(ignored)} would be ignored")
@@ -470,7 +455,9 @@ def run_training(args):
     config = {key: getattr(args, key) for key in TRAINING_OPTIONS}
     config.update(data_dir=None if args.data_dir is None else str(args.data_dir),
                   adam={"b1": ADAM_B1, "b2": ADAM_B2, "eps": ADAM_EPS})
-    runs.check_memory(memory_needed(config, args.n_train or 60000), "this model")
+    runs.check_memory(memory_needed(config, args.n_train or 60000),
+                      f"this model ({count_params(config):,} parameters)",
+                      "choose a smaller --hidden-units, --latent-dim, --hidden-layers or --batch-size")
     N, train_images, _, test_images, test_labels = load_data(args.data_dir)
     if args.n_train is not None and args.n_train > N:
         raise runs.RunError(f"--n-train {args.n_train} but the training set has {N} images "

@@ -301,7 +301,7 @@ def test_cli_threshold_and_train_split(tiny_checkpoint, capsys):
     code, out, _ = run_cli(capsys, tiny_checkpoint, "--n", 10, "--iw-samples", 10,
                            "--split", "train", "--binarize", "threshold", "--no-progress")
     assert code == 0
-    report = json.loads((tiny_checkpoint.parent / "evaluation_train_threshold.json").read_text())
+    report = json.loads((tiny_checkpoint.parent / "evaluation_train_threshold_n10.json").read_text())
     assert report["split"] == "train" and report["binarization"] == "thresholded: x > 0.5"
     assert "Train set: 10 images (first 10 of 60000)" in out
 
@@ -312,8 +312,63 @@ def test_the_default_report_is_where_metrics_json_points(tiny_checkpoint, capsys
     assert command[:2] == ["python", "evaluate.py"]
     report = Path(metrics["log_likelihood"]["report"])
     assert not report.exists()
-    code, _, _ = run_cli(capsys, *command[2:], "--n", 5, "--iw-samples", 5, "--no-progress")
+    code, _, _ = run_cli(capsys, *command[2:], "--iw-samples", 2, "--elbo-samples", 2,
+                         "--no-progress")
     assert code == 0 and report.is_file()
+
+
+def test_a_partial_evaluation_gets_a_name_of_its_own(tiny_checkpoint, capsys):
+    code, _, _ = run_cli(capsys, tiny_checkpoint, "--n", 7, "--iw-samples", 3, "--no-progress")
+    report = json.loads((tiny_checkpoint.parent / "evaluation_test_sample_n7.json").read_text())
+    assert code == 0 and report["n"] == 7 and report["n_split"] == 10000
+
+
+def complete_report(path):
+    path.write_text(json.dumps({"status": "complete", "n": 10000, "n_split": 10000}))
+    return path.read_bytes()
+
+
+def test_a_partial_evaluation_never_replaces_a_complete_one(tiny_checkpoint, tmp_path, capsys):
+    path = tmp_path / "report.json"
+    before = complete_report(path)
+    code, out, err = run_cli(capsys, tiny_checkpoint, "--n", 5, "--iw-samples", 3,
+                             "--json", path, "--no-progress")
+    assert code == 1 and path.read_bytes() == before
+    assert "log p(x), importance weighted" in out          # the numbers were shown
+    assert "Not written" in err and "pass another --json" in err
+
+
+def test_an_interrupted_evaluation_never_replaces_a_complete_one(tiny_checkpoint, tmp_path,
+                                                                 capsys, monkeypatch):
+    path = tmp_path / "report.json"
+    before = complete_report(path)
+    interrupt_at_batch(monkeypatch, 2)
+    code, out, _ = run_cli(capsys, tiny_checkpoint, "--n", 50, "--iw-samples", 5000,
+                           "--json", path, "--no-progress")
+    assert code == 130 and path.read_bytes() == before
+    assert "INTERRUPTED" in out
+
+
+def test_an_unwritable_report_folder_is_refused_before_evaluating(tiny_checkpoint, tmp_path,
+                                                                  capsys, monkeypatch):
+    monkeypatch.setattr(evaluate, "evaluate", lambda *a, **k: pytest.fail("evaluated"))
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    code, err = refusal(capsys, tiny_checkpoint, "--json", blocker / "report.json")
+    assert code == 1 and "cannot write into" in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_report_is_printed_even_when_writing_fails(tiny_checkpoint, tmp_path, capsys,
+                                                       monkeypatch):
+    def fail(path, write):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(evaluate.runs, "atomic_write", fail)
+    code, out, err = run_cli(capsys, tiny_checkpoint, "--n", 5, "--iw-samples", 3,
+                             "--json", tmp_path / "r.json", "--no-progress")
+    assert code == 1 and "log p(x), importance weighted" in out
+    assert "No space left on device" in err and "Traceback" not in err
+    assert not (tmp_path / "r.json").exists()
 
 
 def refusal(capsys, *argv):
@@ -338,8 +393,9 @@ def test_cli_refuses_bad_arguments(tiny_checkpoint, capsys, argv, message):
 def test_cli_refuses_exact_for_a_latent_space_that_is_not_2d(tiny_checkpoint, tmp_path,
                                                             capsys):
     checkpoint = tmp_path / "three.npz"
-    gen, rec, config, history = vae.load_checkpoint(tiny_checkpoint)
-    vae.save_checkpoint(checkpoint, gen, rec, dict(config, latent_dim=3), history)
+    _, _, config, history = vae.load_model(tiny_checkpoint)
+    config = dict(config, latent_dim=3)
+    vae.save_model(checkpoint, *vae.initial_params(config, "float64", 0), config, history)
     code, err = refusal(capsys, checkpoint, "--exact")
     assert code == 2
     assert "--exact needs a 2-dimensional latent space" in err and "Traceback" not in err
