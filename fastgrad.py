@@ -11,14 +11,14 @@ one against its plain twin, value and gradient, and against finite
 differences. This module knows nothing of the model: the training loops and
 evaluate.py assemble the bound from these pieces.
 
-    dense_layer(inputs, W, b, apply_relu)   relu(inputs @ W + b) or inputs @ W + b
-    neural_net_predict(params, inputs)      vae.neural_net_predict
-    reparameterize(mean_and_log_std, eps)   mean + exp(log_std) * eps
-    bernoulli_log_prob(targets, logits)     vae.bernoulli_log_prob
-    compute_KL(mean_and_log_std)            vae.compute_KL
-    batch_mean(x)                           np.mean(x, axis=0)
-    unflatten_views(flat, like)             autograd.misc.flatten's unflatten
-    adam_step(params, gradient, m, v, t)    vae.adam_step, in place
+    dense_layer(inputs, W, b, apply_relu)      relu(inputs @ W + b) or inputs @ W + b
+    neural_net_predict(params, inputs)         vae.neural_net_predict
+    reparameterize(q_means_and_log_stds, eps)  mean + exp(log_std) * eps
+    bernoulli_log_prob(targets, logits)        vae.bernoulli_log_prob
+    compute_KL(q_means_and_log_stds)           vae.compute_KL
+    batch_mean(x)                              np.mean(x, axis=0)
+    unflatten_views(flat, like)                autograd.misc.flatten's unflatten
+    adam_step(params, gradient, m, v, t)       vae.adam_step, in place
 """
 import autograd.numpy as anp
 import numpy as np
@@ -27,10 +27,10 @@ from autograd.extend import SparseObject, defvjp, defvjp_argnums, primitive, vsp
 DENORMAL_FLUSH_EVERY = 16     # Adam steps
 
 
-def split_mean_log_std(mean_and_log_std):
-    """(..., 2L) -> mean (..., L), log_std (..., L)."""
-    latent_dim = mean_and_log_std.shape[-1] // 2
-    return mean_and_log_std[..., :latent_dim], mean_and_log_std[..., latent_dim:]
+def unpack_gaussian_params(q_means_and_log_stds):
+    """(..., 2L) -> mean (..., L), log_std (..., L), as vae.unpack_gaussian_params."""
+    latent_dim = q_means_and_log_stds.shape[-1] // 2
+    return q_means_and_log_stds[..., :latent_dim], q_means_and_log_stds[..., latent_dim:]
 
 
 # ----------------------------------------------------------------------------
@@ -39,7 +39,8 @@ def split_mean_log_std(mean_and_log_std):
 
 @primitive
 def dense_layer(inputs, W, b, apply_relu):
-    """inputs @ W + b, then max(0, .) if apply_relu: (N, m), (m, n), (n,) -> (N, n).
+    """inputs @ W + b, then max(0, .) if apply_relu: (N, m), (m, n), (n,) -> (N, n);
+    inputs must be 2-D (neural_net_predict reshapes a 1-D input).
     One primitive instead of three generic nodes; the derivative reuses the
     output as the ReLU mask."""
     outputs = inputs @ W
@@ -78,25 +79,25 @@ def neural_net_predict(params, inputs):
 # ----------------------------------------------------------------------------
 
 @primitive
-def reparameterize(mean_and_log_std, eps):
+def reparameterize(q_means_and_log_stds, eps):
     """z = mean + exp(log_std) * eps: (N, 2L), eps (N, L) -> (N, L), in the
-    dtype of mean_and_log_std. (Slicing a traced array costs a scatter-add
+    dtype of q_means_and_log_stds. (Slicing a traced array costs a scatter-add
     in autograd's derivative; this one concatenates.)"""
-    mean, log_std = split_mean_log_std(mean_and_log_std)
+    mean, log_std = unpack_gaussian_params(q_means_and_log_stds)
     z = np.exp(log_std)
     z *= eps
     z += mean
     return z
 
 
-def _reparameterize_vjp_q(z, mean_and_log_std, eps):
+def _reparameterize_vjp_q(z, q_means_and_log_stds, eps):
     # dz/dmean = 1, dz/dlog_std = exp(log_std) * eps = z - mean.
-    mean, _ = split_mean_log_std(mean_and_log_std)
+    mean, _ = unpack_gaussian_params(q_means_and_log_stds)
     return lambda g: np.concatenate([g, g * (z - mean)], axis=-1)
 
 
 defvjp(reparameterize, _reparameterize_vjp_q,
-       lambda z, q, eps: lambda g: g * np.exp(split_mean_log_std(q)[1]))
+       lambda z, q, eps: lambda g: g * np.exp(unpack_gaussian_params(q)[1]))
 
 
 def softplus(logits):
@@ -140,16 +141,16 @@ defvjp(bernoulli_log_prob,
 
 
 @primitive
-def compute_KL(mean_and_log_std):
+def compute_KL(q_means_and_log_stds):
     """vae.compute_KL: KL(N(mean, exp(log_std)^2) || N(0, I)) per row,
     (..., 2L) -> (...), with the derivative below in one concatenation."""
-    mean, log_std = split_mean_log_std(mean_and_log_std)
+    mean, log_std = unpack_gaussian_params(q_means_and_log_stds)
     return 0.5 * np.sum(np.exp(2 * log_std) + mean ** 2 - 1.0 - 2 * log_std, axis=-1)
 
 
-def _compute_KL_vjp(kl, mean_and_log_std):
+def _compute_KL_vjp(kl, q_means_and_log_stds):
     # dKL/dmean = mean, dKL/dlog_std = exp(2 log_std) - 1.
-    mean, log_std = split_mean_log_std(mean_and_log_std)
+    mean, log_std = unpack_gaussian_params(q_means_and_log_stds)
     return lambda g: np.expand_dims(g, -1) * np.concatenate(
         [mean, np.expm1(2 * log_std)], axis=-1)
 

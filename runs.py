@@ -20,6 +20,7 @@ import os
 import platform
 import shutil
 import signal
+import threading
 import zipfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -41,12 +42,22 @@ class RunError(Exception):
 # The command line
 # ----------------------------------------------------------------------------
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows "(default: ...)" after each option's help, unless the default is
+    None (no value) or the help text states it already."""
+
+    def _get_help_string(self, action):
+        if action.default is None or "(default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
 class OneLineErrorParser(argparse.ArgumentParser):
     """argparse, with every error one line ending in "(see --help)", exit 2,
     and no abbreviated options (an abbreviation could change meaning later)."""
 
     def __init__(self, **kwargs):
-        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        kwargs.setdefault("formatter_class", HelpFormatter)
         super().__init__(allow_abbrev=False, **kwargs)
 
     def error(self, message):
@@ -76,8 +87,16 @@ positive_int = checked(int, lambda v: v >= 1, "a positive integer")
 nonnegative_int = checked(int, lambda v: v >= 0, "an integer >= 0")
 seed_int = checked(int, lambda v: 0 <= v < 2 ** 32, "an integer in [0, 2**32)")
 positive_float = checked(float, lambda v: 0 < v < math.inf, "a positive number")
-existing_dir = checked(Path, Path.is_dir, "an existing folder")
-existing_file = checked(Path, Path.is_file, "an existing file")
+
+
+def nonempty_path(text):
+    if not text.strip():
+        raise ValueError("empty path")
+    return Path(text)
+
+
+existing_dir = checked(nonempty_path, Path.is_dir, "an existing folder")
+existing_file = checked(nonempty_path, Path.is_file, "an existing file")
 
 
 def output_path(text):
@@ -151,8 +170,8 @@ def describe_run(folder, files):
             planned = content.get("config", {}).get("epochs")
             words.append(f"{METRICS_NAME}: status {content.get('status')}, "
                          f"{len(epochs)}{f' of {planned}' if planned else ''} epochs")
-        except (OSError, ValueError, AttributeError):
-            words.append(f"{METRICS_NAME} (unreadable)")
+        except (OSError, ValueError, AttributeError, TypeError):
+            words.append(f"{METRICS_NAME} (not one of ours)")
     others = [p.name for p in files if p.name != METRICS_NAME]
     if others:
         shown = ", ".join(others[:4]) + (f" and {len(others) - 4} more" if len(others) > 4 else "")
@@ -169,8 +188,15 @@ def claim_output_dir(folder, patterns, overwrite, prog):
         raise RunError(f"{folder} holds a run ({describe_run(folder, files)}); choose "
                        "another --output-dir, or pass --overwrite to delete that run's "
                        "files first", exit_code=2)
-    for path in files:
-        path.unlink()
+    if files and not os.access(folder, os.W_OK):
+        raise RunError(f"--overwrite: cannot delete the files of the run in {folder} "
+                       "(the folder is not writable); nothing was deleted")
+    for done, path in enumerate(files):
+        try:
+            path.unlink()
+        except OSError as e:
+            raise RunError(f"--overwrite: cannot delete {path}: {e.strerror or e}; "
+                           f"{done} of the run's {len(files)} files were deleted") from None
     if files:
         print(f"{prog}: --overwrite: deleted {len(files)} files of the run in {folder}")
 
@@ -236,8 +262,14 @@ def load_checkpoint(path, layer_sizes, written_by="vae.py"):
         sizes = layer_sizes(config)
     except KeyError as e:
         raise refuse(f"no {e} entry") from None
-    except (OSError, ValueError, TypeError, AttributeError, zipfile.BadZipFile) as e:
+    except ValueError as e:
+        raise refuse("it holds Python objects, not plain arrays" if "pickle" in str(e)
+                     else f"{type(e).__name__}: {e}") from None
+    except (OSError, TypeError, AttributeError, zipfile.BadZipFile) as e:
         raise refuse(f"{type(e).__name__}: {e}") from None
+    if not (isinstance(config, dict) and isinstance(history, list)
+            and all(isinstance(record, dict) for record in history)):
+        raise refuse("its config is not a dict or its history not a list of dicts")
     networks = {}
     for name, layers in sizes.items():
         networks[name] = []
@@ -272,7 +304,12 @@ class Terminated(KeyboardInterrupt):
 
 @contextmanager
 def sigterm_as_interrupt():
-    """Within the block, SIGTERM raises Terminated (a KeyboardInterrupt)."""
+    """Within the block, SIGTERM raises Terminated (a KeyboardInterrupt).
+    Only the main thread can handle signals: elsewhere this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
     def handler(signum, frame):
         raise Terminated()
     previous = signal.signal(signal.SIGTERM, handler)

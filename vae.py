@@ -156,8 +156,8 @@ def fused_lower_bound(gen_params, rec_params, data, randn=npr.randn):
 def adam_updater(flat_params, learning_rate):
     """update(gradient, t): fastgrad's in-place Adam on flat_params, state kept here."""
     m, v, scratch = (np.zeros_like(flat_params) for _ in range(3))
-    return lambda gradient, t: fastgrad.adam_step(flat_params, gradient, m, v, t,
-                                                  learning_rate, scratch=scratch)
+    return lambda gradient, t: fastgrad.adam_step(flat_params, gradient, m, v, t, learning_rate,
+                                                  ADAM_B1, ADAM_B2, ADAM_EPS, scratch=scratch)
 
 
 def on_flat_params(objective, like):
@@ -348,11 +348,17 @@ def memory_needed(config, n_images):
             + 4 * rows * sum(sum(layer_sizes(config), [])) * itemsize)
 
 
+HISTORY_KEYS = {"epoch", "train_elbo", "test_elbo"}
+
+
 def load_model(path):
     """-> (gen_params, rec_params, config, history) of a checkpoint written by
     vae.py, validated (runs.load_checkpoint); raises runs.RunError."""
     networks, config, history = runs.load_checkpoint(
         path, lambda config: dict(zip(("gen", "rec"), layer_sizes(config))))
+    if not all(HISTORY_KEYS <= set(record) for record in history):
+        raise runs.RunError(f"{path} is not a checkpoint written by vae.py (an epoch of "
+                            f"its history lacks one of {', '.join(sorted(HISTORY_KEYS))})")
     return networks["gen"], networks["rec"], config, history
 
 
@@ -464,6 +470,7 @@ def run_training(args):
                             "(see --help)", exit_code=2)
     out = args.output_dir or Path("output")
     checkpoint, metrics_path = out / CHECKPOINT_NAME, out / METRICS_NAME
+    runs.check_writable(out)     # before --overwrite deletes anything
     runs.claim_output_dir(out, RUN_FILES, args.overwrite, "vae.py")
     checkpoint_bytes = count_params(config) * np.dtype(args.dtype).itemsize
     runs.check_writable(out, 2 * checkpoint_bytes + 2 ** 23)   # old and new checkpoint, figures

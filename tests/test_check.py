@@ -3,71 +3,13 @@ mistakes of the assignment's list and misbehaving files (endless loops,
 crashes, training or writing at import, wrong signatures, stubs). Each file
 is a plain, correct student solution with one change."""
 import json
+from pathlib import Path
 
 import pytest
 
 import check
 
-STUDENT = '''
-import autograd.numpy as np
-import autograd.numpy.random as npr
-from data import load_mnist
-from data import save_images as s_images
-
-
-def sigmoid(x):
-    return 0.5 * (np.tanh(x / 2.0) + 1)
-
-
-def relu(x):
-    return np.maximum(0, x)
-
-
-def init_net_params(layer_sizes, scale=1e-2):
-    return [(scale * npr.randn(m, n), scale * npr.randn(n))
-            for m, n in zip(layer_sizes[:-1], layer_sizes[1:])]
-
-
-def neural_net_predict(params, inputs):
-    for W, b in params[:-1]:
-        inputs = relu(np.dot(inputs, W) + b)
-    W, b = params[-1]
-    return np.dot(inputs, W) + b
-
-
-def sample_latent_variables_from_posterior(encoder_output):
-    D = encoder_output.shape[-1] // 2
-    mean, log_std = encoder_output[:, :D], encoder_output[:, D:]
-    return mean + np.exp(log_std) * npr.randn(*mean.shape)
-
-
-def bernoulli_log_prob(targets, logits):
-    p = sigmoid(logits)
-    return np.sum(targets * np.log(p) + (1 - targets) * np.log(1 - p), axis=-1)
-
-
-def compute_KL(q_means_and_log_stds):
-    D = q_means_and_log_stds.shape[-1] // 2
-    mean, log_std = q_means_and_log_stds[:, :D], q_means_and_log_stds[:, D:]
-    return 0.5 * np.sum(np.exp(2 * log_std) + mean ** 2 - 1 - 2 * log_std, axis=-1)
-
-
-def vae_lower_bound(gen_params, rec_params, data):
-    q = neural_net_predict(rec_params, data)
-    z = sample_latent_variables_from_posterior(q)
-    logits = neural_net_predict(gen_params, z)
-    return np.mean(bernoulli_log_prob(data, logits) - compute_KL(q))
-
-
-if __name__ == "__main__":
-    N, train_images, _, test_images, _ = load_mnist()
-    npr.seed(0)
-    gen_params = init_net_params([50, 200, 200, 784])
-    rec_params = init_net_params([784, 200, 200, 100])
-    while True:
-        x = (train_images[:200] > npr.uniform(size=(200, 784))).astype(float)
-        vae_lower_bound(gen_params, rec_params, x)
-'''
+STUDENT = (Path(__file__).parent / "student_vae.py").read_text()
 GUARD = 'if __name__ == "__main__":\n'
 UNGUARDED = STUDENT.replace(GUARD, "if True:  # no guard\n")
 

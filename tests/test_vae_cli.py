@@ -1,27 +1,47 @@
 """`python vae.py` end to end on small data: the files it writes, determinism,
-checkpoints, interruption, divergence and the refusal of bad arguments."""
+checkpoints, interruption (Ctrl-C and SIGTERM), divergence, the guard on
+output folders and the refusal of bad arguments, sizes and files."""
+import contextlib
+import io
 import json
 import os
+import re
+import shutil
+import signal
 import subprocess
 import sys
+from collections import namedtuple
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+import fastgrad
+import runs
 import vae
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = ["--n-train", "200", "--epochs", "2", "--batch-size", "100", "--hidden-units", "20",
-         "--latent-dim", "5", "--no-progress"]
+         "--latent-dim", "5", "--no-progress"]   # 2 Adam steps per epoch
 FIGURES = ["samples_from_prior.png", "reconstructions.png", "learning_curve.png"] + [
     f"interpolation_{a}_{b}.png" for a, b in vae.INTERPOLATION_PAIRS]
+# What a one-epoch run on the 7 training and 3 test images of idx_folder writes:
+# with 3 test images, only the first interpolation pair exists.
+TINY_RUN_FILES = {"samples_from_prior.png", "reconstructions.png", "learning_curve.png",
+                  "interpolation_0_1.png", vae.CHECKPOINT_NAME, vae.METRICS_NAME}
 
 
 def run(tmp_path, name, *extra):
     out = tmp_path / name
     code = vae.main(SMALL + ["--output-dir", str(out), *extra])
     return code, out
+
+
+def tiny_run(idx_folder, out, *extra):
+    """vae.main on idx_folder's 7 images, one epoch: well under a second."""
+    return vae.main(["--data-dir", str(idx_folder), "--epochs", "1", "--batch-size", "3",
+                     "--hidden-units", "4", "--latent-dim", "3", "--no-progress",
+                     "--output-dir", str(out), *extra])
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +55,15 @@ def small_run(tmp_path_factory):
 
 def pngs(folder):
     return {p.name: p.read_bytes() for p in sorted(folder.glob("*.png"))}
+
+
+def snapshot(folder):
+    """Every file of folder with its bytes and modification time."""
+    return {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(folder.iterdir())}
+
+
+def one_line(err):
+    return len(err.strip().splitlines()) == 1
 
 
 def test_main_writes_every_file(small_run):
@@ -58,7 +87,7 @@ def test_metrics_record_the_run(small_run):
 
 
 def test_checkpoint_holds_the_trained_parameters_and_config(small_run):
-    gen, rec, config, history = vae.load_checkpoint(small_run / vae.CHECKPOINT_NAME)
+    gen, rec, config, history = vae.load_model(small_run / vae.CHECKPOINT_NAME)
     assert [W.shape for W, _ in gen] == [(5, 20), (20, 20), (20, vae.DATA_DIM)]
     assert [W.shape for W, _ in rec] == [(vae.DATA_DIM, 20), (20, 20), (20, 10)]
     assert config["latent_dim"] == 5 and len(history) == 2
@@ -71,7 +100,7 @@ def test_the_test_set_evaluation_leaves_the_training_stream_alone(small_run, mni
     gen = vae.init_net_params([5, 20, 20, vae.DATA_DIM])
     rec = vae.init_net_params([vae.DATA_DIM, 20, 20, 10])
     gen, rec = vae.train(gen, rec, mnist[1][:200], epochs=2, batch_size=100, learning_rate=1e-3)
-    saved = vae.load_checkpoint(small_run / vae.CHECKPOINT_NAME)
+    saved = vae.load_model(small_run / vae.CHECKPOINT_NAME)
     for ours, theirs in zip(gen + rec, saved[0] + saved[1], strict=True):
         np.testing.assert_array_equal(ours[0], theirs[0])
         np.testing.assert_array_equal(ours[1], theirs[1])
@@ -106,14 +135,6 @@ def test_another_seed_gives_other_parameters(small_run, tmp_path):
     assert not np.allclose(a, b)
 
 
-def test_from_checkpoint_regenerates_the_same_figures(small_run, tmp_path):
-    out = tmp_path / "regenerated"
-    code = vae.main(["--from-checkpoint", str(small_run / vae.CHECKPOINT_NAME),
-                     "--output-dir", str(out)])
-    assert code == 0
-    assert pngs(out) == pngs(small_run)
-
-
 def test_latent_dim_2_adds_scatter_and_manifold(tmp_path):
     code, out = run(tmp_path, "two", "--latent-dim", "2", "--epochs", "1")
     assert code == 0
@@ -123,7 +144,7 @@ def test_latent_dim_2_adds_scatter_and_manifold(tmp_path):
 def test_float32_run_keeps_float32_parameters(tmp_path):
     code, out = run(tmp_path, "f32", "--dtype", "float32", "--epochs", "1")
     assert code == 0
-    gen, rec, _, history = vae.load_checkpoint(out / vae.CHECKPOINT_NAME)
+    gen, rec, _, history = vae.load_model(out / vae.CHECKPOINT_NAME)
     assert {W.dtype for W, _ in gen + rec} == {np.dtype("float32")}
     assert np.isfinite(history[0]["test_elbo"])
 
@@ -146,29 +167,6 @@ def test_data_dir_trains_on_another_mnist_format_folder(tmp_path, idx_folder, ca
     assert json.loads((out / vae.METRICS_NAME).read_text())["config"]["data_dir"] == str(idx_folder)
 
 
-def test_ctrl_c_keeps_a_checkpoint_of_the_last_completed_epoch(tmp_path, monkeypatch, capsys):
-    code, one_epoch = run(tmp_path, "one", "--epochs", "1")
-    assert code == 0
-    real_step, steps = vae.adam_step, []
-
-    def interrupted_in_epoch_two(*args, **kwargs):
-        steps.append(1)
-        if len(steps) == 3:   # 2 batches per epoch: the first step of epoch 2
-            raise KeyboardInterrupt
-        return real_step(*args, **kwargs)
-
-    monkeypatch.setattr(vae, "adam_step", interrupted_in_epoch_two)
-    code, out = run(tmp_path, "interrupted")
-    assert code == 130
-    assert "--from-checkpoint" in capsys.readouterr().err
-    gen, rec, _, history = vae.load_checkpoint(out / vae.CHECKPOINT_NAME)
-    assert [e["epoch"] for e in history] == [1]
-    expected = np.load(one_epoch / vae.CHECKPOINT_NAME)
-    np.testing.assert_array_equal(gen[0][0], expected["gen_W0"])
-    assert json.loads((out / vae.METRICS_NAME).read_text())["status"] == "interrupted"
-    assert not list(out.glob("*.png")) and not list(out.glob(".*.tmp"))
-
-
 def test_a_diverging_run_stops_with_a_message_and_writes_no_figures(tmp_path, capsys):
     with np.errstate(all="ignore"):
         code, out = run(tmp_path, "diverged", "--learning-rate", "1e3")
@@ -178,27 +176,310 @@ def test_a_diverging_run_stops_with_a_message_and_writes_no_figures(tmp_path, ca
     assert not out.exists() or not list(out.glob("*.png"))
 
 
-@pytest.mark.parametrize("damage", ["garbage", "truncated"])
-def test_a_broken_checkpoint_is_refused_with_a_message(small_run, tmp_path, capsys, damage):
-    broken = tmp_path / "checkpoint.npz"
-    good = (small_run / vae.CHECKPOINT_NAME).read_bytes()
-    broken.write_bytes(b"not a checkpoint" if damage == "garbage" else good[:len(good) // 2])
-    assert vae.main(["--from-checkpoint", str(broken), "--output-dir", str(tmp_path)]) == 1
+# ---------------------------------------------------------------- Ctrl-C and SIGTERM
+
+Stopped = namedtuple("Stopped", "kind code out err")
+EXIT_CODE = {"ctrl-c": 130, "sigterm": 143}          # 128 + SIGINT, 128 + SIGTERM
+STATUS = {"ctrl-c": "interrupted", "sigterm": "terminated"}
+
+
+def stop_run(out, kind, at_step):
+    """vae.main(SMALL) stopped at Adam step at_step (counted from 1, 2 per
+    epoch) by Ctrl-C or by a SIGTERM sent to this process."""
+    real_step, steps = fastgrad.adam_step, []
+
+    def adam_step(*args, **kwargs):
+        steps.append(1)
+        if len(steps) == at_step:
+            if kind == "sigterm":
+                os.kill(os.getpid(), signal.SIGTERM)
+            else:
+                raise KeyboardInterrupt
+        return real_step(*args, **kwargs)
+
+    def escaped(signum, frame):   # instead of pytest being killed
+        raise AssertionError("vae.py left SIGTERM to the handler it found")
+
+    previous = signal.signal(signal.SIGTERM, escaped)
+    try:
+        with pytest.MonkeyPatch.context() as patch, \
+                contextlib.redirect_stderr(io.StringIO()) as err:
+            patch.setattr(fastgrad, "adam_step", adam_step)
+            code = vae.main(SMALL + ["--output-dir", str(out)])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return Stopped(kind, code, out, err.getvalue())
+
+
+@pytest.fixture(scope="module")
+def one_epoch_run(tmp_path_factory):
+    code, out = run(tmp_path_factory.mktemp("one"), "one", "--epochs", "1")
+    assert code == 0
+    return out
+
+
+@pytest.fixture(scope="module", params=["ctrl-c", "sigterm"])
+def stopped_in_epoch_2(request, tmp_path_factory):
+    return stop_run(tmp_path_factory.mktemp("epoch2") / "out", request.param, at_step=3)
+
+
+@pytest.fixture(scope="module", params=["ctrl-c", "sigterm"])
+def stopped_in_epoch_1(request, tmp_path_factory):
+    return stop_run(tmp_path_factory.mktemp("epoch1") / "out", request.param, at_step=1)
+
+
+def test_a_stopped_run_exits_with_128_plus_the_signal_number(stopped_in_epoch_2):
+    assert stopped_in_epoch_2.code == EXIT_CODE[stopped_in_epoch_2.kind]
+
+
+def test_a_stopped_run_records_why_in_its_metrics(stopped_in_epoch_2):
+    metrics = json.loads((stopped_in_epoch_2.out / vae.METRICS_NAME).read_text())
+    assert metrics["status"] == STATUS[stopped_in_epoch_2.kind]
+
+
+def test_a_stopped_run_keeps_the_checkpoint_of_the_last_completed_epoch(stopped_in_epoch_2,
+                                                                         one_epoch_run):
+    gen, rec, _, history = vae.load_model(stopped_in_epoch_2.out / vae.CHECKPOINT_NAME)
+    assert [e["epoch"] for e in history] == [1]
+    gen_1, rec_1, _, _ = vae.load_model(one_epoch_run / vae.CHECKPOINT_NAME)
+    for ours, theirs in zip(gen + rec, gen_1 + rec_1, strict=True):
+        np.testing.assert_array_equal(ours[0], theirs[0])
+        np.testing.assert_array_equal(ours[1], theirs[1])
+
+
+def test_a_stopped_run_writes_no_figures_and_leaves_no_temporary_file(stopped_in_epoch_2):
+    assert sorted(p.name for p in stopped_in_epoch_2.out.iterdir()) == [
+        vae.CHECKPOINT_NAME, vae.METRICS_NAME]
+
+
+def test_a_stopped_run_says_how_to_regenerate_its_figures(stopped_in_epoch_2):
+    assert "--from-checkpoint" in stopped_in_epoch_2.err
+
+
+def test_a_run_stopped_in_its_first_epoch_leaves_the_folder_free(stopped_in_epoch_1):
+    assert runs.run_files(stopped_in_epoch_1.out, vae.RUN_FILES) == []
+
+
+def test_a_run_stopped_in_its_first_epoch_says_nothing_was_saved(stopped_in_epoch_1):
+    assert "nothing was saved" in stopped_in_epoch_1.err
+
+
+# ---------------------------------------------------------------- output folders
+
+def test_a_second_run_into_a_finished_run_s_folder_is_refused_in_one_line(small_run, capsys):
+    assert vae.main(SMALL + ["--output-dir", str(small_run)]) == 2
     err = capsys.readouterr().err
-    assert str(broken) in err and "not a checkpoint written by vae.py" in err
+    assert one_line(err) and str(small_run) in err
+    assert "status complete, 2 of 2 epochs" in err and "--overwrite" in err
 
 
-def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
-    path = tmp_path / "file.bin"
-    path.write_bytes(b"old")
+def test_a_refused_second_run_leaves_the_first_run_s_files_untouched(small_run):
+    before = snapshot(small_run)
+    assert vae.main(SMALL + ["--output-dir", str(small_run)]) == 2
+    assert snapshot(small_run) == before
 
-    def fail(f):
-        f.write(b"half")
-        raise KeyboardInterrupt
 
-    with pytest.raises(KeyboardInterrupt):
-        vae.atomic_write(path, fail)
-    assert path.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["file.bin"]
+@pytest.mark.parametrize("name", [
+    vae.CHECKPOINT_NAME, vae.METRICS_NAME, "samples_from_prior.png", "interpolation_8_9.png",
+    "latent_manifold.png", "evaluation_test_sample.json", "evaluation_train_k10.npz"])
+def test_any_file_of_a_run_makes_its_folder_refused(tmp_path, idx_folder, capsys, name):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / name).write_bytes(b"from an earlier run")
+    assert tiny_run(idx_folder, out) == 2
+    err = capsys.readouterr().err
+    assert one_line(err) and str(out) in err and name in err
+
+
+def test_a_folder_holding_only_other_files_is_accepted(tmp_path, idx_folder):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("my notes")
+    (out / "checkpoint.npz.bak").write_text("a backup")
+    assert tiny_run(idx_folder, out) == 0
+
+
+def test_overwrite_deletes_exactly_the_run_s_files_then_trains(tmp_path, idx_folder):
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in (vae.CHECKPOINT_NAME, vae.METRICS_NAME, "interpolation_8_9.png",
+                 "evaluation_test_sample.json", "notes.txt"):
+        (out / name).write_bytes(b"from an earlier run")
+    assert tiny_run(idx_folder, out, "--overwrite") == 0
+    assert {p.name for p in out.iterdir()} == TINY_RUN_FILES | {"notes.txt"}
+    assert (out / "notes.txt").read_bytes() == b"from an earlier run"
+
+
+def test_an_empty_output_dir_is_refused_in_one_line(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        vae.main(["--output-dir", ""])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and one_line(err) and "--output-dir" in err
+
+
+def refuse_training(monkeypatch):
+    def train(*args, **kwargs):
+        raise AssertionError("training started")
+    monkeypatch.setattr(vae, "train", train)
+
+
+def test_an_output_dir_that_cannot_be_created_is_refused_before_training(
+        tmp_path, idx_folder, monkeypatch, capsys):
+    (tmp_path / "file").write_text("a file, not a folder")
+    out = tmp_path / "file" / "out"
+    refuse_training(monkeypatch)
+    assert tiny_run(idx_folder, out) == 1
+    err = capsys.readouterr().err
+    assert one_line(err) and str(out) in err
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_read_only_output_dir_is_refused_before_training(tmp_path, idx_folder, monkeypatch,
+                                                           capsys):
+    (tmp_path / "ro").mkdir(mode=0o500)
+    out = tmp_path / "ro" / "out"
+    refuse_training(monkeypatch)
+    assert tiny_run(idx_folder, out) == 1
+    err = capsys.readouterr().err
+    assert one_line(err) and str(out) in err
+
+
+def test_a_full_disk_is_refused_before_training(tmp_path, idx_folder, monkeypatch, capsys):
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(runs.shutil, "disk_usage", lambda path: usage(2 ** 40, 2 ** 40, 0))
+    refuse_training(monkeypatch)
+    assert tiny_run(idx_folder, tmp_path / "out") == 1
+    err = capsys.readouterr().err
+    assert one_line(err) and "0 MiB free" in err
+
+
+# ---------------------------------------------------------------- sizes
+
+@pytest.mark.parametrize("size", [["--hidden-units", "100000000"],
+                                  ["--latent-dim", "100000000"],
+                                  ["--hidden-units", "30000"]])   # about 115 GiB
+def test_sizes_that_cannot_fit_are_refused_before_allocating(tmp_path, monkeypatch, capsys,
+                                                             size):
+    # As on a machine with 32 GiB available; loading the data would be the
+    # first allocation, so the refusal must come before it.
+    monkeypatch.setattr(runs, "available_memory", lambda: 32 * 2 ** 30)
+
+    def load_data(data_dir):
+        raise AssertionError("the data were loaded before the memory check")
+
+    monkeypatch.setattr(vae, "load_data", load_data)
+    assert vae.main(size + ["--output-dir", str(tmp_path / "never")]) == 2
+    err = capsys.readouterr().err
+    assert one_line(err) and re.search(r"need about [0-9.]+ GiB", err)
+    assert "32.0 GiB is available" in err and not (tmp_path / "never").exists()
+
+
+# ---------------------------------------------------------------- --from-checkpoint
+
+def test_from_checkpoint_writes_the_run_s_figures_beside_the_checkpoint(small_run, tmp_path):
+    checkpoint = tmp_path / "copy" / vae.CHECKPOINT_NAME
+    checkpoint.parent.mkdir()
+    shutil.copy(small_run / vae.CHECKPOINT_NAME, checkpoint)
+    assert vae.main(["--from-checkpoint", str(checkpoint)]) == 0
+    assert pngs(checkpoint.parent) == pngs(small_run)
+
+
+def test_from_checkpoint_writes_the_run_s_figures_into_output_dir(small_run, tmp_path):
+    out = tmp_path / "regenerated"
+    code = vae.main(["--from-checkpoint", str(small_run / vae.CHECKPOINT_NAME),
+                     "--output-dir", str(out)])
+    assert code == 0
+    assert pngs(out) == pngs(small_run)
+
+
+@pytest.mark.parametrize("option", [
+    ["--epochs", "3"], ["--epochs=3"], ["--batch-size", "10"], ["--latent-dim", "2"],
+    ["--hidden-units", "20"], ["--hidden-layers", "1"], ["--learning-rate", "0.01"],
+    ["--seed", "1"], ["--seed", "0"], ["--n-train", "5"], ["--dtype", "float32"],
+    ["--loop", "fast"], ["--data-dir", str(REPO)]])
+def test_from_checkpoint_refuses_training_options_it_would_ignore(small_run, tmp_path, capsys,
+                                                                  option):
+    with pytest.raises(SystemExit) as exit_:
+        vae.main(["--from-checkpoint", str(small_run / vae.CHECKPOINT_NAME),
+                  "--output-dir", str(tmp_path / "never"), *option])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and one_line(err)
+    assert option[0].split("=")[0] in err and not (tmp_path / "never").exists()
+
+
+def another_run(folder):
+    folder.mkdir()
+    (folder / vae.METRICS_NAME).write_text(json.dumps({"status": "complete", "epochs": []}))
+    (folder / vae.CHECKPOINT_NAME).write_bytes(b"another run's checkpoint")
+    return folder
+
+
+def test_from_checkpoint_into_another_run_s_folder_is_refused(small_run, tmp_path, capsys):
+    other = another_run(tmp_path / "other")
+    before = snapshot(other)
+    assert vae.main(["--from-checkpoint", str(small_run / vae.CHECKPOINT_NAME),
+                     "--output-dir", str(other)]) == 2
+    err = capsys.readouterr().err
+    assert one_line(err) and str(other) in err and snapshot(other) == before
+
+
+def test_from_checkpoint_with_overwrite_replaces_another_run_s_files(small_run, tmp_path):
+    other = another_run(tmp_path / "other")
+    assert vae.main(["--from-checkpoint", str(small_run / vae.CHECKPOINT_NAME),
+                     "--output-dir", str(other), "--overwrite"]) == 0
+    assert sorted(p.name for p in other.iterdir()) == sorted(FIGURES)
+
+
+def damage_checkpoint(good, path, damage):
+    """Writes at path a copy of the checkpoint good with one kind of damage."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    content = good.read_bytes()
+    if damage in ("text", "garbage", "truncated"):
+        path.write_bytes({"text": b"epoch,test_elbo\n1,-120.5\n", "garbage": os.urandom(4096),
+                          "truncated": content[:len(content) // 2]}[damage])
+        return path
+    with np.load(good) as archive:
+        arrays = dict(archive)
+    if damage == "wrong shape":
+        arrays["gen_W1"] = arrays["gen_W1"][:, :-1]
+    elif damage == "NaN":
+        arrays["rec_W0"] = np.full_like(arrays["rec_W0"], np.nan)
+    elif damage == "missing entry":
+        del arrays["rec_b2"]
+    elif damage == "history without ELBO":
+        arrays["history"] = np.array(json.dumps([{"epoch": 1}]))
+    np.savez(path, **arrays)
+    return path
+
+
+DAMAGES = ["text", "garbage", "truncated", "wrong shape", "NaN", "missing entry",
+           "history without ELBO"]
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
+def test_a_damaged_checkpoint_exits_with_code_1(small_run, tmp_path, damage):
+    damaged = damage_checkpoint(small_run / vae.CHECKPOINT_NAME, tmp_path / "d" / "ckpt.npz",
+                                damage)
+    assert vae.main(["--from-checkpoint", str(damaged)]) == 1
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
+def test_a_damaged_checkpoint_is_named_in_one_line_without_numpy_s_hints(small_run, tmp_path,
+                                                                         capsys, damage):
+    damaged = damage_checkpoint(small_run / vae.CHECKPOINT_NAME, tmp_path / "d" / "ckpt.npz",
+                                damage)
+    vae.main(["--from-checkpoint", str(damaged)])
+    err = capsys.readouterr().err
+    assert one_line(err) and f"{damaged} is not a checkpoint written by vae.py" in err
+    assert "allow_pickle" not in err
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
+def test_a_damaged_checkpoint_writes_no_figures(small_run, tmp_path, damage):
+    damaged = damage_checkpoint(small_run / vae.CHECKPOINT_NAME, tmp_path / "d" / "ckpt.npz",
+                                damage)
+    vae.main(["--from-checkpoint", str(damaged)])
+    assert [p.name for p in damaged.parent.iterdir()] == ["ckpt.npz"]
 
 
 # ---------------------------------------------------------------- the command line
@@ -207,7 +488,7 @@ def test_defaults_are_the_assignment_s():
     args = vae.parse_args([])
     assert (args.epochs, args.batch_size, args.latent_dim, args.hidden_units, args.hidden_layers,
             args.learning_rate, args.seed, args.dtype) == (30, 200, 50, 200, 2, 1e-3, 0, "float64")
-    assert args.n_train is None and args.data_dir is None and args.output_dir == Path("output")
+    assert args.n_train is None and args.data_dir is None and args.output_dir is None
     assert vae.layer_sizes(vars(args)) == ([50, 200, 200, 784], [784, 200, 200, 100])
 
 
@@ -216,8 +497,10 @@ def test_help_shows_every_default(capsys):
         vae.parse_args(["--help"])
     assert exit_.value.code == 0
     text = " ".join(capsys.readouterr().out.split())
-    for default in (30, 200, 50, 2, 0.001, 0, "float64", "output"):
+    for default in (30, 200, 50, 2, 0.001, 0, "float64", "skeleton", "all"):
         assert f"(default: {default})" in text
+    assert "(default: output; with --from-checkpoint, the checkpoint's folder)" in text
+    assert "(default: None)" not in text
 
 
 @pytest.mark.parametrize("argv", [
@@ -232,7 +515,7 @@ def test_invalid_arguments_are_refused_in_one_line(argv, tmp_path, capsys):
         vae.main(argv + ["--output-dir", str(tmp_path / "never")])
     assert exit_.value.code == 2
     err = capsys.readouterr().err
-    assert len(err.strip().splitlines()) == 1 and argv[0] in err
+    assert one_line(err) and argv[0] in err
     assert not (tmp_path / "never").exists()
 
 

@@ -1,0 +1,433 @@
+"""runs.py: the run machinery on its own, without a model: argument types,
+atomic files, the output-folder guard, the memory and disk checks, checkpoint
+validation and SIGTERM."""
+import argparse
+import json
+import os
+import signal
+from collections import namedtuple
+
+import numpy as np
+import pytest
+
+import runs
+
+PATTERNS = ("checkpoint.npz", "metrics.json", "*.png", "evaluation_*.json")
+
+
+def touch(folder, *names):
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        (folder / name).write_bytes(name.encode())
+
+
+def refusal(excinfo):
+    """(message, exit code) of a raised RunError."""
+    return str(excinfo.value), excinfo.value.exit_code
+
+
+# ---------------------------------------------------------------- the command line
+
+def parser_with(*options):
+    parser = runs.OneLineErrorParser(prog="prog")
+    for option in options:
+        parser.add_argument(option, type=runs.positive_int, default=1)
+    return parser
+
+
+def test_parser_errors_are_one_line_with_exit_code_2(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        parser_with("--epochs").parse_args(["--epochs", "0"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2
+    assert err.count("\n") == 1 and err.startswith("prog: error:") and "(see --help)" in err
+
+
+def test_parser_refuses_abbreviated_options(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        parser_with("--epochs").parse_args(["--epo", "3"])
+    assert exit_.value.code == 2 and "--epo" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, given", [
+    ([], set()),
+    (["--epochs", "3"], {"--epochs"}),
+    (["--epochs=3"], {"--epochs"}),
+    (["--epochs", "1"], {"--epochs"}),          # given even when equal to the default
+    (["--epochs", "3", "--seed", "2"], {"--epochs", "--seed"}),
+    (["--output-dir", "out", "--overwrite"], {"--output-dir", "--overwrite"}),
+])
+def test_given_options_are_the_long_options_in_argv(argv, given):
+    assert runs.given_options(argv) == given
+
+
+@pytest.mark.parametrize("parse, text", [
+    (runs.positive_int, "0"), (runs.positive_int, "-3"), (runs.positive_int, "1.5"),
+    (runs.positive_int, "two"), (runs.positive_int, ""),
+    (runs.nonnegative_int, "-1"), (runs.nonnegative_int, "x"),
+    (runs.seed_int, "-1"), (runs.seed_int, str(2 ** 32)),
+    (runs.positive_float, "0"), (runs.positive_float, "-1e-3"), (runs.positive_float, "nan"),
+    (runs.positive_float, "inf"), (runs.positive_float, "1e400"), (runs.positive_float, "x"),
+    (runs.existing_dir, "/no/such/folder"), (runs.existing_dir, __file__),
+    (runs.existing_file, "/no/such/file.npz"), (runs.existing_file, os.path.dirname(__file__)),
+    (runs.existing_dir, ""), (runs.existing_file, ""),
+    (runs.output_path, ""), (runs.output_path, "   "),
+])
+def test_argument_types_refuse_bad_values(parse, text):
+    with pytest.raises(argparse.ArgumentTypeError):
+        parse(text)
+
+
+@pytest.mark.parametrize("parse, text, value", [
+    (runs.positive_int, "1", 1), (runs.nonnegative_int, "0", 0),
+    (runs.seed_int, "0", 0), (runs.seed_int, str(2 ** 32 - 1), 2 ** 32 - 1),
+    (runs.positive_float, "1e-3", 1e-3),
+])
+def test_argument_types_accept_good_values(parse, text, value):
+    assert parse(text) == value
+
+
+# ---------------------------------------------------------------- files
+
+def test_atomic_write_replaces_the_file(tmp_path):
+    path = tmp_path / "file.bin"
+    path.write_bytes(b"old")
+    runs.atomic_write(path, lambda f: f.write(b"new"))
+    assert path.read_bytes() == b"new" and [p.name for p in tmp_path.iterdir()] == ["file.bin"]
+
+
+def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
+    path = tmp_path / "file.bin"
+    path.write_bytes(b"old")
+
+    def fail(f):
+        f.write(b"half")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        runs.atomic_write(path, fail)
+    assert path.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["file.bin"]
+
+
+def test_write_json_round_trips(tmp_path):
+    content = {"status": "complete", "epochs": [{"epoch": 1, "elbo": -123.456789012345}],
+               "none": None, "text": "nats \u00e9"}
+    runs.write_json(tmp_path / "a" / "metrics.json", content)
+    assert json.loads((tmp_path / "a" / "metrics.json").read_text()) == content
+
+
+def test_check_writable_creates_the_folder_and_leaves_it_empty(tmp_path):
+    runs.check_writable(tmp_path / "new" / "out")
+    assert list((tmp_path / "new" / "out").iterdir()) == []
+
+
+def test_check_writable_refuses_a_folder_under_a_file(tmp_path):
+    (tmp_path / "file").write_bytes(b"")
+    with pytest.raises(runs.RunError) as e:
+        runs.check_writable(tmp_path / "file" / "out", what="the output folder")
+    message, code = refusal(e)
+    assert code == 1 and str(tmp_path / "file" / "out") in message and "\n" not in message
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_check_writable_refuses_a_read_only_folder(tmp_path):
+    (tmp_path / "ro").mkdir(mode=0o500)
+    with pytest.raises(runs.RunError) as e:
+        runs.check_writable(tmp_path / "ro" / "out")
+    assert refusal(e)[1] == 1
+
+
+def test_check_writable_refuses_a_full_disk(tmp_path, monkeypatch):
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(runs.shutil, "disk_usage", lambda path: usage(2 ** 30, 2 ** 30, 0))
+    with pytest.raises(runs.RunError) as e:
+        runs.check_writable(tmp_path, need_bytes=3 * 2 ** 20)
+    message, code = refusal(e)
+    assert code == 1 and "0 MiB free" in message and "3 MiB" in message
+
+
+def test_run_files_are_the_matching_files_sorted(tmp_path):
+    touch(tmp_path, "metrics.json", "b.png", "a.png", "notes.txt")
+    (tmp_path / "c.png").mkdir()   # a folder is never a run's file
+    assert [p.name for p in runs.run_files(tmp_path, PATTERNS)] == [
+        "a.png", "b.png", "metrics.json"]
+
+
+def test_run_files_of_a_missing_folder_are_none(tmp_path):
+    assert runs.run_files(tmp_path / "missing", PATTERNS) == []
+
+
+def test_describe_run_reads_status_and_epochs_from_metrics(tmp_path):
+    (tmp_path / "metrics.json").write_text(json.dumps(
+        {"status": "complete", "config": {"epochs": 30}, "epochs": [{}, {}]}))
+    touch(tmp_path, "checkpoint.npz")
+    files = runs.run_files(tmp_path, PATTERNS)
+    assert runs.describe_run(tmp_path, files) == (
+        "metrics.json: status complete, 2 of 30 epochs; checkpoint.npz")
+
+
+def test_describe_run_counts_the_files_it_does_not_name(tmp_path):
+    touch(tmp_path, *[f"{i}.png" for i in range(6)])
+    assert runs.describe_run(tmp_path, runs.run_files(tmp_path, PATTERNS)) == (
+        "0.png, 1.png, 2.png, 3.png and 2 more")
+
+
+def test_describe_run_of_an_unreadable_metrics_file(tmp_path):
+    (tmp_path / "metrics.json").write_text("{not json")
+    assert runs.describe_run(tmp_path, runs.run_files(tmp_path, PATTERNS)) == (
+        "metrics.json (not one of ours)")
+
+
+def test_describe_run_of_a_metrics_file_of_another_program(tmp_path):
+    (tmp_path / "metrics.json").write_text(json.dumps({"epochs": 30, "lr": 0.001}))
+    assert runs.describe_run(tmp_path, runs.run_files(tmp_path, PATTERNS)) == (
+        "metrics.json (not one of ours)")
+
+
+def test_claim_output_dir_says_how_many_files_it_deleted_when_one_cannot_be(tmp_path,
+                                                                            monkeypatch):
+    touch(tmp_path, "a.png", "b.png", "checkpoint.npz")
+    real_unlink = type(tmp_path).unlink
+
+    def unlink(path, *args, **kwargs):
+        if path.name == "b.png":
+            raise PermissionError(13, "Permission denied")
+        return real_unlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(type(tmp_path), "unlink", unlink)
+    with pytest.raises(runs.RunError) as e:
+        runs.claim_output_dir(tmp_path, PATTERNS, overwrite=True, prog="prog")
+    message, code = refusal(e)
+    assert code == 1 and "cannot delete" in message and "b.png" in message
+    assert "1 of the run's 3 files were deleted" in message
+
+
+def test_claim_output_dir_refuses_a_folder_holding_a_run(tmp_path):
+    touch(tmp_path, "evaluation_test.json")
+    with pytest.raises(runs.RunError) as e:
+        runs.claim_output_dir(tmp_path, PATTERNS, overwrite=False, prog="prog")
+    assert refusal(e)[1] == 2
+
+
+def test_claim_output_dir_names_the_folder_and_its_run_s_files(tmp_path):
+    touch(tmp_path, "checkpoint.npz", "samples.png", "notes.txt")
+    with pytest.raises(runs.RunError) as e:
+        runs.claim_output_dir(tmp_path, PATTERNS, overwrite=False, prog="prog")
+    message = refusal(e)[0]
+    assert "\n" not in message and str(tmp_path) in message
+    assert "checkpoint.npz" in message and "samples.png" in message
+    assert "notes.txt" not in message and "--overwrite" in message
+
+
+def test_claim_output_dir_refusing_touches_nothing(tmp_path):
+    touch(tmp_path, "checkpoint.npz", "metrics.json", "notes.txt")
+    before = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in tmp_path.iterdir()}
+    with pytest.raises(runs.RunError):
+        runs.claim_output_dir(tmp_path, PATTERNS, overwrite=False, prog="prog")
+    assert {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in tmp_path.iterdir()} == before
+
+
+def test_claim_output_dir_with_overwrite_deletes_exactly_the_run_s_files(tmp_path):
+    touch(tmp_path, "checkpoint.npz", "metrics.json", "a.png", "evaluation_x.json",
+          "notes.txt", "evaluation_x.txt", "checkpoint.npz.bak")
+    touch(tmp_path / "sub", "metrics.json")
+    runs.claim_output_dir(tmp_path, PATTERNS, overwrite=True, prog="prog")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "checkpoint.npz.bak", "evaluation_x.txt", "notes.txt", "sub"]
+    assert (tmp_path / "sub" / "metrics.json").exists()
+
+
+def test_claim_output_dir_accepts_a_missing_folder_without_creating_it(tmp_path):
+    runs.claim_output_dir(tmp_path / "new", PATTERNS, overwrite=False, prog="prog")
+    assert not (tmp_path / "new").exists()
+
+
+# ---------------------------------------------------------------- memory
+
+@pytest.mark.parametrize("n, text", [
+    (0, "0 MiB"), (5 * 2 ** 20, "5 MiB"), (2 ** 30, "1.0 GiB"), (3 * 2 ** 29, "1.5 GiB")])
+def test_format_bytes(n, text):
+    assert runs.format_bytes(n) == text
+
+
+def test_available_memory_is_a_positive_number_of_bytes():
+    available = runs.available_memory()
+    assert isinstance(available, int) and available > 0
+
+
+def test_check_memory_refuses_more_than_is_available_and_says_how_much(monkeypatch):
+    monkeypatch.setattr(runs, "available_memory", lambda: 2 ** 30)
+    with pytest.raises(runs.RunError) as e:
+        runs.check_memory(2 ** 31, "this model")
+    message, code = refusal(e)
+    assert code == 2 and "this model" in message and "2.0 GiB" in message and "1.0 GiB" in message
+
+
+def test_check_memory_accepts_what_is_available(monkeypatch):
+    monkeypatch.setattr(runs, "available_memory", lambda: 2 ** 30)
+    runs.check_memory(2 ** 30, "this model")
+
+
+# ---------------------------------------------------------------- checkpoints
+
+CONFIG = {"sizes": [2, 3, 1]}
+
+
+def sizes(config):
+    return {"net": config["sizes"]}
+
+
+def tiny_networks():
+    rs = np.random.RandomState(0)
+    return {"net": [(rs.randn(2, 3), rs.randn(3)), (rs.randn(3, 1), rs.randn(1))]}
+
+
+@pytest.fixture
+def tiny_checkpoint(tmp_path):
+    path = tmp_path / "checkpoint.npz"
+    runs.save_checkpoint(path, tiny_networks(), CONFIG, [{"epoch": 1}])
+    return path
+
+
+def test_checkpoint_round_trips(tiny_checkpoint):
+    networks, config, history = runs.load_checkpoint(tiny_checkpoint, sizes)
+    assert config == CONFIG and history == [{"epoch": 1}]
+    for ours, theirs in zip(networks["net"], tiny_networks()["net"], strict=True):
+        np.testing.assert_array_equal(ours[0], theirs[0])
+        np.testing.assert_array_equal(ours[1], theirs[1])
+
+
+def test_checkpoint_is_readable_without_pickle(tiny_checkpoint):
+    with np.load(tiny_checkpoint, allow_pickle=False) as archive:
+        assert sorted(archive.files) == ["config", "history", "net_W0", "net_W1",
+                                         "net_b0", "net_b1"]
+
+
+def damaged(path, damage):
+    """Rewrites the checkpoint at path with one kind of damage."""
+    if damage == "not a zip":
+        path.write_text("epoch,elbo\n1,-120\n")
+        return
+    with np.load(path) as archive:
+        arrays = dict(archive)
+    if damage == "wrong shape":
+        arrays["net_W1"] = np.zeros((3, 2))
+    elif damage == "wrong bias shape":
+        arrays["net_b0"] = np.zeros(2)
+    elif damage == "NaN":
+        arrays["net_W0"] = np.where(np.eye(2, 3) > 0, np.nan, arrays["net_W0"])
+    elif damage == "infinite":
+        arrays["net_b1"] = np.array([np.inf])
+    elif damage == "missing weights":
+        del arrays["net_W1"]
+    elif damage == "missing config":
+        del arrays["config"]
+    elif damage == "integers":
+        arrays["net_W0"] = np.ones((2, 3), dtype=np.int64)
+    elif damage == "config not JSON":
+        arrays["config"] = np.array("{sizes")
+    elif damage == "history not a list":
+        arrays["history"] = np.array("5")
+    elif damage == "object array":
+        arrays["net_W0"] = np.array([{"W": 1}], dtype=object)
+    np.savez(path, **arrays)
+
+
+@pytest.mark.parametrize("damage, problem", [
+    ("not a zip", "not an .npz archive"),
+    ("wrong shape", "net_W1 is (3, 2) and net_b1 (1,), but its configuration says (3, 1)"),
+    ("wrong bias shape", "net_b0 (2,), but its configuration says (2, 3) and (3,)"),
+    ("NaN", "NaN or infinite"),
+    ("infinite", "NaN or infinite"),
+    ("missing weights", "no net_W1 or net_b1"),
+    ("missing config", "no 'config' entry"),
+    ("integers", "net_W0 holds int64, not floating-point"),
+    ("config not JSON", "JSONDecodeError"),
+    ("history not a list", "history not a list of dicts"),
+    ("object array", "it holds Python objects, not plain arrays"),
+])
+def test_a_damaged_checkpoint_is_refused_saying_what_is_wrong(tiny_checkpoint, damage, problem):
+    damaged(tiny_checkpoint, damage)
+    with pytest.raises(runs.RunError) as e:
+        runs.load_checkpoint(tiny_checkpoint, sizes, written_by="train.py")
+    message, code = refusal(e)
+    assert code == 1 and "\n" not in message and problem in message
+    assert message.startswith(f"{tiny_checkpoint} is not a checkpoint written by train.py")
+
+
+def test_a_text_file_is_refused_without_numpy_s_allow_pickle_hint(tmp_path):
+    path = tmp_path / "notes.npz"
+    path.write_text("these are notes, not arrays\n")
+    with pytest.raises(runs.RunError) as e:
+        runs.load_checkpoint(path, sizes)
+    assert "allow_pickle" not in refusal(e)[0]
+
+
+# ---------------------------------------------------------------- signals
+
+@pytest.fixture
+def sigterm_handler():
+    """A Python SIGTERM handler for the test, so a SIGTERM that escapes the
+    code under test fails the test instead of killing pytest."""
+    def escaped(signum, frame):
+        raise AssertionError("SIGTERM reached the handler installed before the block")
+    previous = signal.signal(signal.SIGTERM, escaped)
+    yield escaped
+    signal.signal(signal.SIGTERM, previous)
+
+
+def test_sigterm_in_the_block_raises_terminated(sigterm_handler):
+    with pytest.raises(runs.Terminated):
+        with runs.sigterm_as_interrupt():
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_sigterm_as_interrupt_does_nothing_outside_the_main_thread():
+    import threading
+    errors = []
+
+    def body():
+        try:
+            with runs.sigterm_as_interrupt():
+                pass
+        except Exception as e:   # signal.signal raises ValueError outside the main thread
+            errors.append(e)
+
+    thread = threading.Thread(target=body)
+    thread.start()
+    thread.join()
+    assert errors == []
+
+
+def test_terminated_is_caught_as_a_keyboard_interrupt():
+    assert issubclass(runs.Terminated, KeyboardInterrupt)
+
+
+def test_sigterm_as_interrupt_restores_the_previous_handler(sigterm_handler):
+    with runs.sigterm_as_interrupt():
+        pass
+    assert signal.getsignal(signal.SIGTERM) is sigterm_handler
+
+
+def test_sigterm_as_interrupt_restores_the_previous_handler_after_an_exception(
+        sigterm_handler):
+    with pytest.raises(ValueError):
+        with runs.sigterm_as_interrupt():
+            raise ValueError
+    assert signal.getsignal(signal.SIGTERM) is sigterm_handler
+
+
+@pytest.mark.parametrize("interrupt, expected", [
+    (KeyboardInterrupt(), ("interrupted", 130)),     # 128 + SIGINT
+    (runs.Terminated(), ("terminated", 143)),        # 128 + SIGTERM
+])
+def test_interruption_maps_the_signal_to_status_and_exit_code(interrupt, expected):
+    assert runs.interruption(interrupt) == expected
+
+
+def test_run_error_defaults_to_exit_code_1():
+    assert runs.RunError("problem").exit_code == 1
+
+
+def test_library_versions_name_the_libraries():
+    assert set(runs.library_versions()) == {"python", "numpy", "autograd", "scipy", "matplotlib"}
