@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
+from plotting import IMAGE_SIDE
 from plotting import save_images  # noqa: F401  re-exported for the course skeleton
 
-IMAGE_SIDE = 28
 DATA_DIM = IMAGE_SIDE ** 2
 NUM_CLASSES = 10
 
