@@ -10,12 +10,11 @@ PNG metadata carries no date and no software version).
 
 from pathlib import Path
 
-import matplotlib.image
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 from scipy.special import expit
+
+# matplotlib is imported inside the writers that draw: `import data` (which
+# re-exports save_images for the course skeleton) stays quick.
 
 IMAGE_SIDE = 28
 DIGIT_DIMENSIONS = (IMAGE_SIDE, IMAGE_SIDE)
@@ -101,6 +100,7 @@ def save_images(images, filename, ims_per_row=5, padding=5,
     pad_value = vmin if vmin is not None else images.min()
     grid = image_grid(images, ims_per_row, padding, digit_dimensions, pad_value)
     block = np.ones((pixels_per_cell, pixels_per_cell), dtype=grid.dtype)
+    import matplotlib.image
     matplotlib.image.imsave(_prepare_path(filename), np.kron(grid, block),
                             cmap=cmap, vmin=vmin, vmax=vmax, format="png",
                             metadata=PNG_METADATA)
@@ -118,6 +118,8 @@ def bernoulli_means(logits):
 
 def _new_axes():
     """Return (figure, axes) of the standard size, drawn by the Agg canvas."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
     figure = Figure(figsize=FIGURE_SIZE, dpi=FIGURE_DPI)
     FigureCanvasAgg(figure)
     return figure, figure.add_subplot()
@@ -147,6 +149,7 @@ def save_learning_curve(epochs, train_elbo, test_elbo, filename):
     figure, axes = _new_axes()
     for values, label in curves:
         axes.plot(epochs, values, marker="o", markersize=3, label=label)
+    from matplotlib.ticker import MaxNLocator
     axes.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     axes.set_xlim(epochs.min() - 0.5, epochs.max() + 0.5)
     axes.set_xlabel("epoch")

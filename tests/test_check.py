@@ -107,7 +107,7 @@ def test_each_mistake_gets_its_verdict_and_a_helpful_message(tmp_path, name):
     replacements, function, check_name, status, words = MISTAKES[name]
     source = STUDENT
     for old, new in replacements:
-        assert old in source
+        assert source.count(old) == 1, old   # one place to change in the student file
         source = source.replace(old, new)
     report = grade(submission(tmp_path, name, source))
     result = verdict(report, function, check_name)
