@@ -106,6 +106,14 @@ def output_path(text):
     return Path(text)
 
 
+def output_dir(text):
+    """An argparse type for a folder to write into: not empty, not a file."""
+    path = output_path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} exists and is not a folder")
+    return path
+
+
 # ----------------------------------------------------------------------------
 # Files
 # ----------------------------------------------------------------------------
@@ -199,6 +207,16 @@ def claim_output_dir(folder, patterns, overwrite, prog):
                            f"{done} of the run's {len(files)} files were deleted") from None
     if files:
         print(f"{prog}: --overwrite: deleted {len(files)} files of the run in {folder}")
+
+
+def prepare_output_dir(folder, patterns, overwrite, prog, need_bytes=0):
+    """What a run checks about its output folder before any work starts: it
+    can be written (created if needed), it holds no other run
+    (claim_output_dir: refused, or deleted with overwrite), and its disk has
+    need_bytes free. Raises RunError."""
+    check_writable(folder)      # before overwrite deletes anything
+    claim_output_dir(folder, patterns, overwrite, prog)
+    check_writable(folder, need_bytes)
 
 
 # ----------------------------------------------------------------------------

@@ -39,9 +39,11 @@ MANIFOLD_SIDE = 20
 TEST_BINARIZATION_SEED = 1234  # the test set is binarised once, with its own stream
 TEST_POSTERIOR_SEED = 4321     # the posterior samples of the test ELBO, same every epoch
 EVAL_BATCH_SIZE = 1000
+FIGURE_BYTES = 2 ** 23       # room the figures need on disk, generously
 ADAM_B1, ADAM_B2, ADAM_EPS = 0.9, 0.999, 1e-8
 CHECKPOINT_NAME, METRICS_NAME = runs.CHECKPOINT_NAME, runs.METRICS_NAME
 EVALUATION_NAME = "evaluation_test_sample.json"   # evaluate.py's report, default options
+EVALUATE_COMMAND = "python evaluate.py {}"        # estimates log p(x) of a checkpoint
 FIGURE_NAMES = ("samples_from_prior.png", "reconstructions.png", "interpolation_*_*.png",
                 "learning_curve.png", "latent_scatter.png", "latent_manifold.png")
 RUN_FILES = (CHECKPOINT_NAME, METRICS_NAME, *FIGURE_NAMES, "evaluation_*.json",
@@ -210,11 +212,9 @@ def train(gen_params, rec_params, train_images, epochs, batch_size, learning_rat
           objective=fused_lower_bound, step=skeleton_step, on_epoch_end=None,
           progress=False, seed=0):
     """Maximises objective(gen_params, rec_params, data, randn) with Adam, batches
-    in order (the last may be short). step(objective, flat_params, like,
-    learning_rate, seed) makes the per-batch function step(images, t) -> the
-    objective's estimate: skeleton_step or fast_step. Returns (gen_params,
-    rec_params). on_epoch_end(epoch, gen_params, rec_params, train_elbo,
-    seconds) is called after every epoch with a copy of the parameters."""
+    in order (the last may be short); step (skeleton_step or fast_step) makes
+    the per-batch function. -> (gen_params, rec_params). on_epoch_end(epoch,
+    gen_params, rec_params, train_elbo, seconds) follows every epoch."""
     from tqdm import tqdm
 
     # Parameters flattened with autograd.misc.flatten: Adam updates the flat
@@ -329,9 +329,7 @@ def initial_params(config, dtype, seed):
     """(gen_params, rec_params) as the skeleton initialises them: the global
     stream seeded with `seed`, generator first, then cast to dtype."""
     npr.seed(seed)
-    gen_sizes, rec_sizes = layer_sizes(config)
-    return (cast_params(init_net_params(gen_sizes), dtype),
-            cast_params(init_net_params(rec_sizes), dtype))
+    return tuple(cast_params(init_net_params(sizes), dtype) for sizes in layer_sizes(config))
 
 
 def count_params(config):
@@ -366,10 +364,6 @@ def save_model(path, gen_params, rec_params, config, history):
     runs.save_checkpoint(path, {"gen": gen_params, "rec": rec_params}, config, history)
 
 
-def evaluate_command(checkpoint):
-    return f"python evaluate.py {checkpoint}"
-
-
 def write_metrics(path, config, history, status, wall_seconds, checkpoint):
     """metrics.json: everything needed to interpret and reproduce the run."""
     train_stream = (" from the global numpy.random stream" if config["loop"] == "skeleton"
@@ -387,7 +381,7 @@ def write_metrics(path, config, history, status, wall_seconds, checkpoint):
         "log_likelihood": {
             "note": "the ELBO is a lower bound on log p(x); evaluate.py estimates log p(x) "
                     "of this checkpoint by importance sampling",
-            "command": evaluate_command(checkpoint),
+            "command": EVALUATE_COMMAND.format(checkpoint),
             "report": str(Path(checkpoint).parent / EVALUATION_NAME)},
     })
 
@@ -416,7 +410,7 @@ def parse_args(argv=None):
     add("--data-dir", type=runs.existing_dir, default=None, metavar="DIR",
         help="folder with the four MNIST-format files, e.g. Fashion-MNIST "
              "(default: the MNIST copy shipped in datasets/mnist)")
-    add("--output-dir", type=runs.output_path, default=None, metavar="DIR",
+    add("--output-dir", type=runs.output_dir, default=None, metavar="DIR",
         help="where figures, metrics.json and the checkpoint go (default: output; "
              "with --from-checkpoint, the checkpoint's folder)")
     add("--overwrite", action="store_true",
@@ -431,8 +425,6 @@ def parse_args(argv=None):
         help="skip training: regenerate every figure from a checkpoint written by vae.py")
     add("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
-    if args.output_dir is not None and args.output_dir.exists() and not args.output_dir.is_dir():
-        parser.error(f"--output-dir {args.output_dir} exists and is not a folder")
     if args.from_checkpoint:
         ignored = [option for option in (f"--{dest.replace('_', '-')}" for dest in TRAINING_OPTIONS)
                    if option in runs.given_options(argv)]
@@ -470,10 +462,9 @@ def run_training(args):
                             "(see --help)", exit_code=2)
     out = args.output_dir or Path("output")
     checkpoint, metrics_path = out / CHECKPOINT_NAME, out / METRICS_NAME
-    runs.check_writable(out)     # before --overwrite deletes anything
-    runs.claim_output_dir(out, RUN_FILES, args.overwrite, "vae.py")
     checkpoint_bytes = count_params(config) * np.dtype(args.dtype).itemsize
-    runs.check_writable(out, 2 * checkpoint_bytes + 2 ** 23)   # old and new checkpoint, figures
+    runs.prepare_output_dir(out, RUN_FILES, args.overwrite, "vae.py",
+                            2 * checkpoint_bytes + FIGURE_BYTES)   # old and new checkpoint
     train_images = train_images[:args.n_train].astype(args.dtype)
     test_binary = binarize(test_images, npr.RandomState(TEST_BINARIZATION_SEED)).astype(args.dtype)
     gen_params, rec_params = initial_params(config, args.dtype, args.seed)
@@ -529,7 +520,7 @@ def run_training(args):
           f"{metrics_path} and {len(paths)} figures to {out}/")
     print(f"The ELBO is a lower bound on log p(x). To estimate log p(x) itself (importance "
           f"sampling, K=5000; about half an hour on one CPU core for the 10000 test images), "
-          f"run: {evaluate_command(checkpoint)}")
+          f"run: {EVALUATE_COMMAND.format(checkpoint)}")
     return 0
 
 
@@ -539,9 +530,8 @@ def run_from_checkpoint(args):
     gen_params, rec_params, config, history = load_model(args.from_checkpoint)
     home = args.from_checkpoint.parent
     out = args.output_dir or home
-    if out.resolve() != home.resolve():
-        runs.claim_output_dir(out, RUN_FILES, args.overwrite, "vae.py")
-    runs.check_writable(out, 2 ** 23)
+    others = RUN_FILES if out.resolve() != home.resolve() else ()   # its own run's figures
+    runs.prepare_output_dir(out, others, args.overwrite, "vae.py", FIGURE_BYTES)
     _, _, _, test_images, test_labels = load_data(config["data_dir"])
     paths = write_figures(gen_params, rec_params, test_images, test_labels, history,
                           out, config["seed"])

@@ -61,6 +61,11 @@ def test_given_options_are_the_long_options_in_argv(argv, given):
     assert runs.given_options(argv) == given
 
 
+def test_output_dir_refuses_an_existing_file():
+    with pytest.raises(argparse.ArgumentTypeError, match="exists and is not a folder"):
+        runs.output_dir(__file__)
+
+
 @pytest.mark.parametrize("parse, text", [
     (runs.positive_int, "0"), (runs.positive_int, "-3"), (runs.positive_int, "1.5"),
     (runs.positive_int, "two"), (runs.positive_int, ""),
