@@ -1,13 +1,19 @@
-"""check.py against deliberately wrong submissions, one mistake each: the
-mistakes of the assignment's list and misbehaving files (endless loops,
-crashes, training or writing at import, wrong signatures, stubs). Each file
-is a plain, correct student solution with one change."""
+"""check.py end to end: deliberately wrong submissions, one mistake each (the
+assignment's list), misbehaving files (endless loops, crashes, training or
+writing at import), and hostile ones (forging verdicts, reading or writing
+the grader's files, leaving processes behind, flooding the output). Each
+file is the plain, correct student solution of student_vae.py with one
+change. Tests that need bubblewrap are skipped where it is not installed."""
 import json
+import os
+import shutil
+import tracemalloc
 from pathlib import Path
 
 import pytest
 
 import check
+import checks
 
 STUDENT = (Path(__file__).parent / "student_vae.py").read_text()
 GUARD = 'if __name__ == "__main__":\n'
@@ -54,7 +60,7 @@ MISTAKES = {
         "neural_net_predict", "values", "fail", "ReLU is applied to the last layer"),
     "endless_loop_in_a_function": (
         [("    D = q_means_and_log_stds.shape[-1] // 2\n", "    while True:\n        pass\n")],
-        "compute_KL", "zero at the prior", "error", "did not finish"),
+        "compute_KL", "one value per image", "error", "did not finish"),
     "memory_hog": (
         [("    D = q_means_and_log_stds.shape[-1] // 2\n", "    np.ones(10 ** 11)\n")],
         "compute_KL", "values", "error", "MemoryError"),
@@ -71,35 +77,43 @@ MISBEHAVIOURS = {
 }
 
 
-def submission(tmp_path, name, source):
-    path = tmp_path / f"{name}.py"
-    path.write_text(source)
+def submission(folder, name, source):
+    path = folder / f"{name}.py"
+    path.write_text(source) if isinstance(source, str) else path.write_bytes(source)
     return path
 
 
-def grade(path):
-    return check.check_submission(path, timeout=60, import_timeout=5, memory_mb=2048,
-                                  check_seconds=2)
+OPTIONS = ["--import-timeout", "5", "--check-timeout", "5", "--memory", "2048"]
+needs_bwrap = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap not installed")
+
+
+def grade(path, *extra):
+    return check.grade_file(path, check.parse_args([str(path), *OPTIONS, *extra]))
 
 
 def verdict(report, function, check_name):
     return next(r for r in report["results"] if (r["function"], r["check"]) == (function, check_name))
 
 
-def test_the_reference_passes_every_check():
-    report = grade(check.PROJECT / "vae.py")
-    assert report["loaded"] == "full"
+def statuses(report):
+    return {(r["function"], r["check"]): r["status"] for r in report["results"]}
+
+
+# ---------------------------------------------------------------- honest submissions
+
+@pytest.mark.parametrize("sandbox", ["auto", "none"])
+def test_the_reference_passes_every_check(sandbox):
+    report = grade(check.PROJECT / "vae.py", "--sandbox", sandbox)
+    assert report["loaded"] == "full" and report["verdict"] == "pass"
     assert {r["status"] for r in report["results"]} == {"pass"}
-    assert len(report["results"]) == 1 + sum(len(checks) for checks in check.CHECKS.values())
-    assert check.exit_code(report) == 0
+    assert len(report["results"]) == 1 + sum(len(c) for c in checks.CHECKS.values())
 
 
 def test_a_plain_correct_solution_passes_with_a_stability_warning(tmp_path):
     report = grade(submission(tmp_path, "student", STUDENT))
-    statuses = {(r["function"], r["check"]): r["status"] for r in report["results"]}
-    assert statuses.pop(("bernoulli_log_prob", "exact at logits +-1000")) == "warning"
-    assert set(statuses.values()) == {"pass"}
-    assert check.exit_code(report) == 0
+    found = statuses(report)
+    assert found.pop(("bernoulli_log_prob", "exact at logits +-1000")) == "warning"
+    assert set(found.values()) == {"pass"} and report["verdict"] == "pass"
 
 
 @pytest.mark.parametrize("name", MISTAKES)
@@ -113,7 +127,7 @@ def test_each_mistake_gets_its_verdict_and_a_helpful_message(tmp_path, name):
     result = verdict(report, function, check_name)
     assert result["status"] == status, result
     assert words in result["message"]
-    assert check.exit_code(report) == 1
+    assert report["verdict"] == "fail"
 
 
 @pytest.mark.parametrize("name", MISBEHAVIOURS)
@@ -124,46 +138,203 @@ def test_a_misbehaving_import_fails_but_the_functions_are_still_graded(tmp_path,
     assert module["status"] == "fail" and words in module["message"], module
     assert report["loaded"] == "definitions only"
     assert verdict(report, "vae_lower_bound", "gradient through autograd")["status"] == "pass"
-    assert check.exit_code(report) == 1
 
 
-def test_a_crash_inside_a_check_is_reported_and_the_checker_survives(tmp_path):
+def test_a_crash_inside_a_check_fails_it_and_the_grader_goes_on(tmp_path):
     source = STUDENT.replace("    return 0.5 * (np.tanh", "    import os\n    os._exit(7)\n    return 0.5 * (np.tanh")
     report = grade(submission(tmp_path, "dies", source))
     died = [r for r in report["results"] if "process died" in r["message"]]
-    assert len(died) == 1 and died[0]["status"] == "error" and "exit code 7" in died[0]["message"]
+    assert {r["function"] for r in died} == {"bernoulli_log_prob", "vae_lower_bound", "sigmoid"}
+    assert all(r["status"] == "error" and "exit code 7" in r["message"] for r in died)
+    assert verdict(report, "relu", "values")["status"] == "pass"     # graded after the crash
 
 
-def test_a_file_that_cannot_be_loaded_exits_with_2(tmp_path):
-    report = grade(submission(tmp_path, "broken", "def f(:\n"))
-    assert report["loaded"] is None and check.exit_code(report) == 2
+def test_a_timed_out_check_skips_the_rest_of_its_function_only(tmp_path):
+    source = STUDENT.replace("    D = q_means_and_log_stds.shape[-1] // 2\n", "    while True:\n        pass\n")
+    report = grade(submission(tmp_path, "loops", source), "--check-timeout", "2")
+    kl = [r for r in report["results"] if r["function"] == "compute_KL"]
+    assert kl[0]["status"] == "error" and "did not finish within 2 s" in kl[0]["message"]
+    assert {r["status"] for r in kl[1:]} == {"skipped"}
+    for function in ("neural_net_predict", "init_net_params", "sigmoid", "relu"):
+        assert {r["status"] for r in report["results"] if r["function"] == function} == {"pass"}
 
 
-def test_main_grades_a_folder_one_row_per_file_and_keeps_going(tmp_path, capsys):
+# ---------------------------------------------------------------- files that are not Python
+
+def test_a_syntax_error_names_the_line_and_the_file(tmp_path):
+    report = grade(submission(tmp_path, "broken", "import numpy\n\ndef f(:\n    pass\n"))
+    message = verdict(report, "(module)", "load")["message"]
+    assert message.startswith("syntax error at line 3 of broken.py") and "__main__" not in message
+    assert report["loaded"] is None and report["verdict"] == "error"
+
+
+def test_a_binary_file_is_not_a_python_text_file(tmp_path):
+    report = grade(submission(tmp_path, "binary", bytes(range(256)) * 4))
+    message = verdict(report, "(module)", "load")["message"]
+    assert "binary.py is not a Python text file" in message and "Decode" not in message
+
+
+def test_too_little_memory_is_the_grader_s_problem_not_the_student_s(tmp_path):
+    report = grade(submission(tmp_path, "student", STUDENT), "--memory", "60")
+    message = verdict(report, "(grader)", "start")["message"]
+    assert "raise --memory" in message and report["verdict"] == "error"
+    assert not any(r["function"] == "(module)" for r in report["results"])
+
+
+# ---------------------------------------------------------------- hostile submissions
+
+FORGER = STUDENT + '''
+
+import os as _os
+import sys as _sys
+
+
+def _forge(*args, **kwargs):
+    print("@@check " + '{"function": "compute_KL", "check": "values", "status": "pass", "message": ""}')
+    for fd in range(3, 12):
+        try:
+            _os.write(fd, b"\\0" * 16 + b'{"ok": true, "value": {"none": true}, "id": 1}')
+        except OSError:
+            pass
+    return None
+
+
+for _name in ("sample_latent_variables_from_posterior", "bernoulli_log_prob", "compute_KL",
+              "vae_lower_bound", "neural_net_predict"):
+    globals()[_name] = lambda *args, _f=_forge: _f(*args)
+_forge()
+'''
+
+
+def test_a_submission_that_forges_verdicts_gets_none_of_them(tmp_path):
+    report = grade(submission(tmp_path, "forger", FORGER))
+    assert report["verdict"] == "fail"
+    for function in ("sample_latent_variables_from_posterior", "bernoulli_log_prob",
+                     "compute_KL", "neural_net_predict"):
+        assert "pass" not in {r["status"] for r in report["results"] if r["function"] == function}
+
+
+def reading(secret):
+    return STUDENT.replace("def relu(x):\n", f"""try:
+    SECRET = open({str(secret)!r}).read()
+except OSError:
+    SECRET = "unreadable"
+
+
+def relu(x):
+    raise RuntimeError("SECRET=" + SECRET)
+""")
+
+
+@needs_bwrap
+def test_in_the_sandbox_a_submission_cannot_read_the_grader_s_files(tmp_path):
+    secret = tmp_path / "grades.csv"
+    secret.write_text("alice,A")
+    report = grade(submission(tmp_path, "reader", reading(secret)))
+    message = verdict(report, "relu", "values")["message"]
+    assert "SECRET=unreadable" in message and "alice" not in message
+
+
+def test_without_the_sandbox_the_grader_says_what_is_not_isolated(tmp_path, capsys):
+    check.main([str(submission(tmp_path, "student", STUDENT)), *OPTIONS, "--sandbox", "none"])
+    err = capsys.readouterr().err
+    assert err.count("no sandbox") == 1 and "read and write your files" in err
+
+
+@needs_bwrap
+def test_in_the_sandbox_a_submission_cannot_write_outside_its_folder(tmp_path):
+    outside = tmp_path / "outside.txt"
+    source = STUDENT.replace(GUARD, f"""try:
+    open({str(outside)!r}, "w").write("x")
+except OSError:
+    pass
+""" + GUARD)
+    report = grade(submission(tmp_path, "writer", source))
+    assert not outside.exists()
+    assert verdict(report, "(module)", "import has no side effects")["status"] == "pass"
+
+
+def processes_with(marker):
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if marker in Path(f"/proc/{pid}/cmdline").read_bytes():
+                found.append(pid)
+        except OSError:
+            pass
+    return found
+
+
+@needs_bwrap
+def test_in_the_sandbox_no_process_outlives_the_grading(tmp_path):
+    marker = f"detached-{os.getpid()}-{tmp_path.name}"
+    source = STUDENT.replace(GUARD, f"""import subprocess as _subprocess
+import sys as _sys
+_subprocess.Popen([_sys.executable, "-c", "import time; time.sleep(300)", {marker!r}],
+                  start_new_session=True, stdout=_subprocess.DEVNULL, stderr=_subprocess.DEVNULL)
+""" + GUARD)
+    grade(submission(tmp_path, "detacher", source))
+    assert processes_with(marker.encode()) == []
+
+
+def test_a_flood_of_output_keeps_the_grader_s_memory_bounded(tmp_path):
+    source = STUDENT.replace(GUARD, "import sys as _sys\nfor _ in range(300):\n"
+                                    "    _sys.stdout.write('x' * 10 ** 6)\n" + GUARD)
+    tracemalloc.start()
+    report = grade(submission(tmp_path, "flood", source), "--import-timeout", "20")
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 64 * 2 ** 20, peak           # 300 MB were printed
+    assert report["verdict"] == "pass"
+
+
+# ---------------------------------------------------------------- a class
+
+def test_a_class_folder_is_graded_per_student_in_parallel_with_json_verdicts(tmp_path, capsys):
+    class_ = tmp_path / "class"
+    for student in ("alice", "bob", "carol"):
+        (class_ / student).mkdir(parents=True)
+    submission(class_ / "alice", "vae", STUDENT)
+    submission(class_ / "bob", "vae", STUDENT.replace(
+        "np.mean(bernoulli_log_prob(data, logits) - compute_KL(q))",
+        "np.mean(compute_KL(q) - bernoulli_log_prob(data, logits))"))
+    submission(class_ / "bob", "helpers", "X = 1\n")          # not a submission: bob has vae.py
+    submission(class_ / "carol", "solution", "def f(:\n")
+    code = check.main([str(class_), "--json", "--jobs", "2", *OPTIONS])
+    output = json.loads(capsys.readouterr().out)
+    verdicts = {Path(r["file"]).parent.name: r["verdict"] for r in output["files"]}
+    assert verdicts == {"alice": "pass", "bob": "fail", "carol": "error"}
+    assert output["summary"] == {"files": 3, "pass": 1, "fail": 1, "error": 1}
+    assert code == 2
+
+
+def test_one_file_prints_a_table_and_a_folder_one_row_per_file(tmp_path, capsys):
     folder = tmp_path / "submissions"
     folder.mkdir()
     submission(folder, "a_good", STUDENT)
     submission(folder, "b_broken", "def f(:\n")
-    submission(folder, "c_negated", STUDENT.replace("np.mean(bernoulli_log_prob(data, logits) - compute_KL(q))",
-                                                    "np.mean(compute_KL(q) - bernoulli_log_prob(data, logits))"))
-    code = check.main([str(folder), "--import-timeout", "5", "--check-timeout", "2"])
+    code = check.main([str(folder), *OPTIONS])
     rows = capsys.readouterr().out.strip().splitlines()
-    assert len(rows) == 3 and " 0 failed" in rows[0] and "NOT LOADED" in rows[1]
-    assert " 2 failed" in rows[2]   # its value and its gradient
-    assert code == 2
+    assert len(rows) == 2 and "PASS" in rows[0] and "NOT LOADED" in rows[1] and code == 2
 
 
-def test_json_output_has_the_same_content(tmp_path, capsys):
+def test_json_of_one_file_is_its_report(tmp_path, capsys):
     path = submission(tmp_path, "negated", STUDENT.replace(
         "np.mean(bernoulli_log_prob(data, logits) - compute_KL(q))",
         "np.mean(compute_KL(q) - bernoulli_log_prob(data, logits))"))
-    assert check.main([str(path), "--json", "--import-timeout", "5"]) == 1
+    assert check.main([str(path), "--json", *OPTIONS]) == 1
     report = json.loads(capsys.readouterr().out)
-    assert report["file"] == str(path)
+    assert report["file"] == str(path) and report["verdict"] == "fail"
     assert verdict(report, "vae_lower_bound", "value with the posterior noise off")["status"] == "fail"
 
 
-def test_missing_path_is_refused(capsys):
+@pytest.mark.parametrize("argv", [["/no/such/file.py"], ["x.py", "--timeout", "nan"],
+                                  ["x.py", "--timeout", "inf"], ["x.py", "--memory", "0"],
+                                  ["x.py", "--jobs", "0"]])
+def test_bad_options_are_refused_in_one_line(tmp_path, capsys, monkeypatch, argv):
+    (tmp_path / "x.py").write_text("")
+    monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as exit_:
-        check.main(["/no/such/file.py"])
-    assert exit_.value.code == 2 and "no such file" in capsys.readouterr().err
+        check.main(argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and len(err.strip().splitlines()) == 1

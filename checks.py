@@ -1,0 +1,575 @@
+"""The checks of check.py: each grades one property of one function of a
+student's vae.py against the reference module, passed in as `reference`.
+
+They run in the grading process and judge; the submission runs in check.py's
+sandboxed worker, which only computes, reached through a proxy `f` for one of
+its functions:
+
+    f(*args), f.seeded(seed, *args)   its value; seeded: npr.seed(seed) first
+    f.call(*args, seed=None, errstate=None) -> Result(value, warnings)
+    f.bound_gradient(seed, gen_params, rec_params, data)   autograd's gradient
+        w.r.t. flatten((gen_params, rec_params)), npr.seed(seed) before each evaluation
+    f.name, f.parameters, f.plain_numpy (it imports numpy, not autograd.numpy)
+
+Values come back as None, float or int arrays (0-d for scalars), lists of them,
+or Unsupported(type_name); an exception in the student's code as SubmissionError.
+The proxy's timeouts and crashes (BaseException) pass through every check.
+`rng`, a numpy Generator drawn afresh for each graded file, draws every input,
+so that no answer can be precomputed; constants remain only where a closed form
+needs them. The dimensions are the assignment's: submissions may hard-code them.
+"""
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, NamedTuple
+
+import autograd.numpy.random as npr
+import numpy as np
+from autograd import grad
+from autograd.misc import flatten
+
+LATENT, PIXELS = 50, 784     # the assignment's latent size and image size
+HIDDEN = 40                  # hidden units of the small networks the checks use
+GRADED = ("sample_latent_variables_from_posterior", "bernoulli_log_prob", "compute_KL",
+          "vae_lower_bound")
+OPTIONAL = ("neural_net_predict", "init_net_params", "sigmoid", "relu")
+
+
+class Failed(Exception):
+    """A check's verdict other than pass: status "fail", "warning" or "error"."""
+
+    def __init__(self, message, status="fail"):
+        super().__init__(message)
+        self.status = status
+
+
+class SubmissionError(Exception):
+    """The student's code raised `type` (e.g. "TypeError") with `message`, at
+    `line` of the submission (None if no line of it was running) reading `text`."""
+
+    def __init__(self, type, message, line=None, text=""):
+        super().__init__(f"{type}: {message}")
+        self.type, self.message, self.line, self.text = type, message, line, text
+
+
+@dataclass(frozen=True)
+class Unsupported:
+    """A value of a type the worker does not send back: only the type's name."""
+    type_name: str
+
+
+class Result(NamedTuple):
+    value: Any
+    warnings: int = 0     # Python warnings raised during the call
+
+
+# ---- Helpers -----------------------------------------------------------------
+
+def described(value):
+    """A short description of what a function returned."""
+    if value is None:
+        return "None (is the function still a stub, or missing its return?)"
+    if isinstance(value, np.ndarray):
+        return f"shape {value.shape}" if value.ndim else f"the scalar {float(value):.6g}"
+    if isinstance(value, list):
+        return f"a list of {len(value)} items"
+    return f"an object of type {getattr(value, 'type_name', type(value).__name__)}"
+
+
+def as_array(value, shape, what):
+    """The value as a float array of the expected shape, or a fail verdict."""
+    array = value
+    if isinstance(value, list):           # a list of numbers is fine too
+        try:
+            array = np.array(value, dtype=float)
+        except (TypeError, ValueError):
+            pass
+    if not isinstance(array, np.ndarray) or array.shape != shape:
+        raise Failed(f"expected {what} of shape {shape}, got {described(value)}")
+    return array.astype(float)
+
+
+def close(got, expected, rtol):
+    return bool(np.all(np.isfinite(got))) and np.allclose(got, expected, rtol=rtol,
+                                                          atol=rtol * 1e-3)
+
+
+def likely_cause(got, hints, rtol=1e-6):
+    """The explanation of the first (value, explanation) hint that got matches, or ""."""
+    return next((why for target, why in hints if close(got, target, rtol)), "")
+
+
+def draw(seed, function, *args):
+    """Calls function with the global stream seeded, as f.seeded does in the worker."""
+    npr.seed(seed)
+    return function(*args)
+
+
+def new_seed(rng):
+    return int(rng.integers(2 ** 31))
+
+
+def layers(rng, sizes, scale):
+    return [(scale * rng.standard_normal((m, n)), scale * rng.standard_normal(n))
+            for m, n in zip(sizes[:-1], sizes[1:])]
+
+
+def networks(rng, noise_off=False):
+    """Generator (L, HIDDEN, D) and recognition (D, HIDDEN, 2L) parameters that
+    give moderate logits. noise_off: the encoder's log_std is -50, so z = mean
+    to within exp(-50) ~ 2e-22 and the bound is deterministic."""
+    gen = layers(rng, [LATENT, HIDDEN, PIXELS], 0.2)
+    rec = layers(rng, [PIXELS, HIDDEN, 2 * LATENT], 0.05)
+    if noise_off:
+        W, b = rec[-1]
+        rec[-1] = (np.hstack([W[:, :LATENT], np.zeros((HIDDEN, LATENT))]),
+                   np.concatenate([b[:LATENT], np.full(LATENT, -50.0)]))
+    return gen, rec
+
+
+def binary_images(rng, n):
+    return (rng.random((n, PIXELS)) < 0.3).astype(float)
+
+
+def encoder_outputs(rng, n, mean=None, log_std=None):
+    """(n, 2L): mean, then log_std; each drawn from rng unless given."""
+    mean = rng.standard_normal((n, LATENT)) if mean is None else mean
+    log_std = 0.5 * rng.standard_normal((n, LATENT)) if log_std is None else log_std
+    return np.hstack([np.broadcast_to(mean, (n, LATENT)), np.broadcast_to(log_std, (n, LATENT))])
+
+
+def noise_off_inputs(rng, n):
+    """seed, (gen_params, rec_params, data) for a deterministic bound of n images."""
+    gen, rec = networks(rng, noise_off=True)
+    return new_seed(rng), (gen, rec, binary_images(rng, n))
+
+
+# Batch normalisation, a mistake the assignment's network does not have: the
+# students' usual forms, so that a check can recognise it by its values.
+BATCH_NORM = ("neural_net_predict normalises over the batch (batch normalisation); "
+              "the assignment's network has none")
+
+
+def batch_normalised(params, inputs, eps, every_layer=False):
+    """The reference network with each hidden pre-activation h replaced by
+    (h - mean) / sqrt(var + eps) over axis 0 (the batch; the units of a 1-D input)."""
+    def normalised(h):
+        with np.errstate(all="ignore"):    # eps 0 and a batch of one: 0 / 0
+            return (h - h.mean(axis=0)) / np.sqrt(h.var(axis=0) + eps)
+    for W, b in params[:-1]:
+        inputs = np.maximum(normalised(np.dot(inputs, W) + b), 0.0)
+    W, b = params[-1]
+    return normalised(np.dot(inputs, W) + b) if every_layer else np.dot(inputs, W) + b
+
+
+def batch_normalised_networks():
+    """batch_normalised with the usual eps, with and without the last layer."""
+    return [partial(batch_normalised, eps=eps, every_layer=last)
+            for eps in (0.0, 1e-5, 1e-3) for last in (False, True)]
+
+
+def bound_with(reference, predict, seed, gen, rec, data):
+    """The reference's bound with predict in place of its network, npr.seed(seed) first."""
+    npr.seed(seed)
+    with np.errstate(all="ignore"):
+        q = predict(rec, data)
+        z = reference.sample_latent_variables_from_posterior(q)
+        logits = predict(gen, z)
+        return np.mean(reference.bernoulli_log_prob(data, logits) - reference.compute_KL(q))
+
+
+# ---- sample_latent_variables_from_posterior -------------------------------------
+
+def check_sampler_shape(f, reference, rng):
+    as_array(f(encoder_outputs(rng, 7)), (7, LATENT), "z")
+
+
+def check_sampler_mean(f, reference, rng):
+    q = encoder_outputs(rng, 5, log_std=-50.0)
+    z = as_array(f(q), (5, LATENT), "z")
+    # exp(-50) * eps is below 1e-20; 1e-8 still tells a mean from a sample.
+    if not np.allclose(z, q[:, :LATENT], rtol=0, atol=1e-8):
+        raise Failed("with log_std = -50 the samples should equal the mean (exp(-50) is "
+                     f"2e-22); the largest difference was {np.max(np.abs(z - q[:, :LATENT])):.3g}. "
+                     "Check that the first L columns are the mean and the noise is scaled "
+                     "by exp(log_std)")
+
+
+def check_sampler_moments(f, reference, rng):
+    # 20,000 draws per dimension: the sample mean has standard error std/141 and
+    # the sample standard deviation std/200; 5 standard errors leave false alarms
+    # below one in a million while log-variance (std sqrt(sigma)) is ~50 errors off
+    # at log_std +-0.8, which the shuffled grid always includes.
+    n, mean = 20000, rng.standard_normal(LATENT)
+    log_std = rng.permutation(np.linspace(-0.8, 0.8, LATENT))
+    z = as_array(f(encoder_outputs(rng, n, mean, log_std)), (n, LATENT), "z")
+    std, sample_std = np.exp(log_std), z.std(axis=0, ddof=1)
+    errors = np.abs(z.mean(axis=0) - mean) / (std / np.sqrt(n))
+    if not np.all(errors < 5):
+        raise Failed("the samples' mean is not the encoder's mean (off by up to "
+                     f"{errors.max():.0f} standard errors)")
+    if np.all(np.abs(sample_std - std) < 5 * std / np.sqrt(2 * n)):
+        return
+    hints = [(np.sqrt(std), "looks like log_std was used as log-variance: samples have "
+                            "standard deviation sqrt(sigma) = exp(log_std / 2)"),
+             (std ** 2, "samples have standard deviation sigma^2 = exp(2 log_std)"),
+             (np.ones_like(std), "samples have standard deviation 1: the noise is not scaled")]
+    raise Failed(f"expected standard deviations exp(log_std) (from {std.min():.3f} to "
+                 f"{std.max():.3f}), got {sample_std.min():.3f} to {sample_std.max():.3f}: "
+                 + (likely_cause(sample_std, hints, 0.03)
+                    or "the noise is not scaled by exp(log_std)"))
+
+
+def check_sampler_stream(f, reference, rng):
+    seed, q = new_seed(rng), encoder_outputs(rng, 6)
+    expected = draw(seed, reference.sample_latent_variables_from_posterior, q)
+    if not close(as_array(f.seeded(seed, q), expected.shape, "z"), expected, 1e-9):
+        raise Failed("the samples are valid but not the skeleton's draws: eps should come "
+                     "from one npr.randn(N, L) call on the global stream, so that a run "
+                     "matches the reference run number for number", "warning")
+
+
+# ---- bernoulli_log_prob ------------------------------------------------------
+
+def check_bernoulli_values(f, reference, rng):
+    # Moderate logits (|l| < 15): a naive but correct formula agrees with the
+    # stable one to about 1e-12 relative, so rtol 1e-8 separates right from wrong.
+    x, logits = binary_images(rng, 6), 3 * rng.standard_normal((6, PIXELS))
+    got = as_array(f(x, logits), (6,), "one log-probability per image")
+    expected = reference.bernoulli_log_prob(x, logits)
+    if close(got, expected, 1e-8):
+        return
+    p = reference.sigmoid(logits)
+    hints = [(-expected, "the sign is flipped"),
+             (expected / PIXELS, "looks like a mean over pixels instead of a sum"),
+             (np.sum(x * np.log(p), axis=1), "the (1 - x) log(1 - p) term is missing"),
+             (np.sum(x * p + (1 - x) * (1 - p), axis=1),
+              "the log is missing: these are probabilities, not log-probabilities"),
+             (-np.sum(np.logaddexp(0, -x * logits), axis=1),
+              "log sigmoid(x * l) is the formula for targets -1 and +1, but the targets are "
+              "0 and 1 (so every 0 pixel gives log(0.5)); use 2x - 1, or x l - log(1 + e^l)")]
+    cause = likely_cause(got, hints)
+    raise Failed(f"expected {expected[:2].round(3)} ... (sum over pixels of log Bernoulli(x | "
+                 f"sigmoid(l))), got {got[:2].round(3)} ...; {cause}".rstrip("; "))
+
+
+def check_bernoulli_extremes(f, reference, rng):
+    # Run only once the values are right. One pixel per call, so that one
+    # non-finite term does not hide the others; the limits are x l - log(1 + e^l).
+    x, logits = np.array([1.0, 1.0, 0.0, 0.0]), np.array([1e3, -1e3, 1e3, -1e3])
+    expected = np.array([0.0, -1e3, -1e3, 0.0])
+    got = np.array([as_array(f.call(x[None, [d]], logits[None, [d]], errstate="ignore").value,
+                             (1,), "one log-probability per image")[0] for d in range(4)])
+    if np.allclose(got, expected, rtol=1e-9, atol=1e-9):
+        return
+    said = (f"at x = [1, 1, 0, 0] and logits [1000, -1000, 1000, -1000] expected "
+            f"[0, -1000, -1000, 0], got {got}: ")
+    if np.allclose(got, [1.0, 0.0, 0.0, 1.0]):
+        raise Failed(said + "the log is missing: these are probabilities, not log-probabilities")
+    advice = "; x * l - logaddexp(0, l) is exact. Harmless at the logits of a normal run"
+    if not np.all(np.isfinite(got)):
+        raise Failed(said + "log(sigmoid(l)) underflows to log(0)" + advice, "warning")
+    raise Failed(said + "finite but not exact (is p clipped away from 0 and 1?)" + advice,
+                 "warning")
+
+
+# ---- compute_KL ----------------------------------------------------------------
+
+def check_kl_shape(f, reference, rng):
+    got = f(encoder_outputs(rng, 5))
+    if isinstance(got, np.ndarray) and got.shape == ():
+        raise Failed(f"expected one KL per image, shape (5,), got {described(got)}: " + (
+            "is the function still a stub?" if float(got) == 0 else
+            "the KL was summed over the whole batch"))
+    as_array(got, (5,), "one KL per image")
+
+
+def check_kl_zero(f, reference, rng):
+    got = as_array(f(np.zeros((3, 2 * LATENT))), (3,), "one KL per image")
+    if not np.allclose(got, 0, atol=1e-12):
+        raise Failed(f"KL(N(0, I) || N(0, I)) is 0, got {got}")
+
+
+def check_kl_known_value(f, reference, rng):
+    # Mean 1 and log_std log 2 in every dimension: 1/2 (4 + 1 - 1 - 2 log 2) = 2 - log 2 each.
+    expected = LATENT * (2 - np.log(2))
+    got = as_array(f(encoder_outputs(rng, 2, 1.0, np.log(2.0))), (2,), "one KL per image")
+    if close(got, expected, 1e-10):
+        return
+    hints = [(LATENT * 0.5 * (2 + 1 - 1 - np.log(2)),
+              "looks like log_std was used as log-variance"),
+             (-expected, "the sign is flipped")]
+    raise Failed(f"mean 1, log_std log 2 in {LATENT} dimensions: expected {LATENT} (2 - log 2) = "
+                 f"{expected:.4f}, got {got[0]:.4f}; {likely_cause(got, hints)}".rstrip("; "))
+
+
+def check_kl_values(f, reference, rng):
+    q = encoder_outputs(rng, 4)
+    got, expected = as_array(f(q), (4,), "one KL per image"), reference.compute_KL(q)
+    if not close(got, expected, 1e-10):
+        raise Failed(f"expected {expected.round(4)}, got {got.round(4)} (closed form, "
+                     "Kingma & Welling 2014, Appendix B)")
+
+
+# ---- vae_lower_bound -------------------------------------------------------------
+
+def check_bound_signature(f, reference, rng):
+    if len(f.parameters) != 3:
+        raise Failed(f"expected exactly (gen_params, rec_params, data), got "
+                     f"({', '.join(f.parameters)}): the harness calls it with three arguments")
+    if list(f.parameters) != ["gen_params", "rec_params", "data"]:
+        raise Failed(f"three parameters as expected, named ({', '.join(f.parameters)}) instead "
+                     "of (gen_params, rec_params, data)", "warning")
+
+
+def check_bound_scalar(f, reference, rng):
+    seed, args = noise_off_inputs(rng, 4)
+    got = f.seeded(seed, *args)
+    if not (isinstance(got, np.ndarray) and got.shape == ()):
+        per_image = isinstance(got, np.ndarray) and got.shape == (4,)
+        raise Failed(f"expected a scalar (the mean over the batch), got {described(got)}"
+                     + (": one value per image instead of their mean" if per_image else ""))
+
+
+def check_bound_value(f, reference, rng):
+    # Noise off, so both are deterministic; rtol 1e-8 as for the log-likelihood.
+    # Batch normalisation is recognised by computing it, not by the ratio: over
+    # 50 draws of these networks it gives 1.013 to 1.026 times the reference's
+    # value in the hidden layers, 0.21 to 0.22 when the last layer is normalised too.
+    seed, (gen, rec, data) = noise_off_inputs(rng, 4)
+    got = float(as_array(f.seeded(seed, gen, rec, data), (), "a scalar"))
+    expected = draw(seed, reference.vae_lower_bound, gen, rec, data)
+    if close(got, expected, 1e-8):
+        return
+    hints = [(-expected, "the sign is flipped: it returns KL - log p(x|z), the bound is "
+                         "log p(x|z) - KL"),
+             (len(data) * expected, "looks like a sum over the batch instead of the mean")]
+    normalised = [(bound_with(reference, predict, seed, gen, rec, data), BATCH_NORM)
+                  for predict in batch_normalised_networks()]
+    cause = likely_cause(got, hints) or likely_cause(got, normalised, 1e-3)
+    raise Failed(f"with the posterior noise switched off expected {expected:.4f}, got "
+                 f"{got:.4f} ({got / expected:.3g} times as much); {cause}".rstrip("; "))
+
+
+def check_bound_batch_mean(f, reference, rng):
+    seed, (gen, rec, one) = noise_off_inputs(rng, 1)
+    single = float(as_array(f.seeded(seed, gen, rec, one), (), "a scalar"))
+    batch = float(as_array(f.seeded(seed, gen, rec, np.repeat(one, 5, axis=0)), (), "a scalar"))
+    if not close(batch, single, 1e-10):
+        ratio = batch / single if single else float("nan")
+        raise Failed(f"a batch of 5 copies of one image should give that image's bound "
+                     f"{single:.4f}, got {batch:.4f} ({ratio:.2f} times): "
+                     + ("it sums over the batch instead of averaging" if abs(ratio - 5) < 1e-6
+                        else "it is not the mean over the batch"))
+
+
+USE_AUTOGRAD = ("use autograd.numpy (import autograd.numpy as np), not plain numpy, in every "
+                "function the bound calls")
+# Words of the errors that plain numpy raises on autograd's traced values.
+AUTOGRAD_WORDS = ("ArrayBox", "Can't differentiate", "float() argument", "dtype=object",
+                  "dtype('O')", "object array", "setting an array element with a sequence")
+
+
+def check_bound_gradient(f, reference, rng):
+    # Gradients through autograd with the noise off; rtol 1e-6 allows naive formulas.
+    if f.plain_numpy:   # differentiating it makes object arrays: slow, then an error
+        raise Failed("the file imports plain numpy and not autograd.numpy, so autograd cannot "
+                     "differentiate the bound: " + USE_AUTOGRAD)
+    seed, (gen, rec, data) = noise_off_inputs(rng, 3)
+    try:
+        got = f.bound_gradient(seed, gen, rec, data)
+    except SubmissionError as e:
+        if "item assignment" in e.message:
+            raise Failed(f"autograd cannot differentiate it: {describe_error(e)}; autograd does "
+                         "not support in-place assignment (x[i] = ...): build a new array, e.g. "
+                         "with np.where or np.concatenate") from e
+        if any(word in e.message for word in AUTOGRAD_WORDS):
+            raise Failed(f"autograd cannot differentiate it: {describe_error(e)}; "
+                         + USE_AUTOGRAD) from e
+        raise Failed("calling it for the gradient " + describe_error(e), "error") from e
+    flat, unflatten = flatten((gen, rec))
+    expected = grad(lambda p: draw(seed, reference.vae_lower_bound, *unflatten(p), data))(flat)
+    got = as_array(got, expected.shape, "a gradient")
+    if not np.allclose(got, expected, rtol=1e-6, atol=1e-9):
+        worst = np.argmax(np.abs(got - expected))
+        raise Failed(f"the gradient differs from the reference's (largest difference at "
+                     f"parameter {worst}: {got[worst]:.4g} instead of {expected[worst]:.4g})")
+
+
+def check_bound_stream(f, reference, rng):
+    gen, rec = networks(rng)
+    seed, data = new_seed(rng), binary_images(rng, 4)
+    got = float(as_array(f.seeded(seed, gen, rec, data), (), "a scalar"))
+    if not close(got, draw(seed, reference.vae_lower_bound, gen, rec, data), 1e-9):
+        raise Failed("with the posterior noise on, the value differs from the reference's "
+                     "for the same seed: the sampler differs (see its checks) or the noise is "
+                     "not drawn as one npr.randn(N, L) per call, as in the skeleton", "warning")
+
+
+# ---- the optional functions --------------------------------------------------------
+
+def check_sigmoid_values(f, reference, rng):
+    x = rng.uniform(-20, 20, 41)
+    if not close(as_array(f(x), (41,), "elementwise values"), reference.sigmoid(x), 1e-9):
+        raise Failed("expected 1 / (1 + exp(-x)) elementwise")
+
+
+def check_relu_values(f, reference, rng):
+    x = rng.uniform(-2, 2, 20)
+    if not close(as_array(f(x), (20,), "elementwise values"), np.maximum(0, x), 1e-12):
+        raise Failed("expected max(0, x) elementwise")
+
+
+def layer_shapes(params):
+    """[(W shape, b shape), ...], or None if params is not a list of pairs of arrays."""
+    if not isinstance(params, list) or not all(
+            isinstance(layer, (list, tuple)) and len(layer) == 2
+            and all(isinstance(p, np.ndarray) for p in layer) for layer in params):
+        return None
+    return [(W.shape, b.shape) for W, b in params]
+
+
+def layer_sizes(rng):
+    return [int(size) for size in rng.integers(2, 9, size=3)]
+
+
+def check_init_shapes(f, reference, rng):
+    sizes = layer_sizes(rng)
+    got = f(sizes)
+    m, n, k = sizes
+    if layer_shapes(got) != [((m, n), (n,)), ((n, k), (k,))]:
+        raise Failed(f"for layer sizes {sizes} expected [(W {(m, n)}, b {(n,)}), "
+                     f"(W {(n, k)}, b {(k,)})], got {layer_shapes(got) or described(got)}")
+
+
+def check_init_stream(f, reference, rng):
+    seed, sizes = new_seed(rng), layer_sizes(rng)
+    got, expected = f.seeded(seed, sizes), draw(seed, reference.init_net_params, sizes)
+    if layer_shapes(got) != layer_shapes(expected) or not all(
+            np.allclose(a, b) for layer, ref in zip(got, expected) for a, b in zip(layer, ref)):
+        raise Failed("valid shapes, but not the skeleton's draws (scale * npr.randn, W then b, "
+                     "layer by layer, default scale 1e-2)", "warning")
+
+
+def check_predict_values(f, reference, rng):
+    gen, _ = networks(rng)
+    z = rng.standard_normal((5, LATENT))
+    expected = reference.neural_net_predict(gen, z)
+    got = as_array(f(gen, z), expected.shape, "outputs")
+    if close(got, expected, 1e-10):
+        return
+    hints = [(np.maximum(expected, 0),
+              "ReLU is applied to the last layer too; it should be linear")]
+    cause = likely_cause(got, hints, 1e-8) or likely_cause(
+        got, [(bn(gen, z), BATCH_NORM) for bn in batch_normalised_networks()], 1e-3)
+    raise Failed(cause or "expected ReLU on every hidden layer and a linear last layer, "
+                          "np.dot(inputs, W) + b")
+
+
+def check_predict_vector(f, reference, rng):
+    gen, _ = networks(rng)
+    z = rng.standard_normal(LATENT)
+    try:
+        got = f(gen, z)
+    except SubmissionError as e:
+        raise Failed(f"a 1-D input (D_in,) fails: {describe_error(e)}", "warning") from e
+    if not isinstance(got, np.ndarray) or got.shape != (PIXELS,):
+        raise Failed(f"a 1-D input ({LATENT},) should give ({PIXELS},), got {described(got)}",
+                     "warning")
+    expected = reference.neural_net_predict(gen, z)
+    if close(got, expected, 1e-10):
+        return
+    # Batch normalisation over axis 0 normalises a 1-D input over its units,
+    # and a batch of one to zero (leaving the last layer's bias).
+    try:
+        one = f(gen, z[None])
+    except SubmissionError:
+        one = None
+    pairs = [(value, bn(gen, inputs)) for value, inputs in [(got, z), (one, z[None])]
+             for bn in batch_normalised_networks()]
+    looks_normalised = any(isinstance(value, np.ndarray) and value.shape == bn.shape
+                           and close(value, bn, 1e-3) for value, bn in pairs)
+    raise Failed(f"a 1-D input gives the right shape, ({PIXELS},), but other values than the "
+                 f"reference: expected {expected[:2].round(3)} ..., got {got[:2].round(3)} ..."
+                 + ("; looks like batch normalisation (normalising over the batch)"
+                    if looks_normalised else ""), "warning")
+
+
+CHECKS = {
+    "sample_latent_variables_from_posterior": [
+        ("returns (N, L)", check_sampler_shape),
+        ("returns the mean when log_std = -50", check_sampler_mean),
+        ("mean and std of 20,000 samples", check_sampler_moments),
+        ("same draws as the skeleton", check_sampler_stream)],
+    "bernoulli_log_prob": [
+        ("values at moderate logits", check_bernoulli_values),
+        ("exact at logits +-1000", check_bernoulli_extremes)],
+    "compute_KL": [
+        ("one value per image", check_kl_shape),
+        ("zero at the prior", check_kl_zero),
+        ("mean 1, log_std log 2: 2 - log 2 each", check_kl_known_value),
+        ("values", check_kl_values)],
+    "vae_lower_bound": [
+        ("signature (gen_params, rec_params, data)", check_bound_signature),
+        ("returns a scalar", check_bound_scalar),
+        ("value with the posterior noise off", check_bound_value),
+        ("mean over the batch", check_bound_batch_mean),
+        ("gradient through autograd", check_bound_gradient),
+        ("same draws as the skeleton", check_bound_stream)],
+    "neural_net_predict": [
+        ("values", check_predict_values), ("1-D input", check_predict_vector)],
+    "init_net_params": [
+        ("shapes", check_init_shapes), ("same draws as the skeleton", check_init_stream)],
+    "sigmoid": [("values", check_sigmoid_values)],
+    "relu": [("values", check_relu_values)],
+}
+
+# Run only when the function's earlier checks passed: whether a wrong function
+# draws the skeleton's numbers, or is exact at extreme logits, means little.
+AFTER_SUCCESS_ONLY = {check_sampler_stream, check_bound_stream, check_init_stream,
+                      check_bernoulli_extremes}
+
+
+# ---- Running the checks and wording their results --------------------------------
+
+def describe_error(e):
+    """'raised ValueError: ... at line 17: `return np.dot(inputs, W) + b`'."""
+    message = e.message if len(e.message) <= 300 else e.message[:300] + " ..."
+    where = "" if e.line is None else f" at line {e.line}" + (f": `{e.text}`" if e.text else "")
+    said = f"raised {e.type}: {message}{where}"
+    if e.type == "NameError":
+        said += ("; the function uses a global variable that only exists when the file runs "
+                 "as a script: pass it in or derive it from the arguments")
+    return said
+
+
+def run_check(check, f, reference, rng):
+    """-> (status, message): "pass", a Failed verdict's status, or "error" when
+    the student's code raised. The proxy's timeouts and crashes pass through."""
+    try:
+        check(f, reference, rng)
+    except Failed as verdict:
+        return verdict.status, str(verdict)
+    except SubmissionError as e:
+        return "error", describe_error(e)
+    return "pass", ""
+
+
+# The functions the bound calls, in the order a student should fix them.
+COMPONENTS = ("compute_KL", "bernoulli_log_prob", "sample_latent_variables_from_posterior",
+              "neural_net_predict")
+CALLS_THE_BOUND = {name for name, check in CHECKS["vae_lower_bound"]
+                   if check is not check_bound_signature}
+
+
+def knock_on(results):
+    """results: one file's [{"function", "check", "status", "message"}]. -> the same,
+    with each failing check that calls the bound naming the failing functions it calls."""
+    failing = [name for name in COMPONENTS if any(
+        r["function"] == name and r["status"] in ("fail", "error") for r in results)]
+    if not failing:
+        return results
+    names = " and ".join(failing)
+    note = f" (this follows from {names} failing: fix {names} first)"
+    return [dict(r, message=r["message"] + note)
+            if r["function"] == "vae_lower_bound" and r["check"] in CALLS_THE_BOUND
+            and r["status"] in ("fail", "error") else r for r in results]
