@@ -350,6 +350,9 @@ def grade_functions(path, mode, options, rng):
                                 min(options.check_timeout, max(0.1, deadline - time.monotonic())))
                 try:
                     status, message = checks.run_check(check, remote, reference, rng)
+                except Exception as e:   # the grader's own failure: report it, go on
+                    status, message = "error", (f"the grader could not judge this check "
+                                                f"({type(e).__name__}: {e})")
                 except WorkerLost as e:
                     status, lost = "error", True
                     message = (f"did not finish within {remote.seconds:g} s (an endless loop?)"

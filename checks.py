@@ -18,7 +18,6 @@ The proxy's timeouts and crashes (BaseException) pass through every check.
 so that no answer can be precomputed; constants remain only where a closed form
 needs them. The dimensions are the assignment's: submissions may hard-code them.
 """
-from dataclasses import dataclass
 from functools import partial
 from typing import Any, NamedTuple
 
@@ -26,6 +25,8 @@ import autograd.numpy.random as npr
 import numpy as np
 from autograd import grad
 from autograd.misc import flatten
+
+from check_worker import Unsupported  # noqa: F401  a value of a type the worker does not send
 
 LATENT, PIXELS = 50, 784     # the assignment's latent size and image size
 HIDDEN = 40                  # hidden units of the small networks the checks use
@@ -49,12 +50,6 @@ class SubmissionError(Exception):
     def __init__(self, type, message, line=None, text=""):
         super().__init__(f"{type}: {message}")
         self.type, self.message, self.line, self.text = type, message, line, text
-
-
-@dataclass(frozen=True)
-class Unsupported:
-    """A value of a type the worker does not send back: only the type's name."""
-    type_name: str
 
 
 class Result(NamedTuple):
