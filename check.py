@@ -108,7 +108,10 @@ class Worker:
         stage.mkdir()
         for name in STAGED:
             shutil.copyfile(PROJECT / name, stage / name)
-        (stage / "datasets").mkdir()     # where the sandbox mounts the shipped MNIST
+        if sandboxed:
+            (stage / "datasets").mkdir()     # where the sandbox mounts the shipped MNIST
+        else:
+            (stage / "datasets").symlink_to(PROJECT / "datasets")
         self.copied = {submission.name} | {p.name for p in own_modules(submission)}
         for path in [submission, *own_modules(submission)]:
             shutil.copyfile(path, self.private / path.name)

@@ -235,6 +235,12 @@ def test_in_the_sandbox_a_submission_cannot_read_the_grader_s_files(tmp_path):
     assert "SECRET=unreadable" in message and "alice" not in message
 
 
+def test_the_reference_cannot_be_imported_by_a_submission(tmp_path):
+    source = STUDENT.replace("def relu(x):\n", "def relu(x):\n    import vae\n")
+    message = verdict(grade(submission(tmp_path, "copier", source)), "relu", "values")["message"]
+    assert "ModuleNotFoundError: No module named 'vae'" in message
+
+
 def test_without_the_sandbox_the_grader_says_what_is_not_isolated(tmp_path, capsys):
     check.main([str(submission(tmp_path, "student", STUDENT)), *OPTIONS, "--sandbox", "none"])
     err = capsys.readouterr().err
