@@ -1,22 +1,16 @@
 """The checks of check.py: each grades one property of one function of a
 student's vae.py against the reference module, passed in as `reference`.
 
-They run in the grading process and judge; the submission runs in check.py's
-sandboxed worker, which only computes, reached through a proxy `f` for one of
-its functions:
-
-    f(*args), f.seeded(seed, *args)   its value; seeded: npr.seed(seed) first
-    f.call(*args, seed=None, errstate=None) -> Result(value, warnings)
-    f.bound_gradient(seed, gen_params, rec_params, data)   autograd's gradient
-        w.r.t. flatten((gen_params, rec_params)), npr.seed(seed) before each evaluation
-    f.name, f.parameters, f.plain_numpy (it imports numpy, not autograd.numpy)
-
-Values come back as None, float or int arrays (0-d for scalars), lists of them,
-or Unsupported(type_name); an exception in the student's code as SubmissionError.
-The proxy's timeouts and crashes (BaseException) pass through every check.
-`rng`, a numpy Generator drawn afresh for each graded file, draws every input,
-so that no answer can be precomputed; constants remain only where a closed form
-needs them. The dimensions are the assignment's: submissions may hard-code them.
+They run in the grading process; the student's function is a proxy `f` to
+check.py's sandboxed worker, which only computes: f(*args), f.seeded(seed,
+*args) (npr.seed(seed) first), f.call(*args, seed, errstate) -> Result(value,
+warnings), f.bound_gradient(seed, gen_params, rec_params, data) (autograd's
+gradient w.r.t. the flattened parameters), f.name, f.parameters, f.plain_numpy.
+Values come back as None, arrays (0-d for scalars), lists or Unsupported; the
+student's exceptions as SubmissionError; the proxy's timeouts and crashes
+(BaseException) pass through every check. `rng`, drawn afresh for each file,
+draws every input, so no answer can be precomputed. The dimensions are the
+assignment's: submissions may hard-code them.
 """
 from functools import partial
 from typing import Any, NamedTuple
