@@ -239,6 +239,22 @@ def available_memory():
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
 
 
+def count_params(networks):
+    """Weights and biases of networks given as lists of layer sizes."""
+    return sum(m * n + n for sizes in networks for m, n in zip(sizes[:-1], sizes[1:]))
+
+
+def training_memory(networks, dtype, rows):
+    """Bytes, roughly, to train networks (lists of layer sizes) with Adam on
+    batches of `rows`: the parameters drawn in float64, then in dtype the flat
+    vector, its gradient, Adam's m, v and work space; the activations of `rows`
+    inputs through every layer, forward and backward."""
+    import numpy as np
+    itemsize = np.dtype(dtype).itemsize
+    return (count_params(networks) * (8 + 7 * itemsize)
+            + 4 * rows * sum(sum(sizes) for sizes in networks) * itemsize)
+
+
 def check_memory(need_bytes, what, advice="choose smaller sizes"):
     """Raises RunError (exit 2) if need_bytes cannot fit in available memory."""
     available = available_memory()

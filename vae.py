@@ -333,17 +333,7 @@ def initial_params(config, dtype, seed):
 
 
 def count_params(config):
-    return sum(m * n + n for net in layer_sizes(config) for m, n in zip(net[:-1], net[1:]))
-
-
-def memory_needed(config, n_images):
-    """Bytes a training run needs, roughly: the parameters drawn in float64,
-    then in the run's dtype the flat vector, its gradient, Adam's m, v and work
-    space; activations of a training and an evaluation batch, both passes."""
-    itemsize = np.dtype(config["dtype"]).itemsize
-    rows = min(config["batch_size"], n_images) + EVAL_BATCH_SIZE
-    return (count_params(config) * (8 + 7 * itemsize)
-            + 4 * rows * sum(sum(layer_sizes(config), [])) * itemsize)
+    return runs.count_params(layer_sizes(config))
 
 
 HISTORY_KEYS = {"epoch", "train_elbo", "test_elbo"}
@@ -453,7 +443,8 @@ def run_training(args):
     config = {key: getattr(args, key) for key in TRAINING_OPTIONS}
     config.update(data_dir=None if args.data_dir is None else str(args.data_dir),
                   adam={"b1": ADAM_B1, "b2": ADAM_B2, "eps": ADAM_EPS})
-    runs.check_memory(memory_needed(config, args.n_train or 60000),
+    rows = min(config["batch_size"], args.n_train or 60000) + EVAL_BATCH_SIZE
+    runs.check_memory(runs.training_memory(layer_sizes(config), args.dtype, rows),
                       f"this model ({count_params(config):,} parameters)",
                       "choose a smaller --hidden-units, --latent-dim, --hidden-layers or --batch-size")
     N, train_images, _, test_images, test_labels = load_data(args.data_dir)

@@ -268,6 +268,16 @@ def test_check_memory_refuses_more_than_is_available_and_says_how_much(monkeypat
     assert code == 2 and "this model" in message and "2.0 GiB" in message and "1.0 GiB" in message
 
 
+def test_count_params_counts_weights_and_biases():
+    assert runs.count_params([[3, 4, 2], [2, 5]]) == (3 * 4 + 4) + (4 * 2 + 2) + (2 * 5 + 5)
+
+
+def test_training_memory_counts_parameters_and_activations():
+    # 2x3 layer: 9 parameters, drawn in float64 (8 B) and held 7 times in float32
+    # (4 B); 10 rows through 2 + 3 units, forward and backward (4 copies, 4 B).
+    assert runs.training_memory([[2, 3]], "float32", 10) == 9 * (8 + 7 * 4) + 4 * 10 * 5 * 4
+
+
 def test_check_memory_accepts_what_is_available(monkeypatch):
     monkeypatch.setattr(runs, "available_memory", lambda: 2 ** 30)
     runs.check_memory(2 ** 30, "this model")
