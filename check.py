@@ -62,8 +62,10 @@ class GraderProblem(Exception):
 # ----------------------------------------------------------------------------
 
 def sandbox_prefix(private, stage):
-    """bwrap's arguments: read-only system and Python, the staged files at
-    /grader, the private folder at /submission, no network, own PID namespace."""
+    """bwrap's arguments: an empty /tmp first (Python may live below /tmp, and
+    later mounts go over earlier ones), read-only system and Python, the staged
+    files at /grader, the private folder at /submission, no network, its own
+    PID namespace."""
     bind = []
     for path in sorted({"/usr", "/etc/alternatives", sys.prefix, sys.base_prefix,
                         str(Path(sys.executable).resolve().parent.parent)}):
@@ -76,10 +78,10 @@ def sandbox_prefix(private, stage):
         elif link.is_dir():
             bind += ["--ro-bind", str(link), str(link)]
     return ["bwrap", "--unshare-all", "--die-with-parent", "--new-session",
-            *bind, "--ro-bind", str(stage), "/grader",
+            "--tmpfs", "/tmp", *bind, "--ro-bind", str(stage), "/grader",
             "--ro-bind", str(PROJECT / "datasets"), "/grader/datasets",
             "--bind", str(private), "/submission", "--chdir", "/submission",
-            "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--clearenv",
+            "--proc", "/proc", "--dev", "/dev", "--clearenv",
             *[arg for key, value in ENV.items() for arg in ("--setenv", key, value)]]
 
 
