@@ -205,6 +205,7 @@ class Worker:
             pass
         self.process.wait()
         self.reader.join(timeout=5)
+        self.process.stdout.close()
         for fd in (self.request_write, self.answer_read):
             os.close(fd)
         shutil.rmtree(self.folder, ignore_errors=True)
@@ -232,7 +233,9 @@ class Remote:
     """The student's function as the checks see it (the interface of checks.py)."""
 
     def __init__(self, worker, name, description, seconds):
+        """seconds: the time all calls of one check may take together."""
         self.worker, self.name, self.seconds = worker, name, seconds
+        self.deadline = time.monotonic() + seconds
         self.parameters = description["parameters"]
         self.plain_numpy = description["plain_numpy"]
 
@@ -241,14 +244,15 @@ class Remote:
         tree = check_worker.encode(list(args), arrays)
         answer, out = self.worker.request(
             {"op": "call", "function": self.name, "args": tree, "seed": seed,
-             "errstate": errstate, "gradient": gradient}, arrays, self.seconds)
+             "errstate": errstate, "gradient": gradient}, arrays,
+            max(0.0, self.deadline - time.monotonic()))
         if not answer.get("ok"):
             error = answer.get("error") or {}
             raise checks.SubmissionError(str(error.get("type")), str(error.get("message")),
                                          error.get("line"), str(error.get("text") or ""))
         try:
             value = check_worker.decode(answer["value"], out)
-        except (KeyError, check_worker.FrameError) as e:
+        except (KeyError, RecursionError, check_worker.FrameError) as e:
             raise WorkerLost(f"broke the protocol: {e}") from None
         return checks.Result(value, int(answer.get("warnings", 0)))
 
@@ -422,6 +426,13 @@ def finish(report):
 # The command line
 # ----------------------------------------------------------------------------
 
+def skipped(folder, top):
+    """Folders that hold no submissions: hidden ones, caches, virtual environments."""
+    parts = folder.relative_to(top).parts
+    return any(part.startswith(".") or part == "__pycache__" for part in parts) or any(
+        (top.joinpath(*parts[:i + 1]) / "pyvenv.cfg").exists() for i in range(len(parts)))
+
+
 def submissions_in(paths):
     """Files as given; in a folder, its own .py files, and in every folder below
     it one submission per student folder: vae.py if present, else its .py files."""
@@ -431,7 +442,7 @@ def submissions_in(paths):
             files.append(path)
             continue
         files += sorted(path.glob("*.py"))
-        for folder in sorted(p for p in path.rglob("*") if p.is_dir()):
+        for folder in sorted(p for p in path.rglob("*") if p.is_dir() and not skipped(p, path)):
             own = sorted(folder.glob("*.py"))
             files += [folder / "vae.py"] if folder / "vae.py" in own else own
     return files

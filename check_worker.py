@@ -98,7 +98,7 @@ def parse(head, payload):
         if payload:
             with np.load(io.BytesIO(payload), allow_pickle=False) as archive:
                 arrays = {name: archive[name] for name in archive.files}
-    except (ValueError, OSError, EOFError) as e:
+    except (ValueError, OSError, EOFError, RecursionError) as e:
         raise FrameError(f"a frame that is not JSON and .npz ({type(e).__name__})") from None
     if not isinstance(header, dict):
         raise FrameError("a frame header that is not a JSON object")
