@@ -10,12 +10,15 @@ and answers the grader's requests, "call compute_KL on these arrays", with
 raw results over a private channel; this process draws fresh inputs for
 every file, computes the reference's answers itself and compares
 (checks.py). Nothing a submission prints, patches or forges becomes a PASS.
+Then the file runs as a script on the first 300 training and 100 test images
+of MNIST: its trained parameters (training_check.py) and the figures it saves
+(figures_check.py) are judged too, unless --functions-only.
 
 Where bubblewrap is installed (`apt-get install bubblewrap`), the worker runs
-in a sandbox: a read-only view of the Python installation and of data.py and
-plotting.py (not the reference), a private writable folder, no network, its
-own process namespace (every child dies with it). Everywhere: time limits
-enforced from outside, a memory limit, and output capped to its tail.
+in a sandbox (sandbox.py): a read-only view of the Python installation and of
+data.py and plotting.py (not the reference), a private writable folder, no
+network, its own process namespace (every child dies with it). Everywhere:
+time limits enforced from outside, a memory limit, and output capped to its tail.
 Exit code: 0 when every file passes (warnings allowed), 1 when one fails,
 2 for a usage error or a file that cannot be graded at all.
 """
@@ -23,11 +26,8 @@ import ast
 import json
 import os
 import secrets
-import select
 import shutil
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -38,195 +38,11 @@ import numpy as np
 import check_worker
 import checks
 import runs
+import training_check
+from sandbox import PROJECT, GraderProblem, WorkerLost, start_worker  # noqa: F401  PROJECT: tests
 
-PROJECT = Path(__file__).resolve().parent
-STAGED = ("check_worker.py", "data.py", "plotting.py")    # what the worker may import
-TAIL_BYTES = 4000               # of the worker's output, kept for messages
-ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-       "MPLBACKEND": "Agg", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONHASHSEED": "0",
-       "MPLCONFIGDIR": "/tmp", "HOME": "/tmp"}
 STATUSES = ("pass", "fail", "warning", "error", "skipped")
 FUNCTION_NAMES = tuple(checks.CHECKS)
-
-
-class WorkerLost(BaseException):
-    """The worker timed out, died or broke the protocol: no answer to judge."""
-
-
-class GraderProblem(Exception):
-    """The grader itself cannot run a worker (its memory limit is too low)."""
-
-
-# ----------------------------------------------------------------------------
-# The worker process, in a sandbox where bubblewrap exists
-# ----------------------------------------------------------------------------
-
-def sandbox_prefix(private, stage):
-    """bwrap's arguments: an empty /tmp first (Python may live below /tmp, and
-    later mounts go over earlier ones), read-only system and Python, the staged
-    files at /grader, the private folder at /submission, no network, its own
-    PID namespace."""
-    bind = []
-    for path in sorted({"/usr", "/etc/alternatives", sys.prefix, sys.base_prefix,
-                        str(Path(sys.executable).resolve().parent.parent)}):
-        if Path(path).exists():
-            bind += ["--ro-bind", path, path]
-    for name in ("bin", "lib", "lib64", "sbin"):       # merged /usr: symlinks
-        link = Path("/") / name
-        if link.is_symlink():
-            bind += ["--symlink", os.readlink(link), str(link)]
-        elif link.is_dir():
-            bind += ["--ro-bind", str(link), str(link)]
-    return ["bwrap", "--unshare-all", "--die-with-parent", "--new-session",
-            "--tmpfs", "/tmp", *bind, "--ro-bind", str(stage), "/grader",
-            "--ro-bind", str(PROJECT / "datasets"), "/grader/datasets",
-            "--bind", str(private), "/submission", "--chdir", "/submission",
-            "--proc", "/proc", "--dev", "/dev", "--clearenv",
-            *[arg for key, value in ENV.items() for arg in ("--setenv", key, value)]]
-
-
-def own_modules(submission):
-    """The modules beside the submission that it imports (its own helpers)."""
-    try:
-        tree = ast.parse(submission.read_text())
-    except (SyntaxError, UnicodeDecodeError, ValueError):
-        return []
-    names = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
-             for alias in node.names}
-    names |= {node.module.split(".")[0] for node in ast.walk(tree)
-              if isinstance(node, ast.ImportFrom) and node.module and not node.level}
-    return [submission.parent / f"{name}.py" for name in sorted(names - {Path(n).stem for n in STAGED})
-            if (submission.parent / f"{name}.py").is_file() and name != submission.stem]
-
-
-class Worker:
-    """One worker process for one submission, talked to over two pipes."""
-
-    def __init__(self, submission, sandboxed, memory_mb):
-        self.submission, self.next_id = submission, 0
-        self.folder = Path(tempfile.mkdtemp(prefix="vae-check-"))
-        self.private, stage = self.folder / "work", self.folder / "grader"
-        self.private.mkdir()
-        stage.mkdir()
-        for name in STAGED:
-            shutil.copyfile(PROJECT / name, stage / name)
-        if sandboxed:
-            (stage / "datasets").mkdir()     # where the sandbox mounts the shipped MNIST
-        else:
-            (stage / "datasets").symlink_to(PROJECT / "datasets")
-        self.copied = {submission.name} | {p.name for p in own_modules(submission)}
-        for path in [submission, *own_modules(submission)]:
-            shutil.copyfile(path, self.private / path.name)
-        request_read, self.request_write = os.pipe()
-        self.answer_read, answer_write = os.pipe()
-        if sandboxed:
-            prefix, inside = sandbox_prefix(self.private, stage), Path("/submission")
-            worker, env, cwd = "/grader/check_worker.py", None, None
-        else:
-            prefix, inside = [], self.private
-            worker, cwd = str(stage / "check_worker.py"), self.private
-            env = {**{k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}, **ENV}
-        command = prefix + [sys.executable, "-I", worker, str(request_read), str(answer_write),
-                            str(inside / submission.name), str(memory_mb)]
-        self.process = subprocess.Popen(
-            command, pass_fds=(request_read, answer_write), stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=cwd, env=env,
-            start_new_session=True)
-        os.close(request_read)
-        os.close(answer_write)
-        self.tail = b""
-        self.reader = threading.Thread(target=self._drain, daemon=True)
-        self.reader.start()
-
-    def _drain(self):
-        """Keeps only the last TAIL_BYTES of whatever the worker prints."""
-        for chunk in iter(lambda: self.process.stdout.read1(65536), b""):
-            self.tail = (self.tail + chunk)[-TAIL_BYTES:]
-
-    def output_tail(self):
-        text = self.tail.decode(errors="replace").strip().splitlines()
-        return " / ".join(text[-3:])
-
-    def what_happened(self, lost):
-        """A sentence on a worker that stopped answering."""
-        try:
-            code = self.process.wait(timeout=2)
-        except subprocess.TimeoutExpired:
-            code = None
-        why = (f"the process died (exit code {code})" if code is not None and str(lost) == "died"
-               else f"the worker {lost}")
-        return f"{why} during this check; output: {self.output_tail() or 'none'}"
-
-    def files_written(self):
-        return sorted(p.name for p in self.private.iterdir()
-                      if p.name not in self.copied | {"__pycache__"})
-
-    def _read(self, n, deadline):
-        ready, _, _ = select.select([self.answer_read], [], [], max(0.0, deadline - time.monotonic()))
-        if not ready:
-            raise WorkerLost("timeout")
-        return os.read(self.answer_read, min(n, 2 ** 20))
-
-    def _write(self, data, deadline):
-        view = memoryview(data)
-        while view:
-            _, ready, _ = select.select([], [self.request_write], [],
-                                        max(0.0, deadline - time.monotonic()))
-            if not ready:
-                raise WorkerLost("timeout")
-            try:
-                view = view[os.write(self.request_write, view[:65536]):]
-            except BrokenPipeError:
-                raise WorkerLost("died") from None
-
-    def receive(self, seconds):
-        deadline = time.monotonic() + seconds
-        try:
-            return check_worker.read_frame(lambda n: self._read(n, deadline))
-        except EOFError:
-            raise WorkerLost("died") from None
-        except check_worker.FrameError as e:
-            raise WorkerLost(f"broke the protocol: {e}") from None
-
-    def request(self, header, arrays, seconds):
-        """Sends a request and waits up to `seconds` for its answer."""
-        self.next_id += 1
-        deadline = time.monotonic() + seconds
-        self._write(check_worker.frame({**header, "id": self.next_id}, arrays), deadline)
-        answer, out = self.receive(max(0.0, deadline - time.monotonic()))
-        if answer.get("id") != self.next_id:
-            raise WorkerLost("broke the protocol: an answer to another request")
-        return answer, out
-
-    def close(self):
-        try:
-            os.killpg(self.process.pid, 9)
-        except ProcessLookupError:
-            pass
-        self.process.wait()
-        self.reader.join(timeout=5)
-        self.process.stdout.close()
-        for fd in (self.request_write, self.answer_read):
-            os.close(fd)
-        shutil.rmtree(self.folder, ignore_errors=True)
-
-
-def start_worker(submission, sandboxed, memory_mb, seconds):
-    """A worker that has loaded NumPy and autograd, or GraderProblem."""
-    worker = Worker(submission, sandboxed, memory_mb)
-    try:
-        answer, _ = worker.receive(seconds)
-        if answer.get("ready"):
-            return worker
-    except WorkerLost:
-        pass
-    tail = worker.output_tail()
-    worker.close()
-    if tail.startswith("bwrap:"):
-        raise GraderProblem(f"the sandbox did not start ({tail}); try --sandbox none")
-    raise GraderProblem(f"the grader's worker did not start before the submission was loaded "
-                        f"({tail or 'no output'}): --memory {memory_mb} MiB is probably too "
-                        "little for Python, NumPy and autograd; raise --memory")
 
 
 class Remote:
@@ -379,6 +195,66 @@ def grade_functions(path, mode, options, rng):
     return checks.knock_on(results), notes
 
 
+_shared, _shared_lock = {}, threading.Lock()
+
+
+def shared(name, compute):
+    """A value every file's grading uses, computed once (the data subset, the replays)."""
+    with _shared_lock:
+        if name not in _shared:
+            _shared[name] = compute()
+        return _shared[name]
+
+
+def subset():
+    import data
+    _, train, train_labels, test, test_labels = data.load_mnist()
+    n, k = training_check.TRAIN_IMAGES, training_check.TEST_IMAGES
+    return {"train_images": train[:n], "train_labels": train_labels[:n],
+            "test_images": test[:k], "test_labels": test_labels[:k]}
+
+
+def grade_script(path, options):
+    """The training loop and the figures: the file runs as __main__ on a subset
+    of MNIST, and its trained parameters and saved figures are judged."""
+    import figures_check
+    import vae as reference
+    arrays = shared("subset", subset)
+    size = sum(m * n + n for sizes in training_check.LAYERS for m, n in zip(sizes[:-1], sizes[1:]))
+    worker = start_worker(path, options.sandboxed, options.memory, options.import_timeout)
+    try:
+        answer, out = worker.request({"op": "run_script", "size": size}, arrays,
+                                     options.script_timeout)
+    except WorkerLost as e:
+        why = (f"did not finish within {options.script_timeout:g} s on "
+               f"{training_check.TRAIN_IMAGES} training images" if str(e) == "timeout"
+               else worker.what_happened(e))
+        return [result("(script)", "runs as a script", "error", why)]
+    finally:
+        worker.close()
+    ran = result("(script)", "runs as a script", "pass",
+                 f"on the first {training_check.TRAIN_IMAGES} training and "
+                 f"{training_check.TEST_IMAGES} test images, given by data.load_mnist()")
+    if not answer.get("ok"):
+        ran.update(status="error", message=f"the script stopped: {describe(answer['error'])}; "
+                   "it must run with no arguments on the images data.load_mnist() returns, "
+                   "without downloading or reading other files")
+    try:
+        candidates = {str(name): np.asarray(check_worker.decode(tree, out), dtype=float)
+                      for name, tree in answer.get("candidates", {}).items()}
+        calls = [(check_worker.decode(call["images"], out), str(call["filename"]),
+                  dict(call.get("kwargs", {}))) for call in answer.get("calls", [])]
+    except (KeyError, TypeError, ValueError, RecursionError, check_worker.FrameError) as e:
+        return [ran, result("(script)", "what it sent back", "error", f"unreadable: {e}")]
+    replays = shared("replays", lambda: training_check.replays(reference, arrays["train_images"]))
+    training, params = training_check.judge_training(candidates, arrays["train_images"],
+                                                     reference, replays)
+    gen_params, rec_params = params if params is not None else (None, None)
+    figures = figures_check.judge_figures(calls, gen_params, rec_params,
+                                          arrays["test_images"], reference)
+    return [ran] + training + figures
+
+
 def grade_file(path, options):
     """-> report: file, verdict ("pass", "fail" or "error"), loaded, results, notes."""
     report = {"file": str(path), "loaded": None, "results": [], "notes": []}
@@ -408,6 +284,11 @@ def grade_file(path, options):
         return finish(report)
     report.update(loaded="full" if mode == "full" else "definitions only", notes=notes)
     report["results"] += results
+    if not options.functions_only:
+        try:
+            report["results"] += grade_script(path, options)
+        except GraderProblem as e:
+            report["results"].append(result("(grader)", "start", "error", str(e)))
     return finish(report)
 
 
@@ -415,10 +296,20 @@ def counts(report):
     return {status: sum(r["status"] == status for r in report["results"]) for status in STATUSES}
 
 
+PARTS = {"functions": None, "script": "(script)", "training": "(training)",
+         "figures": "(figures)"}
+
+
 def finish(report):
+    """The overall verdict, and one per part (functions, script, training, figures)."""
     c = counts(report)
     report["verdict"] = ("error" if report["loaded"] is None else
                          "fail" if c["fail"] or c["error"] else "pass")
+    report["parts"] = {}
+    for part in PARTS:
+        statuses = {r["status"] for r in report["results"] if part_of(r) == part}
+        if statuses:
+            report["parts"][part] = "fail" if statuses & {"fail", "error"} else "pass"
     return report
 
 
@@ -459,6 +350,10 @@ def parse_args(argv=None):
         help="seconds that importing a file may take")
     add("--check-timeout", type=runs.positive_float, default=30.0,
         help="seconds for one check of one function")
+    add("--script-timeout", type=runs.positive_float, default=60.0,
+        help="seconds for running the file as a script on the data subset")
+    add("--functions-only", action="store_true",
+        help="grade the functions only, not the training loop and the figures")
     add("--memory", type=runs.positive_int, default=4096, help="memory limit in MiB per file")
     add("--jobs", type=runs.positive_int, default=os.cpu_count() or 1,
         help="files graded at once")
@@ -476,10 +371,18 @@ def parse_args(argv=None):
     return args
 
 
+def part_of(r):
+    return next((part for part, tag in PARTS.items() if tag == r["function"]), "functions")
+
+
 def print_table(report):
     print(f"{report['file']} (loaded: {report['loaded'] or 'no'})")
     width = max(len(r["function"]) for r in report["results"])
+    part = None
     for r in report["results"]:
+        if part_of(r) != part:
+            part = part_of(r)
+            print(f"  {part}: {report['parts'].get(part, '').upper()}")
         print(f"  {r['function']:<{width}}  {r['check']:<44} {r['status'].upper():<7} {r['message']}")
     for note in report.get("notes", []):
         print(f"  note: {note}")

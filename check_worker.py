@@ -224,6 +224,65 @@ def call(module, request, arrays):
     return {"ok": True, "value": tree, "warnings": len(caught)}, out
 
 
+def run_script(path, request, arrays):
+    """Runs the file as __main__ on the grader's data: `data.load_mnist()` (and
+    `load_data()`) return the arrays sent, `save_images` records its calls
+    instead of writing files, and autograd's `flatten` remembers the flat
+    vectors it makes. -> (answer, arrays): the recorded calls and the 1-D
+    float arrays of `request["size"]` entries the script ends with."""
+    import builtins
+    import types
+
+    import autograd.misc
+    import numpy as np
+
+    import data
+    import plotting
+    subset = (len(arrays["train_images"]), arrays["train_images"], arrays["train_labels"],
+              arrays["test_images"], arrays["test_labels"])
+    calls, flattened, size = [], [], request["size"]
+
+    def save_images(images, filename, **kwargs):
+        if len(calls) < 100:
+            calls.append((np.array(images, dtype=float), str(filename), {
+                k: float(v) for k, v in kwargs.items()
+                if k in ("vmin", "vmax", "ims_per_row") and isinstance(v, (int, float))}))
+
+    original_flatten = autograd.misc.flatten
+
+    def flatten(value):
+        flat, unflatten = original_flatten(value)
+        if np.size(flat) == size:
+            flattened[1:] = [flat]           # the first and the last of the right size
+        return flat, unflatten
+
+    fake = types.ModuleType("data")
+    fake.__dict__.update({k: v for k, v in vars(data).items() if not k.startswith("__")})
+    fake.load_mnist, fake.load_data = (lambda: subset), (lambda *args, **kwargs: subset)
+    fake.save_images = plotting.save_images = save_images
+    sys.modules["data"] = fake
+    autograd.misc.flatten = sys.modules["autograd.misc.flatten"].flatten = flatten
+    sys.argv = [str(path)]
+    script = {"__name__": "__main__", "__file__": str(path), "__builtins__": builtins}
+    answer = {"ok": True}
+    try:
+        exec(compile(path.read_text(), str(path), "exec"), script)
+    except SystemExit as e:
+        if e.code not in (None, 0):
+            answer = {"ok": False, "error": error_info(e, path)}
+    except BaseException as e:   # the student's: reported, and what was recorded still counts
+        answer = {"ok": False, "error": error_info(e, path)}
+    found = {name: value for name, value in script.items() if isinstance(value, np.ndarray)
+             and value.ndim == 1 and value.size == size and value.dtype.kind == "f"}
+    found.update({f"(flattened {i})": flat for i, flat in enumerate(flattened)})
+    out = {}
+    answer["candidates"] = {name: encode(np.array(value), out)
+                            for name, value in list(found.items())[-8:]}
+    answer["calls"] = [{"images": encode(images, out), "filename": filename[:200],
+                        "kwargs": kwargs} for images, filename, kwargs in calls]
+    return answer, out
+
+
 def serve(read, write, path):
     """Answers requests until the channel closes."""
     module = None
@@ -237,6 +296,8 @@ def serve(read, write, path):
             if request["op"] == "import":
                 module = import_whole(path)
                 answer = {"ok": True}
+            elif request["op"] == "run_script":
+                answer, out = run_script(path, request, arrays)
             elif request["op"] == "load":
                 module, notes = ((import_whole(path), []) if request["mode"] == "full"
                                  else load_definitions(path))

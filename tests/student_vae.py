@@ -1,8 +1,9 @@
 """A plain, correct student solution of the practical, written the way the
 course skeleton and a typical student write it: naive formulas (log of the
 sigmoid), `grad` of an objective that binarises inside, Adam by hand, and a
-second objective call per batch for the epoch's estimate. Used by
-test_check.py (as a submission, with one mistake at a time) and by
+second objective call per batch for the epoch's estimate; run as a script,
+it trains and saves the assignment's figures. Used by test_check.py and
+test_check_script.py (as a submission, with one mistake at a time) and by
 test_skeleton_compat.py (its `train` against vae.train). Not a test module."""
 import autograd.numpy as np
 import autograd.numpy.random as npr
@@ -88,8 +89,31 @@ def train(train_images, latent_dim=50, hidden=200, epochs=30, batch_size=200, se
     return flat_params, elbos, npr.get_state()[1].copy()
 
 
+def save_images(images, filename):
+    s_images(images, filename, vmin=0, vmax=1)
+
+
 if __name__ == "__main__":
     N, train_images, _, test_images, _ = load_mnist()
     flat_params, elbos, _ = train(train_images)
     for epoch, elbo in enumerate(elbos, 1):
         print(f"epoch {epoch}: ELBO {elbo:.2f}")
+    sizes = ([50, 200, 200, 784], [784, 200, 200, 100])
+    like = tuple([(np.zeros((m, n)), np.zeros(n)) for m, n in zip(s[:-1], s[1:])] for s in sizes)
+    gen_params, rec_params = flatten(like)[1](flat_params)
+
+    # 25 samples from the prior, shown as Bernoulli means
+    samples = sigmoid(neural_net_predict(gen_params, npr.randn(25, 50)))
+    save_images(samples, "samples.png")
+
+    # the first 10 test images, and below them their reconstructions
+    q = neural_net_predict(rec_params, test_images[:10])
+    reconstructions = sigmoid(neural_net_predict(gen_params, sample_latent_variables_from_posterior(q)))
+    s_images(np.concatenate([test_images[:10], reconstructions]), "reconstructions.png",
+             ims_per_row=10, vmin=0, vmax=1)
+
+    # interpolations between the recognition model's means
+    for a, b in [(0, 1), (2, 3), (4, 5), (6, 7), (8, 9)]:
+        ends = neural_net_predict(rec_params, test_images[[a, b]])[:, :50]
+        z = np.array([s * ends[0] + (1 - s) * ends[1] for s in np.linspace(0, 1, 25)])
+        save_images(sigmoid(neural_net_predict(gen_params, z)), f"interpolation_{a}_{b}.png")

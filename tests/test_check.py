@@ -83,7 +83,8 @@ def submission(folder, name, source):
     return path
 
 
-OPTIONS = ["--import-timeout", "5", "--check-timeout", "5", "--memory", "2048"]
+OPTIONS = ["--import-timeout", "5", "--check-timeout", "5", "--memory", "2048",
+           "--functions-only"]    # the script part: test_check_script.py
 needs_bwrap = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap not installed")
 
 
