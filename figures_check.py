@@ -1,0 +1,386 @@
+"""The figures of a student's run, judged from what the script passed to save_images.
+
+check.py runs the submission as __main__ on a subset of MNIST with save_images
+replaced by a recorder, then calls judge_figures with the recorded calls, the
+trained parameters it found and the test images the script was given. One
+result per figure the course skeleton asks for (../shared/ASSIGNMENT.md,
+"Figures the skeleton asks for"):
+
+1. 25 prior samples, shown as Bernoulli means sigmoid(logits);
+2. the first 10 test images followed by their reconstructions;
+3. five interpolations between the encoder means of test images (0, 1), ...,
+   (8, 9), 25 frames each, s = linspace(0, 1, 25), in either direction.
+
+File names are not prescribed, so figures are recognised by their content.
+Figures that depend on noise are compared in logit space, logit(p) with p
+clipped to [1e-6, 1 - 1e-6] (|logit| <= 13.8): there posterior samples of
+different test images are told apart better than in pixel space (the
+numbers are at RECONSTRUCTION_RATIO).
+"""
+import numpy as np
+
+from data import DATA_DIM, IMAGE_SIDE
+from vae import INTERPOLATION_PAIRS, INTERPOLATION_STEPS, NUM_PRIOR_SAMPLES, NUM_RECONSTRUCTIONS
+
+SAME = 1e-6            # atol: the same image up to float32 round-off (float32 eps 6e-8)
+PIXEL_CLIP = 1e-6      # pixels clipped to [1e-6, 1 - 1e-6] before the logit
+CALIBRATION_SAMPLES = 500   # posterior samples per test image that measure its spread
+CALIBRATION_SEED = 0
+MIN_SPREAD = 1e-3      # floor of a spread, in logits, for a collapsed posterior
+# Reconstructions are posterior samples, so they are not compared for
+# equality. A figure's statistic T is the mean over its 10 reconstructions of
+# |logit(r_i) - logit(d_i)| / spread_i, d_i = sigmoid(decoder(encoder mean of
+# test image i)), spread_i the mean of that distance over CALIBRATION_SAMPLES
+# posterior samples of image i (so E[T] = 1 for a correct figure). Measured
+# (20000 correct figures, 3000 of each mistake) with the parameters of the
+# skeleton's run on the grader's subset: 300 images, 30 epochs, 60 Adam steps,
+# KL 1 to 13 nats per image, so the posteriors of the 10 images overlap:
+#   correct: 99.9% 1.85, 99.99% 2.02, max 2.18, 3 of 20000 above 2.0 (after
+#            10 epochs on 1000 images: 99.99% 2.10; 60 epochs on 300: 2.08)
+#   reversed order: median 2.5, 91% above 2.0;  shifted by one: 90% above 2.0
+#   prior samples instead: 99.97% above 2.0;  the originals again: 8.3
+# So a correct figure fails about once in 7000 runs and a wrong order is
+# missed about once in 10 (more often with a less trained model: after 10
+# epochs on 1000 images, 60% of reversed orders pass). In pixels the
+# posteriors overlap more: accepting r_i if mean |r_i - d_i| < 0.05 or if d_i
+# is its nearest decoded mean, for every i, fails 38% of correct figures
+# (posterior samples reach 0.24; they are the nearest to their own d_i for 2%
+# to 76% of the images), and no pixel limit that passes them fails the
+# originals (0.10 to 0.19) or a reversed order.
+RECONSTRUCTION_RATIO = 2.0
+# Frames of an interpolation are close to their neighbours: the median
+# distance between consecutive frames over the mean distance between any two
+# is at most 0.14 for lines between encoder means, 0.26 for lines between
+# posterior or prior samples, and at least 0.36 for independent prior samples
+# (1200 draws each, three training lengths). Such a call is not prior samples.
+SMOOTH_PATH = 0.3
+# End frames of an interpolation between posterior samples: the mean of the
+# two ends' logit distances over the spread, for the nearest pair, was at most
+# 3.4 in 800 draws (99%: 2.3).
+POSTERIOR_ENDS = 4.0
+
+
+def result(check, status, message=""):
+    return {"function": "(figures)", "check": check, "status": status, "message": message}
+
+
+# ---- The recorded calls ----------------------------------------------------------
+
+def as_images(images):
+    """A recorded images argument as (n, DATA_DIM) float64, or None if it is
+    not images: (n, 784), (n, 28, 28), (784,) or (28, 28), lists too."""
+    try:
+        array = np.asarray(images, dtype=np.float64)
+    except Exception:   # ragged lists, objects that are not numbers
+        return None
+    if array.size == 0 or array.ndim == 0:
+        return None
+    if array.shape[-1] == DATA_DIM or array.shape[-2:] == (IMAGE_SIDE, IMAGE_SIDE):
+        return array.reshape(-1, DATA_DIM)
+    return None
+
+
+def figures_of(calls):
+    """[(filename, (n, DATA_DIM) images), ...] of the calls that hold images."""
+    try:
+        calls = list(calls)
+    except TypeError:
+        calls = []
+    figures = []
+    for call in calls:
+        try:
+            images, filename = call[0], str(call[1])
+        except Exception:   # not an (images, filename, kwargs) tuple
+            continue
+        images = as_images(images)
+        if images is not None:
+            figures.append((filename, images))
+    return figures
+
+
+def same(images, expected):
+    """True if the two arrays have one shape and agree within SAME everywhere."""
+    return images.shape == expected.shape and bool(np.max(np.abs(images - expected)) <= SAME)
+
+
+def in_unit_interval(images):
+    return bool(np.all((images >= 0) & (images <= 1)))   # False for NaN too
+
+
+def binary(images):
+    return bool(np.all((images == 0) | (images == 1)))
+
+
+def logits(pixels):
+    p = np.clip(pixels, PIXEL_CLIP, 1 - PIXEL_CLIP)
+    return np.log(p) - np.log1p(-p)
+
+
+def logit_distance(a, b):
+    """Mean |logit(a) - logit(b)| over pixels: (..., D), (..., D) -> (...)."""
+    return np.mean(np.abs(logits(a) - logits(b)), axis=-1)
+
+
+def mean_distance(images):
+    """Mean pixel distance between all pairs of images: (n, D) -> scalar."""
+    n = len(images)
+    return np.sum(np.abs(images[:, None] - images[None]).mean(-1)) / (n * (n - 1))
+
+
+def smooth_path(images):
+    """True if consecutive images are much closer than images on average:
+    the frames of an interpolation, not independent samples."""
+    average = mean_distance(images) if len(images) > 2 else 0.0
+    if not average > 0:
+        return False
+    step = np.median(np.mean(np.abs(np.diff(images, axis=0)), axis=-1))
+    return bool(step / average < SMOOTH_PATH)
+
+
+# ---- The trained model's view of the first 10 test images ------------------------
+
+class Model:
+    """Decoded encoder means d (10, D) of the first 10 test images, their
+    spread (10,) in logits, and the trained networks."""
+
+    def __init__(self, gen_params, rec_params, test_images, reference):
+        self.gen_params, self.reference = gen_params, reference
+        self.originals = test_images[:NUM_RECONSTRUCTIONS]
+        self.mean, log_std = reference.unpack_gaussian_params(
+            np.asarray(reference.neural_net_predict(rec_params, self.originals), dtype=np.float64))
+        self.decoded_means = self.decode(self.mean)
+        if self.decoded_means.shape != self.originals.shape:
+            raise ValueError(f"decoded images of shape {self.decoded_means.shape[1:]}, "
+                             f"not ({DATA_DIM},)")
+        # spread_i: the mean logit distance of posterior samples of image i from
+        # d_i, from a stream of its own (the global one is left alone).
+        eps = np.random.RandomState(CALIBRATION_SEED).randn(CALIBRATION_SAMPLES, *self.mean.shape)
+        samples = self.decode(self.mean + np.exp(log_std) * eps)   # (S, 10, D)
+        self.spread = np.maximum(
+            logit_distance(samples, self.decoded_means).mean(axis=0), MIN_SPREAD)
+
+    def decode(self, z):
+        """Bernoulli means sigmoid(decoder(z)): (..., L) -> (..., D)."""
+        z = np.asarray(z, dtype=np.float64)
+        flat = self.reference.neural_net_predict(self.gen_params, z.reshape(-1, z.shape[-1]))
+        return np.asarray(self.reference.sigmoid(flat), dtype=np.float64).reshape(
+            *z.shape[:-1], -1)
+
+    def interpolation(self, a, b):
+        """The 25 frames sigmoid(decoder((1 - s) z_a + s z_b)), s = linspace(0, 1, 25)."""
+        s = np.linspace(0, 1, INTERPOLATION_STEPS)[:, None]
+        return self.decode((1 - s) * self.mean[a] + s * self.mean[b])
+
+    def ratios(self, images, indices):
+        """Logit distance of images[k] from d[indices[k]], over that image's spread."""
+        indices = list(indices)
+        return logit_distance(images, self.decoded_means[indices]) / self.spread[indices]
+
+
+# ---- 1. Samples from the prior ---------------------------------------------------
+
+def judge_prior_samples(figures, test_images):
+    check = "25 prior samples"
+    candidates = [(f, x) for f, x in figures if len(x) == NUM_PRIOR_SAMPLES]
+    samples = [(f, x) for f, x in candidates if not smooth_path(x)]
+    if not samples:
+        return result(check, "fail", "no save_images call with 25 images"
+                      + " (other than interpolations)" * bool(candidates))
+    problems = []
+    for filename, images in samples:
+        if not in_unit_interval(images):
+            problems.append("values outside [0, 1] (logits, not sigmoid(logits)?)")
+        elif binary(images):
+            problems.append("25 images but binary (0/1): show sigmoid(logits), the "
+                            "Bernoulli means, not samples")
+        elif test_images is not None and any(
+                np.max(np.abs(test_images - image), axis=-1).min() <= SAME for image in images):
+            problems.append("the 25 images include test images, not samples from the prior")
+        else:
+            return result(check, "pass", f"{filename}: 25 Bernoulli means in [0, 1]")
+    return result(check, "fail", f"{samples[0][0]}: {problems[0]}")
+
+
+# ---- 2. Reconstructions ----------------------------------------------------------
+
+def originals_at(figures, originals):
+    """[(figure index, row), ...] where the 10 originals are consecutive rows."""
+    n = len(originals)
+    starts = [(k, row) for k, (_, images) in enumerate(figures)
+              for row in np.flatnonzero(np.max(np.abs(images - originals[0]), axis=-1) <= SAME)]
+    return [(k, int(row)) for k, row in starts if same(figures[k][1][row:row + n], originals)]
+
+
+def reconstruction_candidates(figures, locations, n):
+    """[(where, images)]: the n rows after each originals location, then every
+    other call of n images."""
+    after = [(f"{figures[k][0]} (after the originals)", figures[k][1][row + n:row + 2 * n])
+             for k, row in locations if len(figures[k][1]) >= row + 2 * n]
+    used = {k for k, _ in locations}
+    alone = [(filename, images) for k, (filename, images) in enumerate(figures)
+             if len(images) == n and (k not in used or len(used) > 1)]
+    return after + alone
+
+
+def reconstruction_problem(images, model):
+    """None if the images are reconstructions of the originals, else why not."""
+    if not in_unit_interval(images):
+        return "reconstructions with values outside [0, 1] (logits, not sigmoid(logits)?)"
+    if same(images, model.originals):
+        return "the reconstructions are the originals shown again: encode, sample z, decode"
+    if binary(images):
+        return ("binary (0/1) reconstructions: show sigmoid(logits), the Bernoulli means, "
+                "not samples")
+    ratios = model.ratios(images, range(len(images)))
+    if ratios.mean() > RECONSTRUCTION_RATIO:
+        k = int(np.argmax(ratios))
+        return (f"reconstruction {k} does not decode test image {k}: the reconstructions "
+                f"are {ratios.mean():.1f} times as far (in logits) from the decoded encoder "
+                f"means as posterior samples are on average (at most {RECONSTRUCTION_RATIO} "
+                f"passes; reconstruction {k}: {ratios[k]:.1f} times)")
+    return None
+
+
+def judge_reconstructions(figures, model, originals, no_model):
+    check = "10 test images and their reconstructions"
+    if originals is None:
+        return result(check, "warning", f"{no_model}, so the originals could not be looked for")
+    locations = originals_at(figures, originals)
+    if not locations:
+        return result(check, "fail", "the first 10 test images were not found in any call")
+    candidates = reconstruction_candidates(figures, locations, len(originals))
+    if not candidates:
+        return result(check, "fail", "10 originals found but no reconstructions after them "
+                                     "or in a call of 10")
+    if model is None:
+        return result(check, "warning", f"originals and 10 images found in {candidates[0][0]}; "
+                      f"{no_model}, so the reconstructions could not be checked")
+    problems = []
+    for where, images in candidates:
+        problem = reconstruction_problem(images, model)
+        if problem is None:
+            ratio = model.ratios(images, range(len(images))).mean()
+            return result(check, "pass", f"{where}: the reconstructions decode the originals "
+                          f"(on average {ratio:.2f} times as far from the decoded encoder means "
+                          f"as posterior samples are; at most {RECONSTRUCTION_RATIO} passes)")
+        problems.append(f"{where}: {problem}")
+    return result(check, "fail", problems[0])
+
+
+# ---- 3. Interpolations -----------------------------------------------------------
+
+def segments(figures):
+    """[(filename, frames)]: 25-frame chunks of calls whose length is a
+    multiple of 25, other calls whole."""
+    out = []
+    for filename, images in figures:
+        n = INTERPOLATION_STEPS if len(images) % INTERPOLATION_STEPS == 0 else len(images)
+        out += [(filename, images[i:i + n]) for i in range(0, len(images), n)]
+    return out
+
+
+def ends_are(frames, first, last):
+    """True if the end frames are (first, last) or (last, first)."""
+    ends = frames[[0, -1]]
+    return same(ends, np.stack([first, last])) or same(ends, np.stack([last, first]))
+
+
+def wrong_interpolation(frames, a, b, model):
+    """Why frames with the right end frames are not the interpolation (a, b), or None."""
+    d = model.decoded_means
+    if len(frames) < 2 or not ends_are(frames, d[a], d[b]):
+        return None
+    if len(frames) != INTERPOLATION_STEPS:
+        return f"{len(frames)} frames instead of {INTERPOLATION_STEPS}"
+    return ("the end frames are the decoded means, but the frames between them are not "
+            "sigmoid(decoder((1 - s) z_a + s z_b)) for s = linspace(0, 1, 25)")
+
+
+def posterior_ends(frames, pairs, model):
+    """True if 25 frames of a path in [0, 1] end near, not at, the decoded
+    means of one of the pairs: the ends are posterior samples."""
+    if (len(frames) != INTERPOLATION_STEPS or not in_unit_interval(frames)
+            or not smooth_path(frames)):
+        return False
+    ends = frames[[0, -1]]
+    return any(model.ratios(ends, order).mean() <= POSTERIOR_ENDS
+               for a, b in pairs for order in ((a, b), (b, a)))
+
+
+def pair_list(pairs):
+    return ", ".join(str(pair) for pair in pairs)
+
+
+def judge_interpolations(figures, model, no_model):
+    check = "five interpolations"
+    if model is None:
+        return result(check, "warning", f"{no_model}, so the interpolations could not be checked")
+    expected = {pair: model.interpolation(*pair) for pair in INTERPOLATION_PAIRS}
+    found, unexplained = {}, []
+    for filename, segment in segments(figures):
+        pairs = [pair for pair, frames in expected.items()
+                 if same(segment, frames) or same(segment, frames[::-1])]
+        for pair in pairs:
+            found.setdefault(pair, filename)
+        if not pairs:
+            unexplained.append((filename, segment))
+    missing = [pair for pair in INTERPOLATION_PAIRS if pair not in found]
+    if not missing:
+        return result(check, "pass", "all five found: " + ", ".join(
+            f"{pair} in {found[pair]}" for pair in INTERPOLATION_PAIRS))
+    why = {}   # a diagnosis -> the missing pairs it explains
+    for a, b in missing:
+        for filename, segment in unexplained:
+            diagnosis = wrong_interpolation(segment, a, b, model)
+            if diagnosis is not None:
+                why.setdefault(diagnosis, []).append((a, b))
+                break
+    explained = [pair for pairs in why.values() for pair in pairs]
+    posterior = [f for f, x in unexplained
+                 if posterior_ends(x, [p for p in missing if p not in explained], model)]
+    found = [pair for pair in INTERPOLATION_PAIRS if pair in found]
+    message = (f"found interpolations for {pair_list(found)}{' only' * (len(found) == 1)}"
+               if found else "found no interpolation")
+    message += f"; missing {pair_list(missing)}"
+    message += "".join(f"; {pair_list(pairs)}: {diagnosis}" for diagnosis, pairs in why.items())
+    if posterior:
+        message += (f"; in {', '.join(sorted(set(posterior)))} the end frames are not the decoded "
+                    "encoder means: it looks like posterior samples were interpolated "
+                    "(use the recognition model's means)")
+    return result(check, "fail", message)
+
+
+# ---- All three -------------------------------------------------------------------
+
+def judge_figures(calls, gen_params, rec_params, test_images, reference):
+    """One result per figure of the assignment: 25 prior samples, 10 test
+    images and their reconstructions, five interpolations. calls: recorded
+    save_images calls (images, filename, kwargs); gen_params, rec_params: the
+    trained networks or None; test_images: (N, D) the script was given;
+    reference: the vae module. Never raises: a check that cannot run is a warning."""
+    with np.errstate(all="ignore"):   # student images may hold inf and NaN
+        figures = figures_of(calls)
+        test_images = as_images(test_images)
+        originals, model, no_model = None, None, "the trained parameters were not found"
+        if test_images is None or len(test_images) < NUM_RECONSTRUCTIONS:
+            no_model = "fewer than 10 test images were given"
+        else:
+            originals = test_images[:NUM_RECONSTRUCTIONS]
+            if gen_params is not None and rec_params is not None:
+                try:
+                    model = Model(gen_params, rec_params, test_images, reference)
+                except Exception as e:   # parameters of another layout
+                    no_model = f"the trained parameters do not decode ({type(e).__name__}: {e})"
+        checks = {"25 prior samples": lambda: judge_prior_samples(figures, test_images),
+                  "10 test images and their reconstructions":
+                      lambda: judge_reconstructions(figures, model, originals, no_model),
+                  "five interpolations": lambda: judge_interpolations(figures, model, no_model)}
+        return [guarded(check, judge) for check, judge in checks.items()]
+
+
+def guarded(check, judge):
+    """judge(), or a warning if odd input broke it."""
+    try:
+        return judge()
+    except Exception as e:
+        return result(check, "warning", f"could not be checked ({type(e).__name__}: {e})")
