@@ -136,9 +136,10 @@ def judge_training(candidates, images, reference, replays):
     elif match is not None:
         results.append(result("Adam and the loop", "fail", VARIANTS[match][0]))
     else:
-        results.append(result("Adam and the loop", "pass", "not the reference's parameters: "
-                              "another order of random draws (or another loop), which is fine; "
-                              "compare your test ELBO with the band, not number for number"))
+        results.append(result("Adam and the loop", "pass", "not the reference's parameters "
+                              "(another order of random draws, another loop, or a function "
+                              "above that differs): fine, but compare your test ELBO with the "
+                              "band, not number for number"))
     return results, unflatten(flat)
 
 
