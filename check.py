@@ -146,6 +146,27 @@ def load(path, mode, options):
     return worker, answer.get("functions", {}), answer.get("notes", [])
 
 
+# The functions the bound calls, in the order a student should fix them.
+COMPONENTS = ("compute_KL", "bernoulli_log_prob", "sample_latent_variables_from_posterior",
+              "neural_net_predict")
+CALLS_THE_BOUND = {name for name, check in checks.CHECKS["vae_lower_bound"]
+                   if check is not checks.check_bound_signature}
+
+
+def knock_on(results):
+    """results: one file's [{"function", "check", "status", "message"}]. -> the same,
+    with each failing check that calls the bound naming the failing functions it calls."""
+    failing = [name for name in COMPONENTS if any(
+        r["function"] == name and r["status"] in ("fail", "error") for r in results)]
+    if not failing:
+        return results
+    names = " and ".join(failing)
+    note = f" (this follows from {names} failing: fix {names} first)"
+    return [dict(r, message=r["message"] + note)
+            if r["function"] == "vae_lower_bound" and r["check"] in CALLS_THE_BOUND
+            and r["status"] in ("fail", "error") else r for r in results]
+
+
 def grade_functions(path, mode, options, rng):
     """Runs every check; a lost worker fails the check, skips the rest of that
     function and is replaced for the next one."""
@@ -192,7 +213,7 @@ def grade_functions(path, mode, options, rng):
     finally:
         if worker is not None:
             worker.close()
-    return checks.knock_on(results), notes
+    return knock_on(results), notes
 
 
 _shared, _shared_lock = {}, threading.Lock()
@@ -220,7 +241,7 @@ def grade_script(path, options):
     import figures_check
     import vae as reference
     arrays = shared("subset", subset)
-    size = sum(m * n + n for sizes in training_check.LAYERS for m, n in zip(sizes[:-1], sizes[1:]))
+    size = reference.count_params(training_check.assignment_config(reference))
     worker = start_worker(path, options.sandboxed, options.memory, options.import_timeout)
     try:
         answer, out = worker.request({"op": "run_script", "size": size}, arrays,

@@ -16,6 +16,7 @@ from autograd.misc import flatten
 
 import checks
 import vae
+from check import knock_on
 from test_check import MISTAKES
 
 STUDENT = (Path(__file__).parent / "student_vae.py").read_text()
@@ -286,7 +287,7 @@ def test_an_unsupported_return_value_is_named_by_its_type():
 
 
 def test_knock_on_names_the_failing_component_in_the_bound_failures():
-    results = checks.knock_on(grade(student(KL_LOG_VARIANCE)))
+    results = knock_on(grade(student(KL_LOG_VARIANCE)))
     bound = {r["check"]: r for r in results if r["function"] == "vae_lower_bound"}
     assert bound["value with the posterior noise off"]["message"].endswith(
         " (this follows from compute_KL failing: fix compute_KL first)")
@@ -296,7 +297,7 @@ def test_knock_on_leaves_the_signature_alone():
     results = [{"function": "compute_KL", "check": "values", "status": "error", "message": "x"},
                {"function": "vae_lower_bound", "check": "signature (gen_params, rec_params, data)",
                 "status": "fail", "message": "y"}]
-    assert checks.knock_on(results) == results
+    assert knock_on(results) == results
 
 
 class Recorder:
