@@ -56,7 +56,7 @@ def log_mean_exp(a, axis=-1):
     return logsumexp(a, axis=axis) - onp.log(a.shape[axis])
 
 
-def log_weight_terms(gen_params, rec_params, x, eps):
+def log_weight_terms(gen_params, rec_params, x, eps, activation="relu"):
     """The two parts of the importance weights of images x given noise eps.
 
     x: (B, D) in {0, 1}; eps: (B, M, L) standard normal; z = mean + std * eps.
@@ -65,9 +65,9 @@ def log_weight_terms(gen_params, rec_params, x, eps):
     log q(z|x) = sum_j -eps_j^2 / 2 - log_std_j - log(2 pi) / 2, so
     log p(z) - log q(z|x) = sum_j (eps_j^2 - z_j^2) / 2 + log_std_j."""
     B, M, L = eps.shape
-    q = fastgrad.neural_net_predict(rec_params, x)
+    q = fastgrad.neural_net_predict(rec_params, x, activation)
     z = fastgrad.reparameterize(onp.repeat(q, M, axis=0), eps.reshape(B * M, L))
-    logits = fastgrad.neural_net_predict(gen_params, z).reshape(B, M, -1)
+    logits = fastgrad.neural_net_predict(gen_params, z, activation).reshape(B, M, -1)
     log_px_given_z = fastgrad.bernoulli_log_prob(x[:, None, :], logits)
     _, log_std = vae.unpack_gaussian_params(q)
     z = z.reshape(B, M, L)
@@ -82,7 +82,8 @@ def image_rngs(seed, indices):
 
 
 def evaluate(gen_params, rec_params, binary, iw_samples=IW_SAMPLES,
-             elbo_samples=ELBO_SAMPLES, seed=0, max_rows=MAX_ROWS, progress=False):
+             elbo_samples=ELBO_SAMPLES, seed=0, max_rows=MAX_ROWS, progress=False,
+             activation="relu"):
     """Per-image estimates for binary images (N, D).
 
     Every image draws M = max(K, S) posterior samples from its own generator;
@@ -115,10 +116,12 @@ def evaluate(gen_params, rec_params, binary, iw_samples=IW_SAMPLES,
             for s in range(0, M, samples_per_pass):
                 m = min(samples_per_pass, M - s)
                 eps = onp.stack([rng.standard_normal((m, latent_dim)) for rng in rngs])
-                terms = log_weight_terms(gen_params, rec_params, x, eps.astype(x.dtype))
+                terms = log_weight_terms(gen_params, rec_params, x, eps.astype(x.dtype),
+                                         activation)
                 log_px_given_z[:, s:s + m] = terms[0]
                 log_w[:, s:s + m] = terms[0] + terms[1]
-            mean, log_std = vae.unpack_gaussian_params(fastgrad.neural_net_predict(rec_params, x))
+            mean, log_std = vae.unpack_gaussian_params(
+                fastgrad.neural_net_predict(rec_params, x, activation))
             # KL per unit in closed form: compute_KL of each unit's (mean, log_std) pair.
             kl_per_unit = vae.compute_KL(onp.stack([mean, log_std], axis=-1))
             rows = slice(start, start + len(x))
@@ -142,31 +145,59 @@ def evaluate(gen_params, rec_params, binary, iw_samples=IW_SAMPLES,
     return out
 
 
+def observed_decoder(gen_params, observed):
+    """The decoder restricted to the observed pixels (a boolean mask (D,), or
+    None for all): the last layer's columns of those pixels only."""
+    if observed is None:
+        return gen_params
+    W, b = gen_params[-1]
+    return list(gen_params[:-1]) + [(W[:, observed], b[observed])]
+
+
+def log_joint_on_grid(gen_params, binary, z, activation="relu", observed=None):
+    """log p(x_observed, z_g) = log p(x_observed | z_g) + log p(z_g) for
+    images (N, D) and latent points z (G, L) -> (N, G), in float64. The
+    decoder's outputs are shared by all images: log p(x|z_g) for every image
+    and point is one matrix product, x @ logits.T minus the row sums of
+    softplus(logits)."""
+    gen_params = observed_decoder(vae.cast_params(gen_params, onp.float64), observed)
+    binary = onp.asarray(binary, dtype=onp.float64)
+    if observed is not None:
+        binary = binary[:, observed]
+    z = onp.asarray(z, dtype=onp.float64)
+    logits = fastgrad.neural_net_predict(gen_params, z, activation)
+    log_joint = binary @ logits.T - fastgrad.softplus(logits).sum(axis=1)
+    log_joint += -0.5 * onp.sum(z ** 2, axis=1) - 0.5 * z.shape[1] * onp.log(2 * onp.pi)
+    return log_joint
+
+
+def latent_grid(half_width=GRID_HALF_WIDTH, points=GRID_POINTS):
+    """The cell midpoints of a square grid on [-half_width, half_width]^2 with
+    points x points cells, as (points^2, 2) with z_1 varying slowest, and the
+    log of a cell's area."""
+    h = 2 * half_width / points
+    axis = -half_width + h * (onp.arange(points) + 0.5)
+    return onp.stack(onp.meshgrid(axis, axis, indexing="ij"), -1).reshape(-1, 2), 2 * onp.log(h)
+
+
 def exact_log_px(gen_params, binary, half_width=GRID_HALF_WIDTH, points=GRID_POINTS,
-                 grid_rows=GRID_ROWS):
+                 grid_rows=GRID_ROWS, activation="relu", observed=None):
     """log p(x) = log integral p(x|z) p(z) dz for a 2-dimensional latent space,
     by the midpoint rule on a square grid [-half_width, half_width]^2 with
-    points x points cells, in float64. binary: (N, D) -> (N,).
-
-    The grid's decoder outputs are shared by all images: log p(x|z_g) for
-    every image and grid point is one matrix product, x @ logits.T minus the
-    row sums of softplus(logits), accumulated with a running log-sum-exp."""
+    points x points cells, in float64. binary: (N, D) -> (N,). With a boolean
+    pixel mask `observed` (D,), log p(x_observed): the other pixels are
+    summed out, which for this decoder means left out of p(x|z).
+    Chunks of grid_rows points are accumulated with a running log-sum-exp."""
     if gen_params[0][0].shape[0] != 2:
         raise ValueError("exact_log_px integrates over a 2-dimensional latent space; "
                          f"this decoder takes {gen_params[0][0].shape[0]}")
-    gen_params = vae.cast_params(gen_params, onp.float64)
-    binary = onp.asarray(binary, dtype=onp.float64)
-    h = 2 * half_width / points
-    axis = -half_width + h * (onp.arange(points) + 0.5)       # cell midpoints
-    z = onp.stack(onp.meshgrid(axis, axis, indexing="ij"), -1).reshape(-1, 2)
-    log_prior = -0.5 * onp.sum(z ** 2, axis=1) - onp.log(2 * onp.pi)
+    z, log_cell = latent_grid(half_width, points)
     total = onp.full(len(binary), -onp.inf)
     for start in range(0, len(z), grid_rows):
-        logits = fastgrad.neural_net_predict(gen_params, z[start:start + grid_rows])
-        log_joint = binary @ logits.T - fastgrad.softplus(logits).sum(axis=1)
-        log_joint += log_prior[start:start + grid_rows]
+        log_joint = log_joint_on_grid(gen_params, binary, z[start:start + grid_rows],
+                                      activation, observed)
         total = onp.logaddexp(total, logsumexp(log_joint, axis=1))
-    return total + 2 * onp.log(h)
+    return total + log_cell
 
 
 # ----------------------------------------------------------------------------
@@ -241,7 +272,8 @@ def format_report(report):
 
     lines = [
         f"{c['path']}: epoch {c['epochs_trained']}, latent_dim {c['latent_dim']}, "
-        f"{c['hidden_layers']} hidden layers of {c['hidden_units']}, trained in {c['dtype']}",
+        f"{c['hidden_layers']} hidden layers of {c['hidden_units']} "
+        f"{c['config'].get('activation', 'relu')} units, trained in {c['dtype']}",
         f"{report['split'].capitalize()} set: {report['n']} images"
         + (f" (first {report['n']} of {report['n_split']})" if report['n'] < report['n_split'] else "")
         + f"; binarisation: {report['binarization']}",
@@ -334,11 +366,11 @@ def holds_complete_report(path):
         return False
 
 
-def exact_summary(gen_params, binary):
+def exact_summary(gen_params, binary, activation="relu"):
     """log p(x) on the grid and on a grid with half the points, and which
     images have converged (the two differ by less than GRID_TOLERANCE)."""
-    fine = exact_log_px(gen_params, binary)
-    coarse = exact_log_px(gen_params, binary, points=GRID_POINTS // 2)
+    fine = exact_log_px(gen_params, binary, activation=activation)
+    coarse = exact_log_px(gen_params, binary, points=GRID_POINTS // 2, activation=activation)
     return {"log_px": fine, "half_points": coarse,
             "converged": onp.abs(fine - coarse) < GRID_TOLERANCE, "grid": {
                 "half_width": GRID_HALF_WIDTH, "points": GRID_POINTS,
@@ -379,18 +411,20 @@ def run(args):
     gen_params = vae.cast_params(gen_params, onp.float64)
     rec_params = vae.cast_params(rec_params, onp.float64)
     per_image = evaluate(gen_params, rec_params, binary, args.iw_samples, args.elbo_samples,
-                         args.seed, progress=not args.no_progress)
+                         args.seed, progress=not args.no_progress,
+                         activation=config["activation"])
     n = per_image["n_done"]
     if n == 0:
         print("Interrupted before the first image was done; nothing to report",
               file=sys.stderr)
         return 130
-    exact = exact_summary(gen_params, binary) if args.exact and n == len(binary) else None
+    exact = exact_summary(gen_params, binary, config["activation"]) if args.exact and n == len(binary) else None
     report = {
         "status": "complete" if n == len(binary) else "interrupted",
         "checkpoint": {"path": str(args.checkpoint), "epochs_trained": len(history),
                        **{key: config[key] for key in ("latent_dim", "hidden_units",
-                                                       "hidden_layers", "dtype", "seed")},
+                                                       "hidden_layers", "activation",
+                                                       "dtype", "seed")},
                        "config": config},
         "split": args.split, "n": n, "n_split": len(images),
         "binarization": binarization,

@@ -11,8 +11,8 @@ one against its plain twin, value and gradient, and against finite
 differences. This module knows nothing of the model: the training loops and
 evaluate.py assemble the bound from these pieces.
 
-    dense_layer(inputs, W, b, apply_relu)      relu(inputs @ W + b) or inputs @ W + b
-    neural_net_predict(params, inputs)         vae.neural_net_predict
+    dense_layer(inputs, W, b, activation)      activation(inputs @ W + b), or linear if None
+    neural_net_predict(params, inputs, activation="relu")   vae.neural_net_predict
     reparameterize(q_means_and_log_stds, eps)  mean + exp(log_std) * eps
     bernoulli_log_prob(targets, logits)        vae.bernoulli_log_prob
     compute_KL(q_means_and_log_stds)           vae.compute_KL
@@ -37,25 +37,35 @@ def unpack_gaussian_params(q_means_and_log_stds):
 # Networks
 # ----------------------------------------------------------------------------
 
+ACTIVATIONS = ("relu", "tanh")   # by name: vae.ACTIVATIONS holds the plain functions
+
+
 @primitive
-def dense_layer(inputs, W, b, apply_relu):
-    """inputs @ W + b, then max(0, .) if apply_relu: (N, m), (m, n), (n,) -> (N, n);
-    inputs must be 2-D (neural_net_predict reshapes a 1-D input).
-    One primitive instead of three generic nodes; the derivative reuses the
-    output as the ReLU mask."""
+def dense_layer(inputs, W, b, activation):
+    """inputs @ W + b, then max(0, .) for "relu", tanh(.) for "tanh", nothing
+    for None: (N, m), (m, n), (n,) -> (N, n); inputs must be 2-D
+    (neural_net_predict reshapes a 1-D input). One primitive instead of three
+    generic nodes; the derivative reuses the output (the ReLU mask, or
+    1 - tanh^2)."""
     outputs = inputs @ W
     outputs += b
-    if apply_relu:
+    if activation == "relu":
         np.maximum(outputs, 0, out=outputs)
+    elif activation == "tanh":
+        np.tanh(outputs, out=outputs)
+    elif activation is not None:
+        raise ValueError(f"unknown activation {activation!r}; one of {ACTIVATIONS} or None")
     return outputs
 
 
 def _dense_layer_vjp(argnums, outputs, args, kwargs):
-    inputs, W, _, apply_relu = args
+    inputs, W, _, activation = args
 
     def vjp(g):
-        if apply_relu:
+        if activation == "relu":
             g = g * (outputs > 0)
+        elif activation == "tanh":
+            g = g * (1 - outputs * outputs)
         grads = {0: lambda: g @ W.T, 1: lambda: inputs.T @ g, 2: lambda: g.sum(axis=0)}
         return tuple(grads[argnum]() for argnum in argnums)
     return vjp
@@ -64,13 +74,14 @@ def _dense_layer_vjp(argnums, outputs, args, kwargs):
 defvjp_argnums(dense_layer, _dense_layer_vjp)
 
 
-def neural_net_predict(params, inputs):
-    """vae.neural_net_predict through dense_layer: ReLU hidden layers, linear
-    last layer. inputs: (N, D_in) or (D_in,) -> (N, D_out) or (D_out,)."""
+def neural_net_predict(params, inputs, activation="relu"):
+    """vae.neural_net_predict through dense_layer: hidden layers with the
+    activation named ("relu", the assignment's, or "tanh"), linear last layer.
+    inputs: (N, D_in) or (D_in,) -> (N, D_out) or (D_out,)."""
     if np.ndim(inputs) == 1:
-        return neural_net_predict(params, np.reshape(inputs, (1, -1)))[0]
+        return neural_net_predict(params, np.reshape(inputs, (1, -1)), activation)[0]
     for i, (W, b) in enumerate(params):
-        inputs = dense_layer(inputs, W, b, i < len(params) - 1)
+        inputs = dense_layer(inputs, W, b, activation if i < len(params) - 1 else None)
     return inputs
 
 

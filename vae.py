@@ -19,6 +19,7 @@ Units: nats per image, summed over the 784 pixels, averaged over images.
 """
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import autograd.numpy as np
@@ -72,11 +73,11 @@ def init_net_params(layer_sizes, scale=1e-2):
             for m, n in zip(layer_sizes[:-1], layer_sizes[1:])]
 
 
-def neural_net_predict(params, inputs):
-    """ReLU hidden layers, linear last layer.
+def neural_net_predict(params, inputs, activation=relu):
+    """ReLU hidden layers (or another activation, e.g. np.tanh), linear last layer.
     inputs: (N, D_in) or (D_in,) -> (N, D_out) or (D_out,)."""
     for W, b in params[:-1]:
-        inputs = relu(np.dot(inputs, W) + b)
+        inputs = activation(np.dot(inputs, W) + b)
     W, b = params[-1]
     return np.dot(inputs, W) + b
 
@@ -118,6 +119,9 @@ def vae_lower_bound(gen_params, rec_params, data):
     return np.mean(bernoulli_log_prob(data, logits) - compute_KL(q_means_and_log_stds))
 
 
+ACTIVATIONS = {"relu": relu, "tanh": np.tanh}   # --activation; fastgrad takes the names
+
+
 # ---- Training --------------------------------------------------------------
 
 def binarize(images, rs=npr):
@@ -136,22 +140,24 @@ def adam_step(params, gradient, m, v, t, learning_rate=1e-3,
     return params + learning_rate * m_hat / (np.sqrt(v_hat) + eps), m, v
 
 
-def fused_elbo_terms(gen_params, rec_params, data, randn):
+def fused_elbo_terms(gen_params, rec_params, data, randn, activation="relu"):
     """The terms of vae_lower_bound per image, built from fastgrad's fused
-    derivatives, with eps = randn(N, L). -> log p(x|z) (N,), KL (N,)."""
-    q_means_and_log_stds = fastgrad.neural_net_predict(rec_params, data)
+    derivatives, with eps = randn(N, L) and hidden layers of the activation
+    named (a key of ACTIVATIONS). -> log p(x|z) (N,), KL (N,)."""
+    q_means_and_log_stds = fastgrad.neural_net_predict(rec_params, data, activation)
     eps = randn(len(data), q_means_and_log_stds.shape[-1] // 2)
     logits = fastgrad.neural_net_predict(
-        gen_params, fastgrad.reparameterize(q_means_and_log_stds, eps))
+        gen_params, fastgrad.reparameterize(q_means_and_log_stds, eps), activation)
     return (fastgrad.bernoulli_log_prob(data, logits),
             fastgrad.compute_KL(q_means_and_log_stds))
 
 
-def fused_lower_bound(gen_params, rec_params, data, randn=npr.randn):
+def fused_lower_bound(gen_params, rec_params, data, randn=npr.randn, activation="relu"):
     """vae_lower_bound, the objective both training loops differentiate: the
     same value and gradient for the same noise (tests/test_fastgrad.py). With
-    the default randn it draws from the global stream as vae_lower_bound does."""
-    log_px_given_z, kl = fused_elbo_terms(gen_params, rec_params, data, randn)
+    the default randn it draws from the global stream as vae_lower_bound does.
+    A tanh model trains with functools.partial(fused_lower_bound, activation="tanh")."""
+    log_px_given_z, kl = fused_elbo_terms(gen_params, rec_params, data, randn, activation)
     return fastgrad.batch_mean(log_px_given_z - kl)
 
 
@@ -243,13 +249,14 @@ def train(gen_params, rec_params, train_images, epochs, batch_size, learning_rat
 LOOPS = {"skeleton": skeleton_step, "fast": fast_step}
 
 
-def evaluate_elbo(gen_params, rec_params, binary_images, seed=TEST_POSTERIOR_SEED):
+def evaluate_elbo(gen_params, rec_params, binary_images, seed=TEST_POSTERIOR_SEED,
+                  activation="relu"):
     """ELBO of a fixed binary data set, one posterior sample per image drawn
     from RandomState(seed): the global stream is untouched and repeated calls
     are comparable. -> {"elbo", "log_px_given_z", "kl"}, means over images."""
     rs = npr.RandomState(seed)
     terms = [fused_elbo_terms(gen_params, rec_params, binary_images[i:i + EVAL_BATCH_SIZE],
-                              rs.randn)
+                              rs.randn, activation)
              for i in range(0, len(binary_images), EVAL_BATCH_SIZE)]
     log_px_given_z = np.concatenate([lp for lp, _ in terms])
     kl = np.concatenate([kl for _, kl in terms])
@@ -260,10 +267,10 @@ def evaluate_elbo(gen_params, rec_params, binary_images, seed=TEST_POSTERIOR_SEE
 # ---- Figures ---------------------------------------------------------------
 
 def write_figures(gen_params, rec_params, test_images, test_labels, history,
-                  output_dir, seed):
+                  output_dir, seed, activation="relu"):
     """Writes every figure of a trained model into output_dir and returns the
     paths. Random draws come from RandomState(seed), so a checkpoint gives the
-    same pictures as the run that wrote it."""
+    same pictures as the run that wrote it. activation: a key of ACTIVATIONS."""
     import plotting
     from scipy.stats import norm
 
@@ -271,12 +278,14 @@ def write_figures(gen_params, rec_params, test_images, test_labels, history,
     latent_dim = gen_params[0][0].shape[0]
     dtype = gen_params[0][0].dtype
     test_images = test_images.astype(dtype)
+    activation = ACTIVATIONS[activation]
 
     def decode(z):
-        return plotting.bernoulli_means(neural_net_predict(gen_params, z.astype(dtype)))
+        return plotting.bernoulli_means(neural_net_predict(gen_params, z.astype(dtype),
+                                                           activation))
 
     def encoder_means(images):
-        return unpack_gaussian_params(neural_net_predict(rec_params, images))[0]
+        return unpack_gaussian_params(neural_net_predict(rec_params, images, activation))[0]
 
     paths = [out / "samples_from_prior.png", out / "reconstructions.png"]
     # 1. z ~ p(z), shown as Bernoulli means.
@@ -284,7 +293,7 @@ def write_figures(gen_params, rec_params, test_images, test_labels, history,
                          vmin=0, vmax=1)
     # 2. Originals in the top row, reconstructions (encode, sample, decode) below.
     originals = test_images[:NUM_RECONSTRUCTIONS]   # fewer if the test set is tiny
-    z = fastgrad.reparameterize(neural_net_predict(rec_params, originals),
+    z = fastgrad.reparameterize(neural_net_predict(rec_params, originals, activation),
                                 rs.randn(len(originals), latent_dim))
     plotting.save_images(np.concatenate([originals, decode(z)]), paths[1],
                          ims_per_row=len(originals), vmin=0, vmax=1)
@@ -337,6 +346,7 @@ def count_params(config):
 
 
 HISTORY_KEYS = {"epoch", "train_elbo", "test_elbo"}
+DEFAULT_ACTIVATION = "relu"   # of checkpoints written before --activation existed
 
 
 def load_model(path):
@@ -347,6 +357,10 @@ def load_model(path):
     if not all(HISTORY_KEYS <= set(record) for record in history):
         raise runs.RunError(f"{path} is not a checkpoint written by vae.py (an epoch of "
                             f"its history lacks one of {', '.join(sorted(HISTORY_KEYS))})")
+    config.setdefault("activation", DEFAULT_ACTIVATION)
+    if config["activation"] not in ACTIVATIONS:
+        raise runs.RunError(f"{path} names the activation {config['activation']!r}; this "
+                            f"vae.py knows {', '.join(ACTIVATIONS)}")
     return networks["gen"], networks["rec"], config, history
 
 
@@ -377,7 +391,7 @@ def write_metrics(path, config, history, status, wall_seconds, checkpoint):
 
 
 TRAINING_OPTIONS = ("epochs", "batch_size", "latent_dim", "hidden_units", "hidden_layers",
-                    "learning_rate", "seed", "n_train", "dtype", "loop", "data_dir")
+                    "activation", "learning_rate", "seed", "n_train", "dtype", "loop", "data_dir")
 
 
 def parse_args(argv=None):
@@ -392,7 +406,9 @@ def parse_args(argv=None):
     add("--latent-dim", type=runs.positive_int, default=50, help="dimension L of z")
     add("--hidden-units", type=runs.positive_int, default=200, help="units per hidden layer")
     add("--hidden-layers", type=runs.nonnegative_int, default=2,
-        help="ReLU hidden layers in the encoder and in the decoder")
+        help="hidden layers in the encoder and in the decoder")
+    add("--activation", choices=tuple(ACTIVATIONS), default="relu",
+        help="of the hidden layers: relu (the assignment's) or tanh (Kingma and Welling's, Appendix C)")
     add("--learning-rate", type=runs.positive_float, default=1e-3, help="Adam step size")
     add("--seed", type=runs.seed_int, default=0, help="seed of the global numpy random stream")
     add("--n-train", type=runs.positive_int, default=None, metavar="N",
@@ -427,7 +443,8 @@ def parse_args(argv=None):
 def print_header(config, n_train, n_test):
     gen_sizes, rec_sizes = layer_sizes(config)
     print(f"VAE: {n_train} training and {n_test} test images; "
-          f"encoder {'-'.join(map(str, rec_sizes))}, decoder {'-'.join(map(str, gen_sizes))}; "
+          f"encoder {'-'.join(map(str, rec_sizes))}, decoder {'-'.join(map(str, gen_sizes))} "
+          f"({config['activation']}); "
           f"{config['dtype']}, seed {config['seed']}, {config['loop']} loop")
     print("ELBO in nats per image (summed over pixels, averaged over images); higher "
           "is better.\nTrain: Monte Carlo estimate over the epoch's batches, binarised "
@@ -464,7 +481,7 @@ def run_training(args):
     history = []
 
     def on_epoch_end(epoch, gen_params, rec_params, train_elbo, seconds):
-        test = evaluate_elbo(gen_params, rec_params, test_binary)
+        test = evaluate_elbo(gen_params, rec_params, test_binary, activation=args.activation)
         if not np.isfinite(test["elbo"]):
             raise TrainingDiverged(f"the test ELBO became {test['elbo']} after epoch {epoch}")
         record = {"epoch": epoch, "train_elbo": train_elbo, "test_elbo": test["elbo"],
@@ -492,10 +509,11 @@ def run_training(args):
         with runs.sigterm_as_interrupt():
             gen_params, rec_params = train(
                 gen_params, rec_params, train_images, args.epochs, args.batch_size,
-                args.learning_rate, step=LOOPS[args.loop], on_epoch_end=on_epoch_end,
+                args.learning_rate, objective=partial(fused_lower_bound, activation=args.activation),
+                step=LOOPS[args.loop], on_epoch_end=on_epoch_end,
                 progress=not args.no_progress, seed=args.seed)
             paths = write_figures(gen_params, rec_params, test_images, test_labels, history,
-                                  out, args.seed)
+                                  out, args.seed, args.activation)
     except KeyboardInterrupt as e:
         status, code = runs.interruption(e)
         stop(status, f"\n{status.capitalize()}")
@@ -525,7 +543,7 @@ def run_from_checkpoint(args):
     runs.prepare_output_dir(out, others, args.overwrite, "vae.py", FIGURE_BYTES)
     _, _, _, test_images, test_labels = load_data(config["data_dir"])
     paths = write_figures(gen_params, rec_params, test_images, test_labels, history,
-                          out, config["seed"])
+                          out, config["seed"], config["activation"])
     print(f"Wrote {len(paths)} figures from {args.from_checkpoint} "
           f"(epoch {history[-1]['epoch'] if history else 0}) to {out}/")
     return 0

@@ -38,34 +38,44 @@ def assert_same_vjp(fused, plain, args, argnum, weights):
 
 # ---------------------------------------------------------------- dense layer
 
-def vae_layer(inputs, W, b, apply_relu):
-    """One layer written with vae.py's plain functions."""
-    if apply_relu:
-        return vae.relu(inputs @ W + b)
+def vae_layer(inputs, W, b, activation):
+    """One layer written with vae.py's plain functions (activation: a name or None)."""
+    if activation is not None:
+        return vae.ACTIVATIONS[activation](inputs @ W + b)
     return vae.neural_net_predict([(W, b)], inputs)
 
 
-@pytest.mark.parametrize("apply_relu", [True, False])
-def test_dense_layer_equals_the_plain_layer(apply_relu):
-    args = (rand(6, 4), rand(4, 3, seed=1), rand(3, seed=2), apply_relu)
+LAYER_ACTIVATIONS = ["relu", "tanh", None]
+
+
+@pytest.mark.parametrize("activation", LAYER_ACTIVATIONS)
+def test_dense_layer_equals_the_plain_layer(activation):
+    args = (rand(6, 4), rand(4, 3, seed=1), rand(3, seed=2), activation)
     out = fastgrad.dense_layer(*args)
     np.testing.assert_allclose(out, vae_layer(*args), rtol=1e-14)
-    assert apply_relu == bool((out == 0).any())   # the mask matters in this example
+    assert (activation == "relu") == bool((out == 0).any())   # the mask matters here
+    if activation == "tanh":   # and the inputs reach tanh's curved part
+        assert np.abs(out).max() > 0.5 and np.abs(out).max() < 1
 
 
-@pytest.mark.parametrize("apply_relu", [True, False])
+def test_dense_layer_refuses_an_unknown_activation():
+    with pytest.raises(ValueError, match="unknown activation 'sigmoid'"):
+        fastgrad.dense_layer(rand(6, 4), rand(4, 3, seed=1), rand(3, seed=2), "sigmoid")
+
+
+@pytest.mark.parametrize("activation", LAYER_ACTIVATIONS)
 @pytest.mark.parametrize("argnum", [0, 1, 2])
-def test_dense_layer_gradient_equals_the_plain_layer_gradient(apply_relu, argnum):
+def test_dense_layer_gradient_equals_the_plain_layer_gradient(activation, argnum):
     args = (rand(6, 4), rand(4, 3, seed=1), rand(3, seed=2))
-    assert_same_vjp(lambda x, W, b: fastgrad.dense_layer(x, W, b, apply_relu),
-                    lambda x, W, b: vae_layer(x, W, b, apply_relu),
+    assert_same_vjp(lambda x, W, b: fastgrad.dense_layer(x, W, b, activation),
+                    lambda x, W, b: vae_layer(x, W, b, activation),
                     args, argnum, rand(6, 3, seed=3))
 
 
-@pytest.mark.parametrize("apply_relu", [True, False])
-def test_dense_layer_gradient_matches_finite_differences(apply_relu):
+@pytest.mark.parametrize("activation", LAYER_ACTIVATIONS)
+def test_dense_layer_gradient_matches_finite_differences(activation):
     x, W, b = rand(5, 4), rand(4, 3, seed=1), rand(3, seed=2)
-    check_grads(lambda x, W, b: fastgrad.dense_layer(x, W, b, apply_relu),
+    check_grads(lambda x, W, b: fastgrad.dense_layer(x, W, b, activation),
                 argnum=(0, 1, 2), modes=["rev"], order=1)(x, W, b)
 
 
@@ -80,16 +90,30 @@ def network(inputs_shape):
     return params, inputs
 
 
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
 @pytest.mark.parametrize("inputs_shape", [(6, 5), (5,)])
-def test_neural_net_predict_equals_the_plain_network(inputs_shape):
+def test_neural_net_predict_equals_the_plain_network(inputs_shape, activation):
     params, inputs = network(inputs_shape)
-    out = fastgrad.neural_net_predict(params, inputs)
+    out = fastgrad.neural_net_predict(params, inputs, activation)
     assert out.shape == inputs_shape[:-1] + (3,)
-    np.testing.assert_allclose(out, vae.neural_net_predict(params, inputs), rtol=1e-13)
+    np.testing.assert_allclose(
+        out, vae.neural_net_predict(params, inputs, vae.ACTIVATIONS[activation]), rtol=1e-13)
 
 
+def test_the_activation_defaults_to_the_assignments_relu():
+    params, inputs = network((6, 5))
+    np.testing.assert_array_equal(vae.neural_net_predict(params, inputs),
+                                  vae.neural_net_predict(params, inputs, vae.relu))
+    np.testing.assert_array_equal(fastgrad.neural_net_predict(params, inputs),
+                                  fastgrad.neural_net_predict(params, inputs, "relu"))
+    assert not np.allclose(vae.neural_net_predict(params, inputs),
+                           vae.neural_net_predict(params, inputs, anp.tanh))
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
 @pytest.mark.parametrize("inputs_shape", [(6, 5), (5,)])
-def test_neural_net_predict_gradients_equal_the_plain_network_gradients(inputs_shape):
+def test_neural_net_predict_gradients_equal_the_plain_network_gradients(inputs_shape,
+                                                                        activation):
     params, inputs = network(inputs_shape)
     weights = rand(*inputs_shape[:-1], 3, seed=3)
 
@@ -98,7 +122,9 @@ def test_neural_net_predict_gradients_equal_the_plain_network_gradients(inputs_s
         d_inputs = grad(lambda x: anp.sum(weights * predict(params, x)))(inputs)
         return flatten(d_params)[0], d_inputs
 
-    for fused, plain in zip(vjps(fastgrad.neural_net_predict), vjps(vae.neural_net_predict)):
+    fused_vjps = vjps(lambda p, x: fastgrad.neural_net_predict(p, x, activation))
+    plain_vjps = vjps(lambda p, x: vae.neural_net_predict(p, x, vae.ACTIVATIONS[activation]))
+    for fused, plain in zip(fused_vjps, plain_vjps):
         np.testing.assert_allclose(fused, plain, rtol=1e-11, atol=1e-13)
 
 
@@ -230,27 +256,45 @@ def test_unflatten_views_match_autograd_flatten_and_share_memory():
         assert np.shares_memory(W_view, flat) and np.shares_memory(b_view, flat)
 
 
-def bounds(params, data):
+def plain_bound(activation):
+    """vae_lower_bound (relu), or the same lines with another activation."""
+    if activation == "relu":
+        return vae.vae_lower_bound
+
+    def bound(gen_params, rec_params, data):
+        f = vae.ACTIVATIONS[activation]
+        q_means_and_log_stds = vae.neural_net_predict(rec_params, data, f)
+        z = vae.sample_latent_variables_from_posterior(q_means_and_log_stds)
+        logits = vae.neural_net_predict(gen_params, z, f)
+        return anp.mean(vae.bernoulli_log_prob(data, logits) - vae.compute_KL(q_means_and_log_stds))
+    return bound
+
+
+def bounds(params, data, activation="relu"):
     """The fused bound through flat views and the plain bound through
     autograd's unflatten, as functions of the flat vector, the same noise."""
     _, unflatten = flatten(params)
 
     def fused(flat):
         npr.seed(1)
-        return vae.fused_lower_bound(*fastgrad.unflatten_views(flat, params), data)
+        return vae.fused_lower_bound(*fastgrad.unflatten_views(flat, params), data,
+                                     activation=activation)
 
     def plain(flat):
         npr.seed(1)
-        return vae.vae_lower_bound(*unflatten(flat), data)
+        return plain_bound(activation)(*unflatten(flat), data)
     return fused, plain
 
 
-def test_fused_bound_equals_the_plain_bound_in_value_and_gradient():
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+def test_fused_bound_equals_the_plain_bound_in_value_and_gradient(activation):
     params, data = small_model()
     flat = flatten(params)[0]
-    fused, plain = bounds(params, data)
+    fused, plain = bounds(params, data, activation)
     np.testing.assert_allclose(fused(flat), plain(flat), rtol=1e-13)
     np.testing.assert_allclose(grad(fused)(flat), grad(plain)(flat), rtol=1e-11, atol=1e-14)
+    other = bounds(params, data, {"relu": "tanh", "tanh": "relu"}[activation])[0]
+    assert abs(other(flat) - fused(flat)) > 1e-3   # the activation is not ignored
 
 
 def test_fused_bound_gradient_through_flat_views_matches_finite_differences():

@@ -141,6 +141,55 @@ def test_latent_dim_2_adds_scatter_and_manifold(tmp_path):
     assert {"latent_scatter.png", "latent_manifold.png"} <= set(pngs(out))
 
 
+@pytest.fixture(scope="module")
+def tanh_run(tmp_path_factory):
+    code, out = run(tmp_path_factory.mktemp("tanh"), "tanh", "--activation", "tanh",
+                    "--latent-dim", "2")
+    assert code == 0
+    return out
+
+
+def test_a_tanh_run_records_its_activation_and_trains_with_it(tanh_run, small_run, mnist):
+    gen, rec, config, history = vae.load_model(tanh_run / vae.CHECKPOINT_NAME)
+    assert config["activation"] == "tanh"
+    assert json.loads((tanh_run / vae.METRICS_NAME).read_text())["config"]["activation"] == "tanh"
+    assert vae.load_model(small_run / vae.CHECKPOINT_NAME)[2]["activation"] == "relu"
+    # The recorded test ELBO is the tanh network's, not the relu network's.
+    test_binary = vae.binarize(mnist[3], np.random.RandomState(vae.TEST_BINARIZATION_SEED))
+    tanh_elbo = vae.evaluate_elbo(gen, rec, test_binary, activation="tanh")["elbo"]
+    assert history[-1]["test_elbo"] == pytest.approx(tanh_elbo, rel=1e-12)
+    assert abs(vae.evaluate_elbo(gen, rec, test_binary)["elbo"] - tanh_elbo) > 0.1
+
+
+def test_from_checkpoint_draws_a_tanh_model_with_tanh(tanh_run, tmp_path):
+    out = tmp_path / "regenerated"
+    assert vae.main(["--from-checkpoint", str(tanh_run / vae.CHECKPOINT_NAME),
+                     "--output-dir", str(out)]) == 0
+    assert pngs(out) == pngs(tanh_run)
+
+
+def test_a_checkpoint_from_before_activation_existed_loads_as_relu(small_run, tmp_path):
+    old = tmp_path / "old.npz"
+    with np.load(small_run / vae.CHECKPOINT_NAME) as f:
+        arrays = dict(f)
+    config = json.loads(str(arrays["config"]))
+    del config["activation"]
+    arrays["config"] = np.array(json.dumps(config))
+    np.savez(old, **arrays)
+    assert vae.load_model(old)[2]["activation"] == "relu"
+
+
+def test_a_checkpoint_with_an_unknown_activation_is_refused_in_one_line(small_run, tmp_path):
+    bad = tmp_path / "bad.npz"
+    with np.load(small_run / vae.CHECKPOINT_NAME) as f:
+        arrays = dict(f)
+    arrays["config"] = np.array(json.dumps({**json.loads(str(arrays["config"])),
+                                            "activation": "swish"}))
+    np.savez(bad, **arrays)
+    with pytest.raises(runs.RunError, match=r"'swish'; this vae.py knows relu, tanh$"):
+        vae.load_model(bad)
+
+
 def test_float32_run_keeps_float32_parameters(tmp_path):
     code, out = run(tmp_path, "f32", "--dtype", "float32", "--epochs", "1")
     assert code == 0
@@ -395,6 +444,7 @@ def test_from_checkpoint_writes_the_run_s_figures_into_output_dir(small_run, tmp
 @pytest.mark.parametrize("option", [
     ["--epochs", "3"], ["--epochs=3"], ["--batch-size", "10"], ["--latent-dim", "2"],
     ["--hidden-units", "20"], ["--hidden-layers", "1"], ["--learning-rate", "0.01"],
+    ["--activation", "tanh"],
     ["--seed", "1"], ["--seed", "0"], ["--n-train", "5"], ["--dtype", "float32"],
     ["--loop", "fast"], ["--data-dir", str(REPO)]])
 def test_from_checkpoint_refuses_training_options_it_would_ignore(small_run, tmp_path, capsys,
@@ -487,7 +537,8 @@ def test_a_damaged_checkpoint_writes_no_figures(small_run, tmp_path, damage):
 def test_defaults_are_the_assignment_s():
     args = vae.parse_args([])
     assert (args.epochs, args.batch_size, args.latent_dim, args.hidden_units, args.hidden_layers,
-            args.learning_rate, args.seed, args.dtype) == (30, 200, 50, 200, 2, 1e-3, 0, "float64")
+            args.learning_rate, args.seed, args.dtype, args.activation) == (
+        30, 200, 50, 200, 2, 1e-3, 0, "float64", "relu")
     assert args.n_train is None and args.data_dir is None and args.output_dir is None
     assert vae.layer_sizes(vars(args)) == ([50, 200, 200, 784], [784, 200, 200, 100])
 
@@ -507,7 +558,7 @@ def test_help_shows_every_default(capsys):
     ["--epochs", "0"], ["--epochs", "two"], ["--batch-size", "-5"], ["--latent-dim", "0"],
     ["--hidden-units", "-1"], ["--hidden-layers", "-1"], ["--learning-rate", "0"],
     ["--learning-rate", "nan"], ["--seed", "-1"], ["--n-train", "0"], ["--dtype", "float16"],
-    ["--loop", "turbo"],
+    ["--loop", "turbo"], ["--activation", "sigmoid"],
     ["--data-dir", "/no/such/folder"], ["--from-checkpoint", "/no/such/file.npz"],
 ])
 def test_invalid_arguments_are_refused_in_one_line(argv, tmp_path, capsys):
