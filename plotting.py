@@ -198,3 +198,43 @@ def save_manifold(pixel_means, filename, n_per_side):
                          f"got shape {pixel_means.shape}")
     save_images(pixel_means, filename, ims_per_row=n_per_side, padding=0,
                 vmin=0.0, vmax=1.0, pixels_per_cell=MANIFOLD_PIXELS_PER_CELL)
+
+
+def save_posterior_contours(panels, filename):
+    """Contours of densities over a 2-D latent space, one panel per image.
+
+    panels: a list of (title, axis_1 (P,), axis_2 (Q,), {name: density (P, Q)}),
+    density[i, j] at (axis_1[i], axis_2[j]). In every panel the first density
+    is filled, the second drawn in solid lines, the third in dashed lines.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+
+    figure = Figure(figsize=(3 * len(panels), 3.4), dpi=FIGURE_DPI)
+    FigureCanvasAgg(figure)
+    styles = [None, {"colors": "tab:red", "linestyles": "solid"},
+              {"colors": "tab:green", "linestyles": "dashed"}]
+    for k, (title, axis_1, axis_2, densities) in enumerate(panels):
+        axes = figure.add_subplot(1, len(panels), k + 1)
+        for (name, density), style in zip(densities.items(), styles):
+            density = np.asarray(density).T    # rows: z_2, columns: z_1
+            top = density.max()
+            if style is None:   # below 5 % of the peak stays white
+                axes.contourf(axis_1, axis_2, density, cmap="Greys",
+                              levels=top * np.array([0.05, 0.2, 0.4, 0.6, 0.8, 1.0]))
+            else:
+                axes.contour(axis_1, axis_2, density, levels=top * np.array([0.1, 0.4, 0.7]),
+                             linewidths=1, **style)
+        axes.set_aspect("equal", adjustable="datalim")
+        axes.set_xlabel("$z_1$")
+        axes.set_title(title, fontsize=9)
+        if k == 0:
+            axes.set_ylabel("$z_2$")
+        axes.tick_params(labelsize=7)
+    names = list(panels[0][3])
+    handles = [Line2D([], [], color="0.4", linewidth=6)] + [
+        Line2D([], [], color=s["colors"], linestyle=s["linestyles"]) for s in styles[1:len(names)]]
+    figure.legend(handles, names, loc="upper center", ncol=len(names), fontsize=8, frameon=False)
+    figure.tight_layout(rect=(0, 0, 1, 0.92))
+    figure.savefig(_prepare_path(filename), format="png", dpi=FIGURE_DPI, metadata=PNG_METADATA)

@@ -48,7 +48,8 @@ EVALUATE_COMMAND = "python evaluate.py {}"        # estimates log p(x) of a chec
 FIGURE_NAMES = ("samples_from_prior.png", "reconstructions.png", "interpolation_*_*.png",
                 "learning_curve.png", "latent_scatter.png", "latent_manifold.png")
 RUN_FILES = (CHECKPOINT_NAME, METRICS_NAME, *FIGURE_NAMES, "evaluation_*.json",
-             "evaluation_*.npz")   # what a run and evaluate.py write into the run's folder
+             "evaluation_*.npz", "conditional_*.json", "conditional_*.png")
+# (what a run, evaluate.py and conditional.py write into the run's folder)
 TRAIN_BINARIZATION = "dynamic: every training batch binarised afresh, x > uniform(0, 1)"
 TEST_BINARIZATION = ("sampled once: x > uniform(0, 1) drawn from "
                      f"numpy.random.RandomState({TEST_BINARIZATION_SEED})")

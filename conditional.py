@@ -1,0 +1,510 @@
+"""Complete a digit from the part you can see: conditional inference in a trained VAE.
+
+    python conditional.py output/checkpoint.npz
+
+For test images of which only part is observed (the top half by default), the
+decoder p(x|z) and the prior p(z) give the joint p(z, x_observed), and
+p(x_observed | z) is the product of the observed pixels' Bernoulli terms only
+(the missing ones sum out). Per image, a diagonal Gaussian
+q(z) = N(mean, exp(log_std)^2) is fitted to p(z | x_observed) by stochastic
+variational inference: Adam ascends
+
+    E_q[log p(x_observed | z)] - KL(q(z) || p(z))
+        = E_q[log p(z) + log p(x_observed | z) - log q(z)]
+
+with S reparameterised samples z = mean + exp(log_std) * eps for the first
+term and the KL in closed form (Kingma and Welling 2014, Sec. 2.4 and
+Appendix B). It starts from the recognition model applied to the image with
+its missing pixels set to their training mean (--init encoder), or from
+p(z) (--init prior). The missing pixels are then predicted by the posterior
+predictive distribution E_q[p(x_missing | z)]: its mean, a few sampled
+completions, and the log-likelihood of the true missing pixels,
+
+    SVI predictive    log E_q[p(x_missing | z)]
+    prior predictive  log E_p(z)[p(x_missing | z)]    (ignores what is seen)
+    pixel marginal    sum_d log Bernoulli(x_d; training mean of pixel d)
+
+each estimated with K samples of z (log of a mean of K terms: on average a
+little below the truth, by Jensen's inequality). For a 2-dimensional latent
+space, the exact conditional log p(x_missing | x_observed) =
+log p(x) - log p(x_observed) and the exact posterior p(z | x_observed) come
+from integration on a grid (evaluate.py's), so the fitted q can be judged.
+
+Units: nats per image, summed over the missing pixels, averaged over images,
+with standard errors over images. Results: a JSON report and figures beside
+the checkpoint (or in --output-dir), printed first.
+"""
+import sys
+import time
+from pathlib import Path
+
+import autograd.numpy as anp
+import numpy as np
+from autograd import value_and_grad
+from scipy.special import expit, logsumexp
+
+import data
+import evaluate
+import fastgrad
+import runs
+import vae
+from plotting import IMAGE_SIDE
+
+MASKS = ("top", "bottom", "left", "right")    # the half of the image that is observed
+SHOWN_IMAGES = 8           # rows of the completions figure
+SHOWN_SAMPLES = 3          # sampled completions per row
+CONTOUR_IMAGES = 4         # panels of the posterior figure (2-D latent space)
+CONTOUR_POINTS = 120       # per side of each panel's local grid
+IMAGES_PER_PASS = 10       # images whose K predictive samples are decoded together
+UNCERTAIN = (0.05, 0.95)   # correlations between missing pixels whose mean lies inside
+
+
+# ----------------------------------------------------------------------------
+# The model seen through a mask
+# ----------------------------------------------------------------------------
+
+def observed_pixels(mask):
+    """Boolean (D,): the pixels of the named half ("top", "bottom", "left",
+    "right") of a flattened IMAGE_SIDE x IMAGE_SIDE image."""
+    rows, cols = np.indices((IMAGE_SIDE, IMAGE_SIDE))
+    half = IMAGE_SIDE // 2
+    return {"top": rows < half, "bottom": rows >= half,
+            "left": cols < half, "right": cols >= half}[mask].reshape(-1)
+
+
+def log_px_observed(gen_params, x, observed, z, activation="relu"):
+    """log p(x_observed | z): x (N, D), z (S, N, L) -> (S, N). Only the observed
+    pixels' logits are computed (evaluate.observed_decoder), so a missing
+    pixel cannot enter."""
+    S, N, L = z.shape
+    logits = fastgrad.neural_net_predict(evaluate.observed_decoder(gen_params, observed),
+                                         anp.reshape(z, (S * N, L)), activation)
+    targets = np.broadcast_to(x[:, observed], (S, N, int(observed.sum())))
+    return anp.reshape(fastgrad.bernoulli_log_prob(targets.reshape(S * N, -1), logits), (S, N))
+
+
+def svi_objective(q_means_and_log_stds, gen_params, x, observed, eps, activation="relu"):
+    """Per image, (1/S) sum_s log p(x_observed | z_s) - KL(q || p(z)), with
+    z_s = mean + exp(log_std) * eps_s. q: (N, 2L), eps: (S, N, L) -> (N,)."""
+    S = len(eps)
+    z = fastgrad.reparameterize(anp.concatenate([q_means_and_log_stds] * S, axis=0),
+                                eps.reshape(S * len(x), -1))
+    log_px = log_px_observed(gen_params, x, observed, anp.reshape(z, eps.shape), activation)
+    return anp.mean(log_px, axis=0) - fastgrad.compute_KL(q_means_and_log_stds)
+
+
+def image_rngs(seed, indices, stream):
+    """One generator per image and stream (0: the fit, 1: the estimates),
+    default_rng([seed, i, stream]): an image's numbers do not depend on --n
+    or on the other images."""
+    return [np.random.default_rng([seed, int(i), stream]) for i in indices]
+
+
+def draw(rngs, samples, latent_dim):
+    """eps (samples, N, latent_dim): image n's column from rngs[n]."""
+    return np.stack([rng.standard_normal((samples, latent_dim)) for rng in rngs], axis=1)
+
+
+def fit_q(gen_params, x, observed, q_init, rngs, steps, samples, learning_rate,
+          activation="relu", progress=False):
+    """Stochastic variational inference: Adam (fastgrad.adam_step, ascending)
+    on the per-image objective, for all images at once (Adam acts elementwise,
+    so each image's q is fitted as if alone). -> (q (N, 2L), the objective's
+    mean over images at every step (steps,))."""
+    from tqdm import tqdm
+
+    q = np.array(q_init, dtype=np.float64)
+    m, v = np.zeros_like(q), np.zeros_like(q)
+    objective_and_grad = value_and_grad(lambda q, eps: anp.sum(
+        svi_objective(q, gen_params, x, observed, eps, activation)))
+    trace = np.empty(steps)
+    bar = tqdm(range(1, steps + 1), desc=f"SVI, {len(x)} images", unit="step", leave=False,
+               disable=None if progress else True)
+    for t in bar:
+        value, gradient = objective_and_grad(q, draw(rngs, samples, q.shape[1] // 2))
+        fastgrad.adam_step(q, gradient, m, v, t, learning_rate)
+        trace[t - 1] = value / len(x)
+        bar.set_postfix(objective=f"{trace[t - 1]:.2f}")
+    return q, trace
+
+
+# ----------------------------------------------------------------------------
+# Prediction of the missing pixels
+# ----------------------------------------------------------------------------
+
+def missing_pixel_means(gen_params, z, missing, activation="relu"):
+    """p(x_d = 1 | z) for the missing pixels: z (K, L) -> (K, D_missing)."""
+    return expit(fastgrad.neural_net_predict(
+        evaluate.observed_decoder(gen_params, missing), z, activation))
+
+
+def log_predictive(gen_params, x, missing, z, activation="relu"):
+    """log (1/K) sum_k p(x_missing | z_k) per image, z: (K, N, L) -> (N,)."""
+    out = np.empty(len(x))
+    for start in range(0, len(x), IMAGES_PER_PASS):
+        rows = slice(start, start + IMAGES_PER_PASS)
+        log_p = log_px_observed(gen_params, x[rows], missing, z[:, rows], activation)
+        out[rows] = logsumexp(log_p, axis=0) - np.log(len(z))
+    return out
+
+
+def predictive_samples(q, rngs, samples):
+    """z (samples, N, L) from each image's q, with its own generator."""
+    mean, log_std = vae.unpack_gaussian_params(q)
+    return mean + np.exp(log_std) * draw(rngs, samples, mean.shape[1])
+
+
+def log_pixel_marginal(x, missing, pixel_probability):
+    """sum over missing pixels of log Bernoulli(x_d; p_d): (N, D) -> (N,)."""
+    p = pixel_probability[missing]
+    return np.sum(x[:, missing] * np.log(p) + (1 - x[:, missing]) * np.log1p(-p), axis=1)
+
+
+def pixel_correlations(means):
+    """Correlations between missing pixels under a predictive that mixes
+    independent Bernoullis: means (K, D) = p(x_d = 1 | z_k). Given z the pixels
+    are independent, so E[x_i x_j] = mean_k p_ki p_kj for i != j, and
+    Var x_i = m_i (1 - m_i) with m_i = mean_k p_ki. -> (D, D), diagonal 1."""
+    m = means.mean(axis=0)
+    cov = means.T @ means / len(means) - np.outer(m, m)
+    sd = np.sqrt(m * (1 - m))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        corr = cov / np.outer(sd, sd)
+    np.fill_diagonal(corr, 1.0)
+    return corr
+
+
+def correlation_summary(means):
+    """Largest and mean |correlation| between two different missing pixels
+    whose predictive mean lies in UNCERTAIN (the others are all but decided),
+    and that pair. means (K, D) -> dict (nan if fewer than two such pixels)."""
+    m = means.mean(axis=0)
+    pixels = np.flatnonzero((m > UNCERTAIN[0]) & (m < UNCERTAIN[1]))
+    if len(pixels) < 2:
+        return {"uncertain_pixels": len(pixels), "max_abs": np.nan, "mean_abs": np.nan,
+                "pair": None}
+    corr = np.abs(pixel_correlations(means[:, pixels]))
+    off = ~np.eye(len(pixels), dtype=bool)
+    i, j = np.unravel_index(np.argmax(np.where(off, corr, -1)), corr.shape)
+    return {"uncertain_pixels": len(pixels), "max_abs": float(corr[i, j]),
+            "mean_abs": float(corr[off].mean()), "pair": (int(pixels[i]), int(pixels[j]))}
+
+
+# ----------------------------------------------------------------------------
+# The exact answers for a 2-dimensional latent space
+# ----------------------------------------------------------------------------
+
+def grid_posterior(gen_params, x, observed=None, activation="relu",
+                   half_width=evaluate.GRID_HALF_WIDTH, points=evaluate.GRID_POINTS,
+                   grid_rows=evaluate.GRID_ROWS):
+    """On evaluate.py's grid: log p(x_observed) (N,), and the mean (N, 2) and
+    covariance (N, 2, 2) of p(z | x_observed), accumulated chunk by chunk
+    with a running maximum so nothing overflows."""
+    z, log_cell = evaluate.latent_grid(half_width, points)
+    top = np.full(len(x), -np.inf)
+    s0, s1, s2 = np.zeros(len(x)), np.zeros((len(x), 2)), np.zeros((len(x), 4))
+    for start in range(0, len(z), grid_rows):
+        zc = z[start:start + grid_rows]
+        log_joint = evaluate.log_joint_on_grid(gen_params, x, zc, activation, observed)
+        new_top = np.maximum(top, log_joint.max(axis=1))
+        scale = np.exp(top - new_top)
+        w = np.exp(log_joint - new_top[:, None])
+        s0 = s0 * scale + w.sum(axis=1)
+        s1 = s1 * scale[:, None] + w @ zc
+        s2 = s2 * scale[:, None] + w @ (zc[:, :, None] * zc[:, None, :]).reshape(-1, 4)
+        top = new_top
+    mean = s1 / s0[:, None]
+    cov = (s2 / s0[:, None]).reshape(-1, 2, 2) - mean[:, :, None] * mean[:, None, :]
+    return top + np.log(s0) + log_cell, mean, cov
+
+
+def gaussian_density(z, mean, std):
+    """Density of N(mean, diag(std^2)) at points z (G, 2) -> (G,)."""
+    u = (z - mean) / std
+    return np.exp(-0.5 * np.sum(u ** 2, axis=1)) / (2 * np.pi * np.prod(std))
+
+
+def contour_panel(gen_params, x, observed, q, encoder_q, exact_mean, exact_cov, activation):
+    """Densities on a local grid around the three distributions of one image:
+    -> (axis_1, axis_2, {name: density (points, points)}), as plotting wants them."""
+    centres = [exact_mean, *(vae.unpack_gaussian_params(g)[0] for g in (q, encoder_q))]
+    spreads = [np.sqrt(np.diag(exact_cov)),
+               *(np.exp(vae.unpack_gaussian_params(g)[1]) for g in (q, encoder_q))]
+    low = np.min([c - 4 * s for c, s in zip(centres, spreads)], axis=0)
+    high = np.max([c + 4 * s for c, s in zip(centres, spreads)], axis=0)
+    axes = [np.linspace(low[i], high[i], CONTOUR_POINTS) for i in range(2)]
+    z = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 2)
+    log_joint = evaluate.log_joint_on_grid(gen_params, x[None], z, activation, observed)[0]
+    cell = (axes[0][1] - axes[0][0]) * (axes[1][1] - axes[1][0])
+    exact = np.exp(log_joint - logsumexp(log_joint)) / cell
+    shape = (CONTOUR_POINTS, CONTOUR_POINTS)
+    densities = {"exact p(z | x_observed)": exact.reshape(shape)}
+    for name, g in (("fitted q(z)", q), ("encoder q(z | full x)", encoder_q)):
+        mean, log_std = vae.unpack_gaussian_params(g)
+        densities[name] = gaussian_density(z, mean, np.exp(log_std)).reshape(shape)
+    return axes[0], axes[1], densities
+
+
+# ----------------------------------------------------------------------------
+# The command line
+# ----------------------------------------------------------------------------
+
+def parse_args(argv=None):
+    parser = runs.OneLineErrorParser(
+        description="Fill in the missing half of test digits with a trained VAE: "
+                    "fit q(z) to p(z | observed half) by stochastic variational "
+                    "inference, predict the other half, and score the prediction.")
+    add = parser.add_argument
+    add("checkpoint", type=runs.existing_file, help="a checkpoint.npz written by vae.py")
+    add("--mask", choices=MASKS, default="top", help="the half of each image that is observed")
+    add("--n", type=runs.positive_int, default=100, help="the first N test images")
+    add("--steps", type=runs.positive_int, default=500, help="Adam steps of the SVI fit")
+    add("--samples", type=runs.positive_int, default=10,
+        help="reparameterised samples of z per image and step")
+    add("--learning-rate", type=runs.positive_float, default=0.02, help="Adam step size")
+    add("--init", choices=("encoder", "prior"), default="encoder",
+        help="encoder: q starts at the recognition model's output for the image with its "
+             "missing pixels set to their training mean; prior: q starts at N(0, I)")
+    add("--predictive-samples", type=runs.positive_int, default=1000, metavar="K",
+        help="samples of z behind every predictive estimate")
+    add("--seed", type=runs.seed_int, default=0,
+        help="image i draws its noise from numpy.random.default_rng([seed, i, 0]) for the "
+             "fit and default_rng([seed, i, 1]) for the estimates")
+    add("--output-dir", type=runs.output_dir, default=None, metavar="DIR",
+        help="where the report and figures go (default: the checkpoint's folder)")
+    add("--json", type=runs.output_path, default=None, metavar="PATH",
+        help="the report (default: conditional_<mask>.json in the output folder)")
+    add("--overwrite", action="store_true",
+        help="replace an earlier conditional.py report and figures for this mask")
+    add("--no-progress", action="store_true", help="no progress bar")
+    return parser.parse_args(argv)
+
+
+def entry(values):
+    mean, se = evaluate.mean_and_se(values)
+    return {"mean": mean, "se": se}
+
+
+def fit_and_predict(args, gen_params, rec_params, config, x, pixel_mean, pixel_probability):
+    """The SVI fit and every number of the report, per image. -> dict of arrays."""
+    activation, latent_dim = config["activation"], config["latent_dim"]
+    observed = observed_pixels(args.mask)
+    missing = ~observed
+    filled = np.where(observed, x, pixel_mean)
+    encoder_q = fastgrad.neural_net_predict(rec_params, filled, activation)
+    q_init = encoder_q if args.init == "encoder" else np.zeros((len(x), 2 * latent_dim))
+    q, trace = fit_q(gen_params, x, observed, q_init, image_rngs(args.seed, range(len(x)), 0),
+                     args.steps, args.samples, args.learning_rate, activation,
+                     progress=not args.no_progress)
+    # Fresh generators, apart from the fit's, for every estimate below.
+    eval_rngs = image_rngs(args.seed, range(len(x)), 1)
+    eps = draw(eval_rngs, args.predictive_samples, latent_dim)
+    z_q = predictive_samples(q, eval_rngs, args.predictive_samples)
+    z_prior = draw(eval_rngs, args.predictive_samples, latent_dim)
+    out = {
+        "observed": observed, "q": q, "encoder_q": encoder_q, "trace": trace,
+        "bound_start": svi_objective(q_init, gen_params, x, observed, eps, activation),
+        "bound_end": svi_objective(q, gen_params, x, observed, eps, activation),
+        "svi": log_predictive(gen_params, x, missing, z_q, activation),
+        "prior": log_predictive(gen_params, x, missing, z_prior, activation),
+        "pixel_marginal": log_pixel_marginal(x, missing, pixel_probability),
+    }
+    means = [missing_pixel_means(gen_params, z_q[:, n], missing, activation)
+             for n in range(len(x))]
+    out["correlations"] = [correlation_summary(m) for m in means]
+    shown = min(SHOWN_IMAGES, len(x))
+    out["predictive_mean"] = np.array([m.mean(axis=0) for m in means[:shown]])
+    out["sampled"] = np.array([m[:SHOWN_SAMPLES] for m in means[:shown]])
+    if latent_dim == 2:
+        log_p_observed, out["exact_mean"], out["exact_cov"] = grid_posterior(
+            gen_params, x, observed, activation)
+        log_p_all = evaluate.exact_log_px(gen_params, x, activation=activation)
+        coarse = (evaluate.exact_log_px(gen_params, x, points=evaluate.GRID_POINTS // 2,
+                                        activation=activation)
+                  - evaluate.exact_log_px(gen_params, x, points=evaluate.GRID_POINTS // 2,
+                                          activation=activation, observed=observed))
+        out["log_p_observed"], out["exact"] = log_p_observed, log_p_all - log_p_observed
+        out["grid_change"] = float(np.max(np.abs(out["exact"] - coarse)))
+    return out
+
+
+def training_pixel_mean(train_images):
+    """The per-pixel mean of the training images (the probability that dynamic
+    binarisation turns a pixel on), and the same moved off 0 and 1 by
+    Laplace's rule, (n p + 1) / (n + 2), so that a pixel never on in training
+    still gets a finite log-probability. -> (mean (D,), probability (D,))."""
+    n, mean = len(train_images), train_images.mean(axis=0)
+    return mean, (n * mean + 1) / (n + 2)
+
+
+def summarize(per_image, args):
+    """The report's numbers, means and standard errors over images."""
+    s = {"missing_pixels_log_likelihood": {
+        key: entry(per_image[key]) for key in ("svi", "prior", "pixel_marginal")}}
+    s["svi_minus"] = {key: entry(per_image["svi"] - per_image[key])
+                      for key in ("prior", "pixel_marginal")}
+    s["observed_pixels_bound"] = {"start": entry(per_image["bound_start"]),
+                                  "end": entry(per_image["bound_end"]),
+                                  "trace_first_last": [float(per_image["trace"][0]),
+                                                       float(per_image["trace"][-1])]}
+    c = per_image["correlations"]
+    max_abs = np.array([r["max_abs"] for r in c])
+    finite = np.isfinite(max_abs)
+    s["predictive_correlation"] = {
+        "images_with_two_uncertain_pixels": int(finite.sum()),
+        "max_abs": entry(max_abs[finite]) if finite.any() else None,
+        "mean_abs": entry(np.array([r["mean_abs"] for r in c])[finite]) if finite.any() else None,
+        "uncertain": f"missing pixels whose predictive mean lies in {UNCERTAIN}",
+        "images": c}
+    if "exact" in per_image:
+        ll = s["missing_pixels_log_likelihood"]
+        ll["exact"] = entry(per_image["exact"])
+        s["svi_minus"]["exact"] = entry(per_image["svi"] - per_image["exact"])
+        s["observed_pixels_bound"]["exact_log_p_observed"] = entry(per_image["log_p_observed"])
+        s["observed_pixels_bound"]["gap_at_end"] = entry(per_image["log_p_observed"]
+                                                         - per_image["bound_end"])
+        mean, log_std = vae.unpack_gaussian_params(per_image["q"])
+        exact_sd = np.sqrt(np.diagonal(per_image["exact_cov"], axis1=1, axis2=2))
+        s["posterior_fit"] = {
+            "mean_error_in_exact_sds": entry(np.max(np.abs(mean - per_image["exact_mean"])
+                                                    / exact_sd, axis=1)),
+            "std_ratio_q_to_exact": entry(np.exp(log_std) / exact_sd),
+            "exact_correlation": entry(per_image["exact_cov"][:, 0, 1]
+                                       / np.prod(exact_sd, axis=1)),
+        }
+        s["grid"] = {"half_width": evaluate.GRID_HALF_WIDTH, "points": evaluate.GRID_POINTS,
+                     "max_change_from_half_the_points": per_image["grid_change"]}
+    return s
+
+
+def format_report(report):
+    s, k = report["summary"], report["settings"]["predictive_samples"]
+    ll, diff = s["missing_pixels_log_likelihood"], s["svi_minus"]
+
+    def row(name, e):
+        return f"  {name:<54}{e['mean']:>9.2f}{e['se']:>8.2f}"
+
+    lines = [f"{report['checkpoint']}: latent_dim {report['config']['latent_dim']}, "
+             f"{report['config']['activation']}; first {report['n']} test images, "
+             f"binarisation: {report['binarization']}",
+             f"observed: {report['settings']['mask']} half ({report['observed_pixels']} pixels), "
+             f"predicted: {report['missing_pixels']} pixels; SVI: {report['settings']['steps']} "
+             f"Adam steps, {report['settings']['samples']} samples, init "
+             f"{report['settings']['init']}",
+             f"Log-likelihood of the true missing pixels, nats per image{'':>11}mean      se",
+             row(f"SVI predictive log E_q[p(x_miss|z)], K={k}", ll["svi"]),
+             row(f"prior predictive log E_p(z)[p(x_miss|z)], K={k}", ll["prior"]),
+             row("per-pixel training mean", ll["pixel_marginal"])]
+    if "exact" in ll:
+        lines.append(row("exact log p(x_miss|x_obs), grid", ll["exact"]))
+    lines += [row(f"SVI minus {name.replace('_', ' ')} (paired)", e) for name, e in diff.items()]
+    b = s["observed_pixels_bound"]
+    lines += ["Observed pixels: E_q[log p(x_obs|z)] - KL(q||p(z))",
+              row("at the start of the fit", b["start"]), row("at the end", b["end"])]
+    if "exact_log_p_observed" in b:
+        lines += [row("exact log p(x_obs), grid", b["exact_log_p_observed"]),
+                  row("gap at the end = KL(q || p(z|x_obs))", b["gap_at_end"])]
+        f = s["posterior_fit"]
+        lines.append(f"Fitted q against the exact posterior: largest |mean error| "
+                     f"{f['mean_error_in_exact_sds']['mean']:.2f} exact sds on average; "
+                     f"sd ratio q/exact {f['std_ratio_q_to_exact']['mean']:.2f}; the exact "
+                     f"posterior's correlation {f['exact_correlation']['mean']:+.2f} on average "
+                     f"(a diagonal q has none)")
+    c = s["predictive_correlation"]
+    if c["max_abs"] is not None:
+        lines.append(f"Missing pixels under the SVI predictive: largest |correlation| between "
+                     f"two uncertain pixels {c['max_abs']['mean']:.2f} on average over "
+                     f"{c['images_with_two_uncertain_pixels']} images (given z they are "
+                     "independent: correlation 0)")
+    return "\n".join(lines)
+
+
+def write_figures(per_image, x, observed, gen_params, activation, out, mask):
+    """Completions (and, for a 2-D latent space, posterior contours). -> paths."""
+    import plotting
+
+    shown = len(per_image["predictive_mean"])
+    rows = []
+    for n in range(shown):
+        def complete(missing_values):
+            image = x[n].copy()
+            image[~observed] = missing_values
+            return image
+        rows += [x[n], np.where(observed, x[n], 0.5), complete(per_image["predictive_mean"][n]),
+                 *(complete(s) for s in per_image["sampled"][n])]
+    paths = [out / f"conditional_{mask}_completions.png"]
+    plotting.save_images(np.array(rows), paths[0], ims_per_row=3 + SHOWN_SAMPLES, vmin=0, vmax=1)
+    if "exact_mean" in per_image:
+        panels = [(f"test image {n}", *contour_panel(
+                      gen_params, x[n], observed, per_image["q"][n], per_image["encoder_q"][n],
+                      per_image["exact_mean"][n], per_image["exact_cov"][n], activation))
+                  for n in range(min(CONTOUR_IMAGES, len(x)))]
+        paths.append(out / f"conditional_{mask}_posteriors.png")
+        plotting.save_posterior_contours(panels, paths[-1])
+    return paths
+
+
+def run(args):
+    """Fits, prints the report, then writes it and the figures. -> exit code."""
+    wall_start = time.perf_counter()
+    gen_params, rec_params, config, history = vae.load_model(args.checkpoint)
+    gen_params = vae.cast_params(gen_params, np.float64)
+    rec_params = vae.cast_params(rec_params, np.float64)
+    out = args.output_dir or args.checkpoint.parent
+    json_path = args.json or out / f"conditional_{args.mask}.json"
+    runs.prepare_output_dir(out, (f"conditional_{args.mask}_*.png",), args.overwrite,
+                            "conditional.py", vae.FIGURE_BYTES)
+    runs.claim_output_dir(json_path.parent, (json_path.name,), args.overwrite, "conditional.py")
+    runs.check_writable(json_path.parent, what="the report's folder")
+    data_dir = config["data_dir"]
+    _, train_images, _, test_images, _ = data.load_data(data_dir and Path(data_dir))
+    if args.n > len(test_images):
+        raise runs.RunError(f"--n {args.n} but the test set has {len(test_images)} images",
+                            exit_code=2)
+    x, binarization = evaluate.binarize_split(test_images, "sample")
+    x = x[:args.n]
+    pixel_mean, pixel_probability = training_pixel_mean(train_images[:config["n_train"]])
+    try:
+        with runs.sigterm_as_interrupt():
+            per_image = fit_and_predict(args, gen_params, rec_params, config, x, pixel_mean,
+                                        pixel_probability)
+    except KeyboardInterrupt as e:
+        status, code = runs.interruption(e)
+        print(f"\n{status.capitalize()}: nothing was written", file=sys.stderr)
+        return code
+    observed = per_image["observed"]
+    settings = {key: getattr(args, key) for key in (
+        "mask", "steps", "samples", "learning_rate", "init", "predictive_samples", "seed")}
+    report = {
+        "status": "complete", "checkpoint": str(args.checkpoint), "epochs_trained": len(history),
+        "config": config, "n": len(x), "images": f"the first {len(x)} test images",
+        "binarization": binarization, "observed_pixels": int(observed.sum()),
+        "missing_pixels": int((~observed).sum()), "settings": settings,
+        "pixel_marginal": "training mean per pixel, smoothed as (n p + 1) / (n + 2)",
+        "units": "nats per image, summed over the missing pixels, averaged over images; "
+                 "se: standard error of the mean over images",
+        "summary": summarize(per_image, args),
+    }
+    print(format_report(report), flush=True)
+    paths = write_figures(per_image, x, observed, gen_params, config["activation"], out,
+                          args.mask)
+    report.update(figures=[str(p) for p in paths], wall_seconds=time.perf_counter() - wall_start,
+                  versions=runs.library_versions())
+    runs.write_json(json_path, report)
+    print(f"Wrote {json_path} and {len(paths)} figure{'s' * (len(paths) > 1)} to {out}/ "
+          f"({report['wall_seconds']:.0f} s)")
+    return 0
+
+
+def main(argv=None):
+    """Entry point of `python conditional.py`: returns the exit code."""
+    args = parse_args(argv)
+    try:
+        return run(args)
+    except (data.DataError, runs.RunError) as e:
+        print(f"conditional.py: error: {e}", file=sys.stderr)
+        return getattr(e, "exit_code", 1)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,358 @@
+"""Does a rising ELBO mean that q(z|x) is getting closer to the true posterior?
+
+The course's true/false question: during joint training of encoder and
+decoder, does a rising ELBO imply that KL(q(z|x) || p(z|x)) shrinks? For every x,
+
+    log p(x) - ELBO(x) = KL(q(z|x) || p(z|x))      (Kingma & Welling 2014, Eq. 1)
+
+so the ELBO rises when log p(x) rises (the decoder improves) or when the gap
+shrinks (the encoder improves); training moves both. With a 2-dimensional
+latent space both sides can be computed almost exactly, and this script tracks
+them per epoch for a fixed set of training images:
+
+- log p(x) = log integral p(x|z) p(z) dz by the midpoint rule on a grid over
+  [-6, 6]^2 (evaluate.exact_log_px), with a check at half the grid points;
+- ELBO(x) = E_q[log p(x|z)] - KL(q(z|x) || p(z)): the KL in closed form, the
+  expectation by Gauss-Hermite quadrature over q's two dimensions
+  (z = mean + std * node), so no Monte Carlo noise hides a change;
+- gap = log p(x) - ELBO, per image and averaged, epoch after epoch.
+
+Training is vae.py's, on the same global random stream: tracking draws nothing
+from it, so the trained parameters equal those of the equivalent vae.py run.
+Units: nats per image. `python posterior_gap.py --help` lists the options.
+"""
+import sys
+import time
+from functools import partial
+from pathlib import Path
+
+import numpy as onp
+from numpy.polynomial.hermite_e import hermegauss
+
+import data
+import evaluate
+import fastgrad
+import runs
+import vae
+
+PROG = "posterior_gap.py"
+LATENT_DIM = 2                   # the grid integral needs a 2-dimensional z
+HERMITE_NODES = 20               # per latent dimension: 400 points per image
+JSON_NAME, FIGURE_NAME, ARRAYS_NAME = "posterior_gap.json", "posterior_gap.png", "posterior_gap.npz"
+OUTPUT_FILES = (JSON_NAME, FIGURE_NAME, ARRAYS_NAME)
+BINARIZATION = ("binarised once, before training: x > uniform(0, 1) drawn from "
+                f"numpy.random.RandomState({vae.TEST_BINARIZATION_SEED})")
+VAE_COMMAND = ("python vae.py --latent-dim 2 --hidden-layers {hidden_layers} --hidden-units "
+               "{hidden_units} --activation {activation} --n-train {n_train} --epochs {epochs} "
+               "--batch-size {batch_size} --learning-rate {learning_rate} --seed {seed}")
+
+
+# ---- The two sides of the identity ------------------------------------------
+
+def hermite_rule(nodes=HERMITE_NODES):
+    """E[f(eps)], eps ~ N(0, I_2), as sum_s weights_s f(eps_s): the tensor
+    product of probabilists' Gauss-Hermite rules. -> eps (S, 2), weights (S,), S = nodes^2."""
+    x, w = hermegauss(nodes)
+    w = w / onp.sqrt(2 * onp.pi)             # hermegauss weights sum to sqrt(2 pi)
+    eps = onp.stack(onp.meshgrid(x, x, indexing="ij"), -1).reshape(-1, LATENT_DIM)
+    return eps, onp.outer(w, w).ravel()
+
+
+def quadrature_elbo(gen_params, rec_params, binary, activation="relu", nodes=HERMITE_NODES):
+    """ELBO per image without sampling: binary (N, D) -> elbo, log_px_given_z, kl, each (N,).
+    The decoder runs on N * nodes^2 points, in chunks of about evaluate.MAX_ROWS rows."""
+    eps, weights = hermite_rule(nodes)
+    q_means_and_log_stds = fastgrad.neural_net_predict(rec_params, binary, activation)
+    mean, log_std = vae.unpack_gaussian_params(q_means_and_log_stds)
+    kl = vae.compute_KL(q_means_and_log_stds)
+    log_px_given_z = onp.empty(len(binary))
+    images_per_pass = max(1, evaluate.MAX_ROWS // len(eps))
+    for start in range(0, len(binary), images_per_pass):
+        rows = slice(start, start + images_per_pass)
+        z = mean[rows, None, :] + onp.exp(log_std[rows, None, :]) * eps     # (B, S, 2)
+        logits = fastgrad.neural_net_predict(gen_params, z.reshape(-1, LATENT_DIM), activation)
+        log_lik = fastgrad.bernoulli_log_prob(binary[rows, None, :],
+                                              logits.reshape(*z.shape[:2], -1))  # (B, S)
+        log_px_given_z[rows] = log_lik @ weights
+    return log_px_given_z - kl, log_px_given_z, kl
+
+
+def track_images(gen_params, rec_params, binary, activation, grid_points, nodes=HERMITE_NODES):
+    """The tracked quantities per image, in float64: {"elbo", "log_px", "gap",
+    "log_px_given_z", "kl"}, each (N,). Draws no random numbers."""
+    gen_params, rec_params = (vae.cast_params(p, onp.float64) for p in (gen_params, rec_params))
+    elbo, log_px_given_z, kl = quadrature_elbo(gen_params, rec_params, binary, activation, nodes)
+    log_px = evaluate.exact_log_px(gen_params, binary, points=grid_points, activation=activation)
+    return {"elbo": elbo, "log_px": log_px, "gap": log_px - elbo,
+            "log_px_given_z": log_px_given_z, "kl": kl}
+
+
+# ---- Training with tracking --------------------------------------------------
+
+def entry(values):
+    mean, se = evaluate.mean_and_se(values)
+    return {"mean": mean, "se": se}
+
+
+def epoch_record(epoch, train_elbo, seconds, now, before, tracking_seconds):
+    """One epoch's summary; before: the previous epoch's tracked arrays (None at epoch 0)."""
+    record = {"epoch": epoch, "train_elbo": train_elbo,
+              **{key: entry(now[key]) for key in ("elbo", "log_px", "gap", "kl")},
+              "images_elbo_rose": None, "images_gap_grew": None,
+              "images_elbo_rose_and_gap_grew": None,
+              "seconds": seconds, "tracking_seconds": tracking_seconds}
+    if before is not None:
+        rose, grew = now["elbo"] > before["elbo"], now["gap"] > before["gap"]
+        record.update(images_elbo_rose=int(rose.sum()), images_gap_grew=int(grew.sum()),
+                      images_elbo_rose_and_gap_grew=int((rose & grew).sum()))
+    return record
+
+
+def train_and_track(config, train_images, binary, grid_points, on_record=None, progress=False):
+    """Trains as vae.py does with config (the skeleton loop, float64) and tracks
+    the images binary (N, D) at initialisation (epoch 0) and after every epoch:
+    on_record(record, tracked arrays). -> (gen_params, rec_params)."""
+    activation = config["activation"]
+    gen_params, rec_params = vae.initial_params(config, "float64", config["seed"])
+    last = {}
+
+    def on_epoch_end(epoch, gen_params, rec_params, train_elbo, seconds):
+        start = time.perf_counter()
+        now = track_images(gen_params, rec_params, binary, activation, grid_points)
+        record = epoch_record(epoch, train_elbo, seconds, now, last.get("arrays"),
+                              time.perf_counter() - start)
+        last["arrays"] = now
+        if on_record is not None:
+            on_record(record, now)
+
+    on_epoch_end(0, gen_params, rec_params, None, 0.0)
+    return vae.train(gen_params, rec_params, train_images, config["epochs"],
+                     config["batch_size"], config["learning_rate"],
+                     objective=partial(vae.fused_lower_bound, activation=activation),
+                     step=vae.skeleton_step, on_epoch_end=on_epoch_end,
+                     progress=progress, seed=config["seed"])
+
+
+def summarize(records, elbo, gap):
+    """The answer: records as epoch_record writes them, elbo and gap (E + 1, N)."""
+    both = [(r, previous) for previous, r in zip(records, records[1:])
+            if r["elbo"]["mean"] > previous["elbo"]["mean"]
+            and r["gap"]["mean"] > previous["gap"]["mean"]]
+    growth = [{"epoch": r["epoch"], "gap_change": r["gap"]["mean"] - p["gap"]["mean"],
+               "elbo_change": r["elbo"]["mean"] - p["elbo"]["mean"]} for r, p in both]
+    rose, grew = onp.diff(elbo, axis=0) > 0, onp.diff(gap, axis=0) > 0
+    return {"epochs_compared": len(records) - 1,
+            "epochs_mean_elbo_rose_and_mean_gap_grew": [g["epoch"] for g in growth],
+            "largest_gap_growth_while_elbo_rose": max(growth, key=lambda g: g["gap_change"],
+                                                      default=None),
+            "image_epoch_pairs": int(rose.size), "pairs_elbo_rose": int(rose.sum()),
+            "pairs_elbo_rose_and_gap_grew": int((rose & grew).sum()),
+            "final": {key: records[-1][key] for key in ("epoch", "elbo", "log_px", "gap")},
+            "smallest_gap": float(gap.min())}
+
+
+def convergence_check(gen_params, rec_params, binary, activation, grid_points):
+    """How much log p(x) moves with half the grid points (as evaluate.exact_summary)
+    and the ELBO with twice the Gauss-Hermite nodes: max and mean over images."""
+    def change(a, b):
+        return {"max_abs_difference": float(onp.max(onp.abs(a - b))),
+                "mean_abs_difference": float(onp.mean(onp.abs(a - b)))}
+    gen_params, rec_params = (vae.cast_params(p, onp.float64) for p in (gen_params, rec_params))
+    log_px = [evaluate.exact_log_px(gen_params, binary, points=points, activation=activation)
+              for points in (grid_points, grid_points // 2)]
+    elbo = [quadrature_elbo(gen_params, rec_params, binary, activation, nodes)[0]
+            for nodes in (HERMITE_NODES, 2 * HERMITE_NODES)]
+    return {"grid": {"points": grid_points, "half_points": grid_points // 2, **change(*log_px)},
+            "quadrature": {"nodes": HERMITE_NODES, "double_nodes": 2 * HERMITE_NODES,
+                           **change(*elbo)}}
+
+
+# ---- Output ------------------------------------------------------------------
+
+def format_record(r):
+    def count(key):
+        return "-" if r[key] is None else f"{r[key]}"
+    train = "-" if r["train_elbo"] is None else f"{r['train_elbo']:.2f}"
+    return (f"{r['epoch']:5d} {train:>10} {r['elbo']['mean']:9.2f} {r['log_px']['mean']:9.2f} "
+            f"{r['gap']['mean']:7.3f} {r['gap']['se']:6.3f} {count('images_elbo_rose'):>6} "
+            f"{count('images_gap_grew'):>6} {count('images_elbo_rose_and_gap_grew'):>6} "
+            f"{r['seconds']:7.1f} {r['tracking_seconds']:7.1f}")
+
+
+def format_summary(s, check, n):
+    epochs = s["epochs_mean_elbo_rose_and_mean_gap_grew"]
+    largest, final = s["largest_gap_growth_while_elbo_rose"], s["final"]
+    lines = [f"Epochs in which the mean ELBO rose while the mean gap grew: {len(epochs)} of "
+             f"{s['epochs_compared']}" + (f" ({', '.join(map(str, epochs))})" if epochs else "")]
+    if largest:
+        lines.append(f"  largest: the gap grew by {largest['gap_change']:.3f} at epoch "
+                     f"{largest['epoch']}, while the ELBO rose by {largest['elbo_change']:.3f}")
+    lines += [f"(image, epoch) pairs with the image's ELBO rising and its gap growing: "
+              f"{s['pairs_elbo_rose_and_gap_grew']} of the {s['pairs_elbo_rose']} pairs whose "
+              f"ELBO rose ({s['image_epoch_pairs']} pairs)",
+              f"Epoch {final['epoch']}, {n} images: ELBO {final['elbo']['mean']:.2f} "
+              f"+- {final['elbo']['se']:.2f}, log p(x) {final['log_px']['mean']:.2f} +- "
+              f"{final['log_px']['se']:.2f}, gap {final['gap']['mean']:.3f} +- "
+              f"{final['gap']['se']:.3f}; smallest gap of any image and epoch "
+              f"{s['smallest_gap']:.2e}"]
+    if check:
+        grid, nodes = check["grid"], check["quadrature"]
+        lines.append(f"Convergence: with {grid['half_points']}^2 instead of {grid['points']}^2 "
+                     f"grid points, log p(x) moves by at most {grid['max_abs_difference']:.1e}"
+                     f"; with {nodes['double_nodes']}^2 instead of {nodes['nodes']}^2 nodes, "
+                     f"the ELBO by at most {nodes['max_abs_difference']:.1e}")
+    lines.append("So a rising ELBO does not imply a shrinking KL(q(z|x) || p(z|x))."
+                 if s["pairs_elbo_rose_and_gap_grew"] else
+                 "In this run, the gap never grew where the ELBO rose.")
+    return "\n".join(lines)
+
+
+def save_figure(records, path):
+    """Top: tracked ELBO and log p(x) per epoch; bottom: the gap, with the
+    epochs where the mean ELBO rose and the mean gap grew marked."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    import plotting
+
+    epochs = [r["epoch"] for r in records]
+    def means(key): return onp.array([r[key]["mean"] for r in records])
+    def ses(key): return onp.array([r[key]["se"] for r in records])
+    figure = Figure(figsize=(6, 6), dpi=plotting.FIGURE_DPI)
+    FigureCanvasAgg(figure)
+    top, bottom = figure.subplots(2, 1, sharex=True)
+    top.plot(epochs, means("log_px"), label="log p(x) (grid)")
+    top.plot(epochs, means("elbo"), label="ELBO (quadrature)")
+    top.set_ylabel("nats per image")
+    top.legend()
+    gap, se = means("gap"), ses("gap")
+    bottom.plot(epochs, gap, color="C2", label="gap = KL(q(z|x) || p(z|x))")
+    bottom.fill_between(epochs, gap - se, gap + se, color="C2", alpha=0.2, linewidth=0)
+    marked = [i for i in range(1, len(records)) if gap[i] > gap[i - 1]
+              and means("elbo")[i] > means("elbo")[i - 1]]
+    bottom.plot([epochs[i] for i in marked], gap[marked], "o", color="C3", markersize=3,
+                label="ELBO rose and gap grew")
+    bottom.set_xlabel("epoch")
+    bottom.set_ylabel("nats per image")
+    bottom.legend()
+    for axes in (top, bottom):
+        axes.grid(True, alpha=0.3)
+    figure.tight_layout()
+    runs.atomic_write(path, lambda f: figure.savefig(f, format="png",
+                                                     metadata=plotting.PNG_METADATA))
+
+
+# ---- The command line --------------------------------------------------------
+
+def parse_args(argv=None):
+    parser = runs.OneLineErrorParser(
+        description="Train a VAE with a 2-dimensional latent space as vae.py does and track, "
+                    "per epoch, log p(x), the ELBO and their gap KL(q(z|x) || p(z|x)).")
+    add = parser.add_argument
+    add("--n-train", type=runs.positive_int, default=10000, help="first N training images")
+    add("--epochs", type=runs.positive_int, default=100, help="passes over the training set")
+    add("--hidden-units", type=runs.positive_int, default=500, help="units per hidden layer")
+    add("--hidden-layers", type=runs.nonnegative_int, default=1,
+        help="hidden layers in the encoder and in the decoder")
+    add("--activation", choices=tuple(vae.ACTIVATIONS), default="tanh",
+        help="of the hidden layers")
+    add("--batch-size", type=runs.positive_int, default=200, help="images per Adam step")
+    add("--learning-rate", type=runs.positive_float, default=1e-3, help="Adam step size")
+    add("--seed", type=runs.seed_int, default=0, help="seed of the global numpy random stream")
+    add("--track", type=runs.positive_int, default=200, metavar="N",
+        help="track the first N training images")
+    add("--grid-points", type=runs.checked(int, lambda v: v >= 2, "an integer >= 2"),
+        default=301, help="grid points per axis on [-6, 6]^2 for log p(x)")
+    add("--output-dir", type=runs.output_dir, default=Path("output/posterior_gap"),
+        metavar="DIR", help="where the JSON, the figure and the per-image arrays go")
+    add("--overwrite", action="store_true",
+        help="if the output folder holds a posterior_gap.py run, delete its files first")
+    add("--no-progress", action="store_true", help="no progress bar")
+    return parser.parse_args(argv)
+
+
+def run(args):
+    """Trains and tracks per args, prints, writes the outputs. -> exit code."""
+    config = {key: getattr(args, key) for key in vae.TRAINING_OPTIONS if hasattr(args, key)}
+    config.update(latent_dim=LATENT_DIM, dtype="float64", loop="skeleton", data_dir=None)
+    N, train_images, *_ = data.load_data()
+    if args.n_train > N:
+        raise runs.RunError(f"--n-train {args.n_train} but the training set has {N} images",
+                            exit_code=2)
+    if args.track > args.n_train:
+        raise runs.RunError(f"--track {args.track} but only {args.n_train} training images "
+                            "(--n-train)", exit_code=2)
+    out = args.output_dir
+    runs.prepare_output_dir(out, OUTPUT_FILES, args.overwrite, PROG, 3 * vae.FIGURE_BYTES)
+    train_images = train_images[:args.n_train].astype("float64")
+    binary = vae.binarize(train_images[:args.track], onp.random.RandomState(vae.TEST_BINARIZATION_SEED))
+    records, arrays = [], {"elbo": [], "log_px": []}
+    report = {"status": "running", "config": config, "track": args.track,
+              "vae_command": VAE_COMMAND.format(**config), "binarization": BINARIZATION,
+              "grid": {"half_width": evaluate.GRID_HALF_WIDTH, "points": args.grid_points},
+              "elbo_method": f"KL in closed form; E_q[log p(x|z)] by {HERMITE_NODES}x"
+                             f"{HERMITE_NODES}-point Gauss-Hermite quadrature",
+              "units": "nats per image; se: standard error of the mean over the tracked images",
+              "versions": runs.library_versions(), "epochs": records}
+    print(f"Tracking {args.track} training images ({BINARIZATION}) while training as\n  "
+          f"{report['vae_command']}\nNats per image. ELBO: {report['elbo_method']}; log p(x): "
+          f"{args.grid_points}^2-point grid on [-6, 6]^2; gap = log p(x) - ELBO = "
+          "KL(q(z|x) || p(z|x)).\nrose, grew: images whose ELBO rose, gap grew, both, "
+          f"since the previous epoch (of {args.track}).")
+    print(f"{'epoch':>5} {'train ELBO':>10} {'ELBO':>9} {'log p(x)':>9} {'gap':>7} {'se':>6} "
+          f"{'rose':>6} {'grew':>6} {'both':>6} {'seconds':>7} {'track s':>7}")
+
+    def on_record(record, now):
+        print(format_record(record), flush=True)
+        records.append(record)
+        for key in arrays:
+            arrays[key].append(now[key])
+        runs.write_json(out / JSON_NAME, report)
+
+    check, params, code = None, {}, 0
+    try:
+        with runs.sigterm_as_interrupt():
+            gen_params, rec_params = train_and_track(config, train_images, binary,
+                                                     args.grid_points, on_record,
+                                                     progress=not args.no_progress)
+            check = convergence_check(gen_params, rec_params, binary, args.activation,
+                                      args.grid_points)
+            params = {f"{name}_{kind}{i}": array for name, net in
+                      (("gen", gen_params), ("rec", rec_params))
+                      for i, layer in enumerate(net) for kind, array in zip("Wb", layer)}
+            report["status"] = "complete"
+    except KeyboardInterrupt as e:
+        report["status"], code = runs.interruption(e)
+        print(f"\n{report['status'].capitalize()} after {len(records)} tracked epochs",
+              file=sys.stderr)
+    except vae.TrainingDiverged as e:
+        report["status"], code = "diverged", 1
+        print(f"Training stopped: {e}", file=sys.stderr)
+    if len(records) < 2:
+        (out / JSON_NAME).unlink(missing_ok=True)
+        print("Nothing to report: no epoch was tracked after the initialisation",
+              file=sys.stderr)
+        return code or 1
+    elbo, log_px = onp.array(arrays["elbo"]), onp.array(arrays["log_px"])
+    report.update(summary=summarize(records, elbo, log_px - elbo), convergence=check)
+    print(format_summary(report["summary"], check, args.track))
+    runs.atomic_write(out / ARRAYS_NAME, lambda f: onp.savez(
+        f, epoch=[r["epoch"] for r in records], elbo=elbo, log_px=log_px, **params))
+    save_figure(records, out / FIGURE_NAME)
+    runs.write_json(out / JSON_NAME, report)
+    print(f"Wrote {out / JSON_NAME}, {out / FIGURE_NAME} and {out / ARRAYS_NAME} "
+          "(per image and epoch: elbo, log_px; the final parameters)")
+    return code
+
+
+def main(argv=None):
+    """Entry point of `python posterior_gap.py`: returns the exit code."""
+    args = parse_args(argv)
+    try:
+        return run(args)
+    except (data.DataError, runs.RunError) as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return getattr(e, "exit_code", 1)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
