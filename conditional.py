@@ -249,6 +249,9 @@ def contour_panel(gen_params, x, observed, q, encoder_q, exact_mean, exact_cov, 
 # The command line
 # ----------------------------------------------------------------------------
 
+grid_points = runs.checked(int, lambda p: p >= 20, "an integer of at least 20")
+
+
 def parse_args(argv=None):
     parser = runs.OneLineErrorParser(
         description="Fill in the missing half of test digits with a trained VAE: "
@@ -267,6 +270,10 @@ def parse_args(argv=None):
              "missing pixels set to their training mean; prior: q starts at N(0, I)")
     add("--predictive-samples", type=runs.positive_int, default=1000, metavar="K",
         help="samples of z behind every predictive estimate")
+    add("--grid-points", type=grid_points, default=evaluate.GRID_POINTS, metavar="P",
+        help="2-D latent space: the exact answers integrate over a P x P grid on "
+             f"[-{evaluate.GRID_HALF_WIDTH:g}, {evaluate.GRID_HALF_WIDTH:g}]^2, checked "
+             "against P/2 x P/2")
     add("--seed", type=runs.seed_int, default=0,
         help="image i draws its noise from numpy.random.default_rng([seed, i, 0]) for the "
              "fit and default_rng([seed, i, 1]) for the estimates")
@@ -316,12 +323,12 @@ def fit_and_predict(args, gen_params, rec_params, config, x, pixel_mean, pixel_p
     out["predictive_mean"] = np.array([m.mean(axis=0) for m in means[:shown]])
     out["sampled"] = np.array([m[:SHOWN_SAMPLES] for m in means[:shown]])
     if latent_dim == 2:
+        points = args.grid_points
         log_p_observed, out["exact_mean"], out["exact_cov"] = grid_posterior(
-            gen_params, x, observed, activation)
-        log_p_all = evaluate.exact_log_px(gen_params, x, activation=activation)
-        coarse = (evaluate.exact_log_px(gen_params, x, points=evaluate.GRID_POINTS // 2,
-                                        activation=activation)
-                  - evaluate.exact_log_px(gen_params, x, points=evaluate.GRID_POINTS // 2,
+            gen_params, x, observed, activation, points=points)
+        log_p_all = evaluate.exact_log_px(gen_params, x, points=points, activation=activation)
+        coarse = (evaluate.exact_log_px(gen_params, x, points=points // 2, activation=activation)
+                  - evaluate.exact_log_px(gen_params, x, points=points // 2,
                                           activation=activation, observed=observed))
         out["log_p_observed"], out["exact"] = log_p_observed, log_p_all - log_p_observed
         out["grid_change"] = float(np.max(np.abs(out["exact"] - coarse)))
@@ -372,7 +379,7 @@ def summarize(per_image, args):
             "exact_correlation": entry(per_image["exact_cov"][:, 0, 1]
                                        / np.prod(exact_sd, axis=1)),
         }
-        s["grid"] = {"half_width": evaluate.GRID_HALF_WIDTH, "points": evaluate.GRID_POINTS,
+        s["grid"] = {"half_width": evaluate.GRID_HALF_WIDTH, "points": args.grid_points,
                      "max_change_from_half_the_points": per_image["grid_change"]}
     return s
 
@@ -474,7 +481,8 @@ def run(args):
         return code
     observed = per_image["observed"]
     settings = {key: getattr(args, key) for key in (
-        "mask", "steps", "samples", "learning_rate", "init", "predictive_samples", "seed")}
+        "mask", "steps", "samples", "learning_rate", "init", "predictive_samples", "seed",
+        "grid_points")}
     report = {
         "status": "complete", "checkpoint": str(args.checkpoint), "epochs_trained": len(history),
         "config": config, "n": len(x), "images": f"the first {len(x)} test images",

@@ -133,21 +133,22 @@ def train_and_track(config, train_images, binary, grid_points, on_record=None, p
                      progress=progress, seed=config["seed"])
 
 
-def summarize(records, elbo, gap):
-    """The answer: records as epoch_record writes them, elbo and gap (E + 1, N)."""
-    both = [(r, previous) for previous, r in zip(records, records[1:])
-            if r["elbo"]["mean"] > previous["elbo"]["mean"]
-            and r["gap"]["mean"] > previous["gap"]["mean"]]
-    growth = [{"epoch": r["epoch"], "gap_change": r["gap"]["mean"] - p["gap"]["mean"],
-               "elbo_change": r["elbo"]["mean"] - p["elbo"]["mean"]} for r, p in both]
+def summarize(epochs, elbo, log_px):
+    """The answer, from the tracked epochs (E + 1,) and elbo, log_px (E + 1, N)."""
+    gap = log_px - elbo
+    elbo_change, gap_change = onp.diff(elbo.mean(axis=1)), onp.diff(gap.mean(axis=1))
+    both = onp.flatnonzero((elbo_change > 0) & (gap_change > 0))
+    largest = max(both, key=lambda i: gap_change[i], default=None)
     rose, grew = onp.diff(elbo, axis=0) > 0, onp.diff(gap, axis=0) > 0
-    return {"epochs_compared": len(records) - 1,
-            "epochs_mean_elbo_rose_and_mean_gap_grew": [g["epoch"] for g in growth],
-            "largest_gap_growth_while_elbo_rose": max(growth, key=lambda g: g["gap_change"],
-                                                      default=None),
+    return {"epochs_compared": len(epochs) - 1,
+            "epochs_mean_elbo_rose_and_mean_gap_grew": [int(epochs[i + 1]) for i in both],
+            "largest_gap_growth_while_elbo_rose": None if largest is None else {
+                "epoch": int(epochs[largest + 1]), "gap_change": float(gap_change[largest]),
+                "elbo_change": float(elbo_change[largest])},
             "image_epoch_pairs": int(rose.size), "pairs_elbo_rose": int(rose.sum()),
             "pairs_elbo_rose_and_gap_grew": int((rose & grew).sum()),
-            "final": {key: records[-1][key] for key in ("epoch", "elbo", "log_px", "gap")},
+            "final": {"epoch": int(epochs[-1]), "elbo": entry(elbo[-1]),
+                      "log_px": entry(log_px[-1]), "gap": entry(gap[-1])},
             "smallest_gap": float(gap.min())}
 
 
@@ -207,35 +208,29 @@ def format_summary(s, check, n):
     return "\n".join(lines)
 
 
-def save_figure(records, path):
-    """Top: tracked ELBO and log p(x) per epoch; bottom: the gap, with the
-    epochs where the mean ELBO rose and the mean gap grew marked."""
+def save_figure(records, marked, path):
+    """Top: tracked ELBO and log p(x) per epoch; bottom: the gap (+- one se),
+    with the epochs `marked` (the mean ELBO rose and the mean gap grew)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     import plotting
 
     epochs = [r["epoch"] for r in records]
-    def means(key): return onp.array([r[key]["mean"] for r in records])
-    def ses(key): return onp.array([r[key]["se"] for r in records])
+    gap, se = (onp.array([r["gap"][key] for r in records]) for key in ("mean", "se"))
     figure = Figure(figsize=(6, 6), dpi=plotting.FIGURE_DPI)
     FigureCanvasAgg(figure)
     top, bottom = figure.subplots(2, 1, sharex=True)
-    top.plot(epochs, means("log_px"), label="log p(x) (grid)")
-    top.plot(epochs, means("elbo"), label="ELBO (quadrature)")
-    top.set_ylabel("nats per image")
-    top.legend()
-    gap, se = means("gap"), ses("gap")
+    for key, label in (("log_px", "log p(x) (grid)"), ("elbo", "ELBO (quadrature)")):
+        top.plot(epochs, [r[key]["mean"] for r in records], label=label)
     bottom.plot(epochs, gap, color="C2", label="gap = KL(q(z|x) || p(z|x))")
     bottom.fill_between(epochs, gap - se, gap + se, color="C2", alpha=0.2, linewidth=0)
-    marked = [i for i in range(1, len(records)) if gap[i] > gap[i - 1]
-              and means("elbo")[i] > means("elbo")[i - 1]]
-    bottom.plot([epochs[i] for i in marked], gap[marked], "o", color="C3", markersize=3,
-                label="ELBO rose and gap grew")
+    bottom.plot(marked, [gap[epochs.index(e)] for e in marked], "o", color="C3",
+                markersize=3, label="the ELBO rose and the gap grew")
     bottom.set_xlabel("epoch")
-    bottom.set_ylabel("nats per image")
-    bottom.legend()
     for axes in (top, bottom):
+        axes.set_ylabel("nats per image")
         axes.grid(True, alpha=0.3)
+        axes.legend()
     figure.tight_layout()
     runs.atomic_write(path, lambda f: figure.savefig(f, format="png",
                                                      metadata=plotting.PNG_METADATA))
@@ -272,6 +267,7 @@ def parse_args(argv=None):
 
 def run(args):
     """Trains and tracks per args, prints, writes the outputs. -> exit code."""
+    wall_start = time.perf_counter()
     config = {key: getattr(args, key) for key in vae.TRAINING_OPTIONS if hasattr(args, key)}
     config.update(latent_dim=LATENT_DIM, dtype="float64", loop="skeleton", data_dir=None)
     N, train_images, *_ = data.load_data()
@@ -284,7 +280,8 @@ def run(args):
     out = args.output_dir
     runs.prepare_output_dir(out, OUTPUT_FILES, args.overwrite, PROG, 3 * vae.FIGURE_BYTES)
     train_images = train_images[:args.n_train].astype("float64")
-    binary = vae.binarize(train_images[:args.track], onp.random.RandomState(vae.TEST_BINARIZATION_SEED))
+    binary = vae.binarize(train_images[:args.track],
+                          onp.random.RandomState(vae.TEST_BINARIZATION_SEED))
     records, arrays = [], {"elbo": [], "log_px": []}
     report = {"status": "running", "config": config, "track": args.track,
               "vae_command": VAE_COMMAND.format(**config), "binarization": BINARIZATION,
@@ -333,14 +330,17 @@ def run(args):
               file=sys.stderr)
         return code or 1
     elbo, log_px = onp.array(arrays["elbo"]), onp.array(arrays["log_px"])
-    report.update(summary=summarize(records, elbo, log_px - elbo), convergence=check)
+    report.update(summary=summarize([r["epoch"] for r in records], elbo, log_px),
+                  convergence=check, wall_seconds=time.perf_counter() - wall_start)
     print(format_summary(report["summary"], check, args.track))
     runs.atomic_write(out / ARRAYS_NAME, lambda f: onp.savez(
         f, epoch=[r["epoch"] for r in records], elbo=elbo, log_px=log_px, **params))
-    save_figure(records, out / FIGURE_NAME)
+    save_figure(records, report["summary"]["epochs_mean_elbo_rose_and_mean_gap_grew"],
+                out / FIGURE_NAME)
     runs.write_json(out / JSON_NAME, report)
     print(f"Wrote {out / JSON_NAME}, {out / FIGURE_NAME} and {out / ARRAYS_NAME} "
-          "(per image and epoch: elbo, log_px; the final parameters)")
+          f"(per image and epoch: elbo, log_px; the final parameters); "
+          f"{report['wall_seconds']:.0f} s")
     return code
 
 
