@@ -160,13 +160,15 @@ def log_pixel_marginal(x, missing, pixel_probability):
     return np.sum(x[:, missing] * np.log(p) + (1 - x[:, missing]) * np.log1p(-p), axis=1)
 
 
-def pixel_correlations(means):
+def pixel_correlations(means, weights=None):
     """Correlations between missing pixels under a predictive that mixes
-    independent Bernoullis: means (K, D) = p(x_d = 1 | z_k). Given z the pixels
-    are independent, so E[x_i x_j] = mean_k p_ki p_kj for i != j, and
-    Var x_i = m_i (1 - m_i) with m_i = mean_k p_ki. -> (D, D), diagonal 1."""
-    m = means.mean(axis=0)
-    cov = means.T @ means / len(means) - np.outer(m, m)
+    independent Bernoullis: means (K, D) = p(x_d = 1 | z_k), mixed with
+    weights (K,) summing to 1 (default 1/K each). Given z the pixels are
+    independent, so E[x_i x_j] = sum_k w_k p_ki p_kj for i != j, and
+    Var x_i = m_i (1 - m_i) with m_i = sum_k w_k p_ki. -> (D, D), diagonal 1."""
+    weights = np.full(len(means), 1 / len(means)) if weights is None else weights
+    m = weights @ means
+    cov = means.T @ (weights[:, None] * means) - np.outer(m, m)
     sd = np.sqrt(m * (1 - m))
     with np.errstate(invalid="ignore", divide="ignore"):
         corr = cov / np.outer(sd, sd)
@@ -174,16 +176,18 @@ def pixel_correlations(means):
     return corr
 
 
-def correlation_summary(means):
+def correlation_summary(means, weights=None):
     """Largest and mean |correlation| between two different missing pixels
     whose predictive mean lies in UNCERTAIN (the others are all but decided),
-    and that pair. means (K, D) -> dict (nan if fewer than two such pixels)."""
-    m = means.mean(axis=0)
+    and that pair. means (K, D), weights as pixel_correlations ->
+    dict (nan if fewer than two such pixels)."""
+    weights = np.full(len(means), 1 / len(means)) if weights is None else weights
+    m = weights @ means
     pixels = np.flatnonzero((m > UNCERTAIN[0]) & (m < UNCERTAIN[1]))
     if len(pixels) < 2:
         return {"uncertain_pixels": len(pixels), "max_abs": np.nan, "mean_abs": np.nan,
                 "pair": None}
-    corr = np.abs(pixel_correlations(means[:, pixels]))
+    corr = np.abs(pixel_correlations(means[:, pixels], weights))
     off = ~np.eye(len(pixels), dtype=bool)
     i, j = np.unravel_index(np.argmax(np.where(off, corr, -1)), corr.shape)
     return {"uncertain_pixels": len(pixels), "max_abs": float(corr[i, j]),
@@ -216,6 +220,18 @@ def grid_posterior(gen_params, x, observed=None, activation="relu",
     mean = s1 / s0[:, None]
     cov = (s2 / s0[:, None]).reshape(-1, 2, 2) - mean[:, :, None] * mean[:, None, :]
     return top + np.log(s0) + log_cell, mean, cov
+
+
+def local_posterior(gen_params, x_row, observed, mean, cov, activation, points=40, width=5):
+    """p(z | x_observed) of one image on a points x points grid spanning
+    mean +- width sds per axis (exact mean and covariance from grid_posterior).
+    -> (z (points^2, 2), weights (points^2,) summing to 1)."""
+    sd = np.sqrt(np.diag(cov))
+    axes = [np.linspace(mean[i] - width * sd[i], mean[i] + width * sd[i], points)
+            for i in range(2)]
+    z = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 2)
+    log_joint = evaluate.log_joint_on_grid(gen_params, x_row[None], z, activation, observed)[0]
+    return z, np.exp(log_joint - logsumexp(log_joint))
 
 
 def gaussian_density(z, mean, std):
@@ -318,7 +334,11 @@ def fit_and_predict(args, gen_params, rec_params, config, x, pixel_mean, pixel_p
     }
     means = [missing_pixel_means(gen_params, z_q[:, n], missing, activation)
              for n in range(len(x))]
-    out["correlations"] = [correlation_summary(m) for m in means]
+    prior_means = [missing_pixel_means(gen_params, z_prior[:, n], missing, activation)
+                   for n in range(len(x))]
+    out["correlations"] = {"svi": [correlation_summary(m) for m in means],
+                           "prior": [correlation_summary(m) for m in prior_means]}
+    out["correlation_maps"] = {"svi": means[0], "prior": prior_means[0]}
     shown = min(SHOWN_IMAGES, len(x))
     out["predictive_mean"] = np.array([m.mean(axis=0) for m in means[:shown]])
     out["sampled"] = np.array([m[:SHOWN_SAMPLES] for m in means[:shown]])
@@ -332,6 +352,16 @@ def fit_and_predict(args, gen_params, rec_params, config, x, pixel_mean, pixel_p
                                           activation=activation, observed=observed))
         out["log_p_observed"], out["exact"] = log_p_observed, log_p_all - log_p_observed
         out["grid_change"] = float(np.max(np.abs(out["exact"] - coarse)))
+        exact_correlations = []
+        for n in range(len(x)):
+            z, w = local_posterior(gen_params, x[n], observed, out["exact_mean"][n],
+                                   out["exact_cov"][n], activation)
+            exact_correlations.append(correlation_summary(
+                missing_pixel_means(gen_params, z, missing, activation), w))
+            if n == 0:
+                out["correlation_maps"]["exact"] = (
+                    missing_pixel_means(gen_params, z, missing, activation), w)
+        out["correlations"]["exact"] = exact_correlations
     return out
 
 
@@ -344,6 +374,18 @@ def training_pixel_mean(train_images):
     return mean, (n * mean + 1) / (n + 2)
 
 
+def correlation_entry(summaries):
+    """Means over images of the per-image largest and mean |correlation|."""
+    max_abs = np.array([r["max_abs"] for r in summaries])
+    finite = np.isfinite(max_abs)
+    if not finite.any():
+        return {"images_with_two_uncertain_pixels": 0}
+    return {"images_with_two_uncertain_pixels": int(finite.sum()),
+            "max_abs": entry(max_abs[finite]),
+            "mean_abs": entry(np.array([r["mean_abs"] for r in summaries])[finite]),
+            "image_0": summaries[0]}
+
+
 def summarize(per_image, args):
     """The report's numbers, means and standard errors over images."""
     s = {"missing_pixels_log_likelihood": {
@@ -354,15 +396,10 @@ def summarize(per_image, args):
                                   "end": entry(per_image["bound_end"]),
                                   "trace_first_last": [float(per_image["trace"][0]),
                                                        float(per_image["trace"][-1])]}
-    c = per_image["correlations"]
-    max_abs = np.array([r["max_abs"] for r in c])
-    finite = np.isfinite(max_abs)
     s["predictive_correlation"] = {
-        "images_with_two_uncertain_pixels": int(finite.sum()),
-        "max_abs": entry(max_abs[finite]) if finite.any() else None,
-        "mean_abs": entry(np.array([r["mean_abs"] for r in c])[finite]) if finite.any() else None,
-        "uncertain": f"missing pixels whose predictive mean lies in {UNCERTAIN}",
-        "images": c}
+        "note": f"between missing pixels whose predictive mean lies in {UNCERTAIN}; given "
+                "z they are independent (correlation 0)",
+        **{name: correlation_entry(c) for name, c in per_image["correlations"].items()}}
     if "exact" in per_image:
         ll = s["missing_pixels_log_likelihood"]
         ll["exact"] = entry(per_image["exact"])
@@ -417,12 +454,14 @@ def format_report(report):
                      f"sd ratio q/exact {f['std_ratio_q_to_exact']['mean']:.2f}; the exact "
                      f"posterior's correlation {f['exact_correlation']['mean']:+.2f} on average "
                      f"(a diagonal q has none)")
-    c = s["predictive_correlation"]
-    if c["max_abs"] is not None:
-        lines.append(f"Missing pixels under the SVI predictive: largest |correlation| between "
-                     f"two uncertain pixels {c['max_abs']['mean']:.2f} on average over "
-                     f"{c['images_with_two_uncertain_pixels']} images (given z they are "
-                     "independent: correlation 0)")
+    lines.append("Largest |correlation| between two uncertain missing pixels (given z: 0), "
+                 "mean over images:")
+    for name, label in (("svi", "under the SVI predictive"), ("exact", "under the exact "
+                        "conditional"), ("prior", "under the prior predictive")):
+        c = s["predictive_correlation"].get(name)
+        if c and "max_abs" in c:
+            lines.append(row(f"{label} ({c['images_with_two_uncertain_pixels']} images)",
+                             c["max_abs"]))
     return "\n".join(lines)
 
 
@@ -448,7 +487,32 @@ def write_figures(per_image, x, observed, gen_params, activation, out, mask):
                   for n in range(min(CONTOUR_IMAGES, len(x)))]
         paths.append(out / f"conditional_{mask}_posteriors.png")
         plotting.save_posterior_contours(panels, paths[-1])
+    maps, titles, marked = correlation_maps(per_image["correlation_maps"], observed)
+    others = np.abs(np.delete(maps, marked, axis=1))
+    limit = max(0.05, np.ceil(others.max() * 20) / 20)   # the scale's end, a multiple of 0.05
+    paths.append(out / f"conditional_{mask}_correlations.png")
+    plotting.save_correlation_maps(maps, titles, marked, paths[-1], limit)
     return paths
+
+
+def correlation_maps(mixtures, observed):
+    """For test image 0: the correlation of one missing pixel with every
+    missing pixel, under each predictive. The pixel is one of the most
+    correlated uncertain pair under the exact conditional if known, else
+    under the SVI predictive. mixtures: {name: means (K, D_missing) or
+    (means, weights)}. -> (maps (P, D), titles, the pixel's flat index)."""
+    mixtures = {name: m if isinstance(m, tuple) else (m, None) for name, m in mixtures.items()}
+    pair = correlation_summary(*mixtures.get("exact", mixtures["svi"]))["pair"]
+    pixel = 0 if pair is None else pair[0]
+    maps, titles = [], []
+    for name, label in (("svi", "SVI predictive"), ("exact", "exact conditional"),
+                        ("prior", "prior predictive")):
+        if name in mixtures:
+            image = np.zeros(len(observed))
+            image[~observed] = pixel_correlations(*mixtures[name])[pixel]
+            maps.append(image)
+            titles.append(label)
+    return np.array(maps), titles, int(np.flatnonzero(~observed)[pixel])
 
 
 def run(args):

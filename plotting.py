@@ -238,3 +238,31 @@ def save_posterior_contours(panels, filename):
     figure.legend(handles, names, loc="upper center", ncol=len(names), fontsize=8, frameon=False)
     figure.tight_layout(rect=(0, 0, 1, 0.92))
     figure.savefig(_prepare_path(filename), format="png", dpi=FIGURE_DPI, metadata=PNG_METADATA)
+
+
+def save_correlation_maps(maps, titles, marked, filename, limit=1.0,
+                          digit_dimensions=DIGIT_DIMENSIONS):
+    """Maps of correlations, one panel each, red positive and blue negative
+    on a colour scale from -limit to limit, with one pixel marked by a cross.
+
+    maps: (P, H*W); titles: P strings; marked: the flat index of the pixel
+    whose correlations the maps show.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    maps = _check_images(maps, digit_dimensions)
+    figure = Figure(figsize=(2.6 * len(maps) + 0.8, 2.9), dpi=FIGURE_DPI)
+    FigureCanvasAgg(figure)
+    row, col = divmod(marked, digit_dimensions[1])
+    for k, (image, title) in enumerate(zip(maps, titles)):
+        axes = figure.add_subplot(1, len(maps), k + 1)
+        shown = axes.imshow(np.reshape(image, digit_dimensions), cmap="RdBu_r",
+                             vmin=-limit, vmax=limit)
+        axes.plot(col, row, marker="x", color="black", markersize=6)
+        axes.set_title(title, fontsize=8)
+        axes.set_xticks([])
+        axes.set_yticks([])
+    figure.tight_layout(rect=(0, 0, 0.86, 1))
+    figure.colorbar(shown, cax=figure.add_axes((0.88, 0.15, 0.02, 0.7)), label="correlation")
+    figure.savefig(_prepare_path(filename), format="png", dpi=FIGURE_DPI, metadata=PNG_METADATA)

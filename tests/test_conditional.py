@@ -167,6 +167,13 @@ def test_predictive_correlations_agree_with_sampled_pixels():
     np.testing.assert_allclose(corr, sampled, atol=5 / np.sqrt(len(k)))
 
 
+def test_weights_count_as_repeated_samples():
+    means = np.random.RandomState(0).uniform(0.1, 0.9, size=(3, 5))
+    repeated = np.repeat(means, [1, 2, 5], axis=0)
+    np.testing.assert_allclose(conditional.pixel_correlations(means, np.array([1, 2, 5]) / 8),
+                               conditional.pixel_correlations(repeated), atol=1e-12)
+
+
 # ---------------------------------------------------------------- the exact answers
 
 def test_grid_log_p_observed_sums_the_missing_pixels_out():
@@ -226,10 +233,10 @@ def test_the_report_holds_the_three_scores_and_the_exact_conditional(report_2d):
 
 def test_the_run_writes_the_completions_and_the_contours(report_2d, checkpoint_2d):
     folder = checkpoint_2d.parent
-    assert [p.split("/")[-1] for p in report_2d["figures"]] == [
-        "conditional_top_completions.png", "conditional_top_posteriors.png"]
-    assert all((folder / name).stat().st_size > 1000
-               for name in ("conditional_top_completions.png", "conditional_top_posteriors.png"))
+    names = ["conditional_top_completions.png", "conditional_top_posteriors.png",
+             "conditional_top_correlations.png"]
+    assert [p.split("/")[-1] for p in report_2d["figures"]] == names
+    assert all((folder / name).stat().st_size > 1000 for name in names)
 
 
 def test_the_report_is_printed_before_it_is_written(checkpoint_2d, tmp_path, capsys,
@@ -265,7 +272,9 @@ def test_a_latent_space_above_2_has_no_exact_numbers(tmp_path):
     report = json.loads((out / "conditional_top.json").read_text())
     assert set(report["summary"]["missing_pixels_log_likelihood"]) == {
         "svi", "prior", "pixel_marginal"}
-    assert len(report["figures"]) == 1
+    assert [p.split("_")[-1] for p in report["figures"]] == ["completions.png",
+                                                             "correlations.png"]
+    assert set(report["summary"]["predictive_correlation"]) == {"note", "svi", "prior"}
 
 
 @pytest.mark.parametrize("argv", [["--mask", "diagonal"], ["--n", "0"], ["--steps", "-1"],
