@@ -332,16 +332,21 @@ def fit_and_predict(args, gen_params, rec_params, config, x, pixel_mean, pixel_p
         "prior": log_predictive(gen_params, x, missing, z_prior, activation),
         "pixel_marginal": log_pixel_marginal(x, missing, pixel_probability),
     }
-    means = [missing_pixel_means(gen_params, z_q[:, n], missing, activation)
-             for n in range(len(x))]
-    prior_means = [missing_pixel_means(gen_params, z_prior[:, n], missing, activation)
-                   for n in range(len(x))]
-    out["correlations"] = {"svi": [correlation_summary(m) for m in means],
-                           "prior": [correlation_summary(m) for m in prior_means]}
-    out["correlation_maps"] = {"svi": means[0], "prior": prior_means[0]}
+    # One image at a time: K x D_missing pixel means per image add up for many images.
     shown = min(SHOWN_IMAGES, len(x))
-    out["predictive_mean"] = np.array([m.mean(axis=0) for m in means[:shown]])
-    out["sampled"] = np.array([m[:SHOWN_SAMPLES] for m in means[:shown]])
+    out["correlations"] = {"svi": [], "prior": []}
+    out["predictive_mean"] = np.empty((shown, int(missing.sum())))
+    out["sampled"] = np.empty((shown, min(SHOWN_SAMPLES, len(z_q)), int(missing.sum())))
+    for n in range(len(x)):
+        means = missing_pixel_means(gen_params, z_q[:, n], missing, activation)
+        prior_means = missing_pixel_means(gen_params, z_prior[:, n], missing, activation)
+        out["correlations"]["svi"].append(correlation_summary(means))
+        out["correlations"]["prior"].append(correlation_summary(prior_means))
+        if n == 0:
+            out["correlation_maps"] = {"svi": means, "prior": prior_means}
+        if n < shown:
+            out["predictive_mean"][n] = means.mean(axis=0)
+            out["sampled"][n] = means[:SHOWN_SAMPLES]
     if latent_dim == 2:
         points = args.grid_points
         log_p_observed, out["exact_mean"], out["exact_cov"] = grid_posterior(
@@ -356,11 +361,10 @@ def fit_and_predict(args, gen_params, rec_params, config, x, pixel_mean, pixel_p
         for n in range(len(x)):
             z, w = local_posterior(gen_params, x[n], observed, out["exact_mean"][n],
                                    out["exact_cov"][n], activation)
-            exact_correlations.append(correlation_summary(
-                missing_pixel_means(gen_params, z, missing, activation), w))
+            means = missing_pixel_means(gen_params, z, missing, activation)
+            exact_correlations.append(correlation_summary(means, w))
             if n == 0:
-                out["correlation_maps"]["exact"] = (
-                    missing_pixel_means(gen_params, z, missing, activation), w)
+                out["correlation_maps"]["exact"] = (means, w)
         out["correlations"]["exact"] = exact_correlations
     return out
 
@@ -479,7 +483,8 @@ def write_figures(per_image, x, observed, gen_params, activation, out, mask):
         rows += [x[n], np.where(observed, x[n], 0.5), complete(per_image["predictive_mean"][n]),
                  *(complete(s) for s in per_image["sampled"][n])]
     paths = [out / f"conditional_{mask}_completions.png"]
-    plotting.save_images(np.array(rows), paths[0], ims_per_row=3 + SHOWN_SAMPLES, vmin=0, vmax=1)
+    plotting.save_images(np.array(rows), paths[0], ims_per_row=3 + per_image["sampled"].shape[1],
+                         vmin=0, vmax=1)
     if "exact_mean" in per_image:
         panels = [(f"test image {n}", *contour_panel(
                       gen_params, x[n], observed, per_image["q"][n], per_image["encoder_q"][n],

@@ -222,6 +222,12 @@ def save_figure(records, marked, path):
     top, bottom = figure.subplots(2, 1, sharex=True)
     for key, label in (("log_px", "log p(x) (grid)"), ("elbo", "ELBO (quadrature)")):
         top.plot(epochs, [r[key]["mean"] for r in records], label=label)
+    if len(records) > 2:     # the initialisation (epoch 0) would flatten the rest
+        trained = [r[key]["mean"] for r in records[1:] for key in ("elbo", "log_px")]
+        margin = 0.05 * (max(trained) - min(trained))
+        top.set_ylim(min(trained) - margin, max(trained) + margin)
+        top.set_title(f"epoch 0, the initialisation: ELBO {records[0]['elbo']['mean']:.0f} "
+                      "(off the scale)", fontsize="small")
     bottom.plot(epochs, gap, color="C2", label="gap = KL(q(z|x) || p(z|x))")
     bottom.fill_between(epochs, gap - se, gap + se, color="C2", alpha=0.2, linewidth=0)
     bottom.plot(marked, [gap[epochs.index(e)] for e in marked], "o", color="C3",

@@ -264,6 +264,12 @@ def test_another_mask_writes_its_own_files(checkpoint_2d, tmp_path):
     assert report["settings"]["init"] == "prior" and report["observed_pixels"] == 392
 
 
+def test_fewer_predictive_samples_than_shown_completions_still_work(checkpoint_2d, tmp_path):
+    assert conditional.main([str(checkpoint_2d), "--n", "2", "--steps", "5",
+                             "--predictive-samples", "2", "--grid-points", "40",
+                             "--no-progress", "--output-dir", str(tmp_path)]) == 0
+
+
 def test_a_latent_space_above_2_has_no_exact_numbers(tmp_path):
     out = tmp_path / "run"
     assert vae.main(["--n-train", "200", "--epochs", "1", "--latent-dim", "3",
