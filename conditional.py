@@ -378,8 +378,9 @@ def training_pixel_mean(train_images):
     return mean, (n * mean + 1) / (n + 2)
 
 
-def correlation_entry(summaries):
-    """Means over images of the per-image largest and mean |correlation|."""
+def correlation_entry(summaries, missing):
+    """Means over images of the per-image largest and mean |correlation|, and
+    image 0's numbers with its most correlated pair as (row, column)."""
     max_abs = np.array([r["max_abs"] for r in summaries])
     finite = np.isfinite(max_abs)
     if not finite.any():
@@ -387,7 +388,10 @@ def correlation_entry(summaries):
     return {"images_with_two_uncertain_pixels": int(finite.sum()),
             "max_abs": entry(max_abs[finite]),
             "mean_abs": entry(np.array([r["mean_abs"] for r in summaries])[finite]),
-            "image_0": summaries[0]}
+            "image_0": {**{k: v for k, v in summaries[0].items() if k != "pair"},
+                        "most_correlated_pixels_row_column": [
+                            divmod(int(np.flatnonzero(missing)[i]), IMAGE_SIDE)
+                            for i in summaries[0]["pair"] or ()]}}
 
 
 def summarize(per_image, args):
@@ -403,7 +407,8 @@ def summarize(per_image, args):
     s["predictive_correlation"] = {
         "note": f"between missing pixels whose predictive mean lies in {UNCERTAIN}; given "
                 "z they are independent (correlation 0)",
-        **{name: correlation_entry(c) for name, c in per_image["correlations"].items()}}
+        **{name: correlation_entry(c, ~per_image["observed"])
+           for name, c in per_image["correlations"].items()}}
     if "exact" in per_image:
         ll = s["missing_pixels_log_likelihood"]
         ll["exact"] = entry(per_image["exact"])
