@@ -51,6 +51,7 @@ import vae
 from plotting import IMAGE_SIDE
 
 MASKS = ("top", "bottom", "left", "right")    # the half of the image that is observed
+FIGURE_KINDS = ("completions", "posteriors", "correlations")   # <stem>_<kind>.png
 SHOWN_IMAGES = 8           # rows of the completions figure
 SHOWN_SAMPLES = 3          # sampled completions per row
 CONTOUR_IMAGES = 4         # panels of the posterior figure (2-D latent space)
@@ -277,6 +278,9 @@ def parse_args(argv=None):
     add("checkpoint", type=runs.existing_file, help="a checkpoint.npz written by vae.py")
     add("--mask", choices=MASKS, default="top", help="the half of each image that is observed")
     add("--n", type=runs.positive_int, default=100, help="the first N test images")
+    add("--images", choices=("test", "model"), default="test",
+        help="test: MNIST test images; model: N images sampled from the model itself "
+             "(z ~ p(z), x ~ p(x|z)), on which the model's assumptions hold")
     add("--steps", type=runs.positive_int, default=500, help="Adam steps of the SVI fit")
     add("--samples", type=runs.positive_int, default=10,
         help="reparameterised samples of z per image and step")
@@ -356,6 +360,8 @@ def fit_and_predict(args, gen_params, rec_params, config, x, pixel_mean, pixel_p
                   - evaluate.exact_log_px(gen_params, x, points=points // 2,
                                           activation=activation, observed=observed))
         out["log_p_observed"], out["exact"] = log_p_observed, log_p_all - log_p_observed
+        out["prior_exact"] = evaluate.exact_log_px(gen_params, x, points=points,
+                                                   activation=activation, observed=missing)
         out["grid_change"] = float(np.max(np.abs(out["exact"] - coarse)))
         exact_correlations = []
         for n in range(len(x)):
@@ -367,6 +373,17 @@ def fit_and_predict(args, gen_params, rec_params, config, x, pixel_mean, pixel_p
                 out["correlation_maps"]["exact"] = (means, w)
         out["correlations"]["exact"] = exact_correlations
     return out
+
+
+def model_images(gen_params, activation, n, seed):
+    """n binary images drawn from the model: z ~ N(0, I), then every pixel
+    ~ Bernoulli(sigmoid(decoder(z))), from default_rng([seed, 0, 2]).
+    -> (images (n, D), a sentence that says so)."""
+    rng = np.random.default_rng([seed, 0, 2])
+    z = rng.standard_normal((n, gen_params[0][0].shape[0]))
+    means = expit(fastgrad.neural_net_predict(gen_params, z, activation))
+    return ((rng.random(means.shape) < means).astype(np.float64),
+            f"sampled from the model: z ~ N(0, I), x ~ p(x|z), numpy.random.default_rng([{seed}, 0, 2])")
 
 
 def training_pixel_mean(train_images):
@@ -412,7 +429,12 @@ def summarize(per_image, args):
     if "exact" in per_image:
         ll = s["missing_pixels_log_likelihood"]
         ll["exact"] = entry(per_image["exact"])
+        ll["prior_exact"] = entry(per_image["prior_exact"])
         s["svi_minus"]["exact"] = entry(per_image["svi"] - per_image["exact"])
+        # log p(x_missing | x_observed) - log p(x_missing): what seeing one half is worth.
+        pmi = per_image["exact"] - per_image["prior_exact"]
+        s["pointwise_mutual_information"] = {**entry(pmi),
+                                             "fraction_negative": float(np.mean(pmi < 0))}
         s["observed_pixels_bound"]["exact_log_p_observed"] = entry(per_image["log_p_observed"])
         s["observed_pixels_bound"]["gap_at_end"] = entry(per_image["log_p_observed"]
                                                          - per_image["bound_end"])
@@ -449,7 +471,11 @@ def format_report(report):
              row(f"prior predictive log E_p(z)[p(x_miss|z)], K={k}", ll["prior"]),
              row("per-pixel training mean", ll["pixel_marginal"])]
     if "exact" in ll:
-        lines.append(row("exact log p(x_miss|x_obs), grid", ll["exact"]))
+        lines += [row("exact log p(x_miss|x_obs), grid", ll["exact"]),
+                  row("exact log p(x_miss), grid", ll["prior_exact"]),
+                  row("their difference, the pointwise mutual information",
+                      s["pointwise_mutual_information"])
+                  + f"  (negative for {s['pointwise_mutual_information']['fraction_negative']:.0%})"]
     lines += [row(f"SVI minus {name.replace('_', ' ')} (paired)", e) for name, e in diff.items()]
     b = s["observed_pixels_bound"]
     lines += ["Observed pixels: E_q[log p(x_obs|z)] - KL(q||p(z))",
@@ -474,7 +500,7 @@ def format_report(report):
     return "\n".join(lines)
 
 
-def write_figures(per_image, x, observed, gen_params, activation, out, mask):
+def write_figures(per_image, x, observed, gen_params, activation, out, stem):
     """Completions (and, for a 2-D latent space, posterior contours). -> paths."""
     import plotting
 
@@ -487,7 +513,7 @@ def write_figures(per_image, x, observed, gen_params, activation, out, mask):
             return image
         rows += [x[n], np.where(observed, x[n], 0.5), complete(per_image["predictive_mean"][n]),
                  *(complete(s) for s in per_image["sampled"][n])]
-    paths = [out / f"conditional_{mask}_completions.png"]
+    paths = [out / f"{stem}_{FIGURE_KINDS[0]}.png"]
     plotting.save_images(np.array(rows), paths[0], ims_per_row=3 + per_image["sampled"].shape[1],
                          vmin=0, vmax=1)
     if "exact_mean" in per_image:
@@ -495,12 +521,12 @@ def write_figures(per_image, x, observed, gen_params, activation, out, mask):
                       gen_params, x[n], observed, per_image["q"][n], per_image["encoder_q"][n],
                       per_image["exact_mean"][n], per_image["exact_cov"][n], activation))
                   for n in range(min(CONTOUR_IMAGES, len(x)))]
-        paths.append(out / f"conditional_{mask}_posteriors.png")
+        paths.append(out / f"{stem}_{FIGURE_KINDS[1]}.png")
         plotting.save_posterior_contours(panels, paths[-1])
     maps, titles, marked = correlation_maps(per_image["correlation_maps"], observed)
     others = np.abs(np.delete(maps, marked, axis=1))
     limit = max(0.05, np.ceil(others.max() * 20) / 20)   # the scale's end, a multiple of 0.05
-    paths.append(out / f"conditional_{mask}_correlations.png")
+    paths.append(out / f"{stem}_{FIGURE_KINDS[2]}.png")
     plotting.save_correlation_maps(maps, titles, marked, paths[-1], limit)
     return paths
 
@@ -532,18 +558,22 @@ def run(args):
     gen_params = vae.cast_params(gen_params, np.float64)
     rec_params = vae.cast_params(rec_params, np.float64)
     out = args.output_dir or args.checkpoint.parent
-    json_path = args.json or out / f"conditional_{args.mask}.json"
-    runs.prepare_output_dir(out, (f"conditional_{args.mask}_*.png",), args.overwrite,
+    stem = f"conditional_{args.mask}" + "_model" * (args.images == "model")
+    json_path = args.json or out / f"{stem}.json"
+    runs.prepare_output_dir(out, [f"{stem}_{kind}.png" for kind in FIGURE_KINDS], args.overwrite,
                             "conditional.py", vae.FIGURE_BYTES)
     runs.claim_output_dir(json_path.parent, (json_path.name,), args.overwrite, "conditional.py")
     runs.check_writable(json_path.parent, what="the report's folder")
     data_dir = config["data_dir"]
     _, train_images, _, test_images, _ = data.load_data(data_dir and Path(data_dir))
-    if args.n > len(test_images):
+    if args.images == "test" and args.n > len(test_images):
         raise runs.RunError(f"--n {args.n} but the test set has {len(test_images)} images",
                             exit_code=2)
-    x, binarization = evaluate.binarize_split(test_images, "sample")
-    x = x[:args.n]
+    if args.images == "model":
+        x, binarization = model_images(gen_params, config["activation"], args.n, args.seed)
+    else:
+        x, binarization = evaluate.binarize_split(test_images, "sample")
+        x = x[:args.n]
     pixel_mean, pixel_probability = training_pixel_mean(train_images[:config["n_train"]])
     try:
         with runs.sigterm_as_interrupt():
@@ -555,11 +585,13 @@ def run(args):
         return code
     observed = per_image["observed"]
     settings = {key: getattr(args, key) for key in (
-        "mask", "steps", "samples", "learning_rate", "init", "predictive_samples", "seed",
+        "images", "mask", "steps", "samples", "learning_rate", "init", "predictive_samples", "seed",
         "grid_points")}
     report = {
         "status": "complete", "checkpoint": str(args.checkpoint), "epochs_trained": len(history),
-        "config": config, "n": len(x), "images": f"the first {len(x)} test images",
+        "config": config, "n": len(x),
+        "images": f"the first {len(x)} test images" if args.images == "test" else
+                  f"{len(x)} images sampled from the model",
         "binarization": binarization, "observed_pixels": int(observed.sum()),
         "missing_pixels": int((~observed).sum()), "settings": settings,
         "pixel_marginal": "training mean per pixel, smoothed as (n p + 1) / (n + 2)",
@@ -568,8 +600,7 @@ def run(args):
         "summary": summarize(per_image, args),
     }
     print(format_report(report), flush=True)
-    paths = write_figures(per_image, x, observed, gen_params, config["activation"], out,
-                          args.mask)
+    paths = write_figures(per_image, x, observed, gen_params, config["activation"], out, stem)
     report.update(figures=[str(p) for p in paths], wall_seconds=time.perf_counter() - wall_start,
                   versions=runs.library_versions())
     runs.write_json(json_path, report)

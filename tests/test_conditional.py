@@ -221,10 +221,12 @@ def report_2d(checkpoint_2d):
 
 def test_the_report_holds_the_three_scores_and_the_exact_conditional(report_2d):
     scores = report_2d["summary"]["missing_pixels_log_likelihood"]
-    assert set(scores) == {"svi", "prior", "pixel_marginal", "exact"}
+    assert set(scores) == {"svi", "prior", "pixel_marginal", "exact", "prior_exact"}
+    pmi = report_2d["summary"]["pointwise_mutual_information"]
+    assert pmi["mean"] == pytest.approx(scores["exact"]["mean"] - scores["prior_exact"]["mean"])
     assert all(np.isfinite([e["mean"], e["se"]]).all() and e["mean"] < 0
                for e in scores.values())
-    assert report_2d["settings"] == {"mask": "top", "steps": 20, "samples": 10,
+    assert report_2d["settings"] == {"images": "test", "mask": "top", "steps": 20, "samples": 10,
                                      "learning_rate": 0.02, "init": "encoder",
                                      "predictive_samples": 50, "seed": 0, "grid_points": 100}
     assert report_2d["n"] == 5 and report_2d["missing_pixels"] == 392
@@ -268,6 +270,32 @@ def test_fewer_predictive_samples_than_shown_completions_still_work(checkpoint_2
     assert conditional.main([str(checkpoint_2d), "--n", "2", "--steps", "5",
                              "--predictive-samples", "2", "--grid-points", "40",
                              "--no-progress", "--output-dir", str(tmp_path)]) == 0
+
+
+def test_model_images_get_their_own_files_beside_the_test_images_run(report_2d, checkpoint_2d):
+    folder = checkpoint_2d.parent
+    before = {p: p.read_bytes() for p in folder.glob("conditional_top_*.png")}
+    assert conditional.main([str(checkpoint_2d), *FAST, "--images", "model"]) == 0
+    report = json.loads((folder / "conditional_top_model.json").read_text())
+    assert report["images"] == "5 images sampled from the model"
+    assert {p: p.read_bytes() for p in before} == before
+    assert len(list(folder.glob("conditional_top_model_*.png"))) == 3
+
+
+def test_on_its_own_samples_a_model_s_halves_share_information():
+    # Averaged over images drawn from the model, log p(x_missing | x_observed)
+    # - log p(x_missing) is the mutual information of the halves: >= 0. Exact
+    # on the grid; 400 images, within 4 standard errors of a non-negative mean.
+    gen, _, _, observed = tiny_model(seed=5, data_dim=12)
+    x, _ = conditional.model_images(gen, "tanh", 400, seed=0)
+    log_p = evaluate.exact_log_px(gen, x, points=151, activation="tanh")
+    log_p_observed = evaluate.exact_log_px(gen, x, points=151, activation="tanh",
+                                           observed=observed)
+    log_p_missing = evaluate.exact_log_px(gen, x, points=151, activation="tanh",
+                                          observed=~observed)
+    pmi = log_p - log_p_observed - log_p_missing
+    assert pmi.mean() > -4 * pmi.std(ddof=1) / np.sqrt(len(pmi))
+    assert pmi.mean() > 0.25   # and this model's halves do share information (0.59)
 
 
 def test_a_latent_space_above_2_has_no_exact_numbers(tmp_path):
