@@ -300,9 +300,10 @@ def parse_args(argv=None):
     add("--output-dir", type=runs.output_dir, default=None, metavar="DIR",
         help="where the report and figures go (default: the checkpoint's folder)")
     add("--json", type=runs.output_path, default=None, metavar="PATH",
-        help="the report (default: conditional_<mask>.json in the output folder)")
+        help="the report (default: conditional_<mask>.json in the output folder; "
+             "conditional_<mask>_model.json with --images model)")
     add("--overwrite", action="store_true",
-        help="replace an earlier conditional.py report and figures for this mask")
+        help="replace an earlier conditional.py report and figures for this mask and images")
     add("--no-progress", action="store_true", help="no progress bar")
     return parser.parse_args(argv)
 
@@ -352,26 +353,36 @@ def fit_and_predict(args, gen_params, rec_params, config, x, pixel_mean, pixel_p
             out["predictive_mean"][n] = means.mean(axis=0)
             out["sampled"][n] = means[:SHOWN_SAMPLES]
     if latent_dim == 2:
-        points = args.grid_points
-        log_p_observed, out["exact_mean"], out["exact_cov"] = grid_posterior(
-            gen_params, x, observed, activation, points=points)
-        log_p_all = evaluate.exact_log_px(gen_params, x, points=points, activation=activation)
-        coarse = (evaluate.exact_log_px(gen_params, x, points=points // 2, activation=activation)
-                  - evaluate.exact_log_px(gen_params, x, points=points // 2,
-                                          activation=activation, observed=observed))
-        out["log_p_observed"], out["exact"] = log_p_observed, log_p_all - log_p_observed
-        out["prior_exact"] = evaluate.exact_log_px(gen_params, x, points=points,
-                                                   activation=activation, observed=missing)
-        out["grid_change"] = float(np.max(np.abs(out["exact"] - coarse)))
-        exact_correlations = []
-        for n in range(len(x)):
-            z, w = local_posterior(gen_params, x[n], observed, out["exact_mean"][n],
-                                   out["exact_cov"][n], activation)
-            means = missing_pixel_means(gen_params, z, missing, activation)
-            exact_correlations.append(correlation_summary(means, w))
-            if n == 0:
-                out["correlation_maps"]["exact"] = (means, w)
-        out["correlations"]["exact"] = exact_correlations
+        exact = exact_answers(gen_params, x, observed, activation, args.grid_points)
+        out["correlation_maps"]["exact"] = exact.pop("correlation_map")
+        out["correlations"]["exact"] = exact.pop("correlations")
+        out.update(exact)
+    return out
+
+
+def exact_answers(gen_params, x, observed, activation, points):
+    """For a 2-D latent space, on the grid: log p(x_observed), the exact
+    conditional log p(x_missing | x_observed) = log p(x) - log p(x_observed)
+    and log p(x_missing) (N,); the posterior's mean (N, 2) and covariance
+    (N, 2, 2); the largest change of the conditional with half the points;
+    the missing pixels' correlations under the exact conditional, per image."""
+    missing = ~observed
+    log_p_observed, mean, cov = grid_posterior(gen_params, x, observed, activation, points=points)
+    log_p_all = evaluate.exact_log_px(gen_params, x, points=points, activation=activation)
+    coarse = (evaluate.exact_log_px(gen_params, x, points=points // 2, activation=activation)
+              - evaluate.exact_log_px(gen_params, x, points=points // 2,
+                                      activation=activation, observed=observed))
+    out = {"log_p_observed": log_p_observed, "exact": log_p_all - log_p_observed,
+           "prior_exact": evaluate.exact_log_px(gen_params, x, points=points,
+                                                activation=activation, observed=missing),
+           "exact_mean": mean, "exact_cov": cov, "correlations": []}
+    out["grid_change"] = float(np.max(np.abs(out["exact"] - coarse)))
+    for n in range(len(x)):
+        z, w = local_posterior(gen_params, x[n], observed, mean[n], cov[n], activation)
+        means = missing_pixel_means(gen_params, z, missing, activation)
+        out["correlations"].append(correlation_summary(means, w))
+        if n == 0:
+            out["correlation_map"] = (means, w)
     return out
 
 
