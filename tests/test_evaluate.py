@@ -419,3 +419,27 @@ def test_cli_refuses_a_file_that_is_not_a_checkpoint(tmp_path, capsys):
     bogus.write_text("not a checkpoint")
     code, _, err = run_cli(capsys, bogus)
     assert code == 1 and "is not a checkpoint written by vae.py" in err
+
+
+def test_a_tanh_checkpoint_is_evaluated_with_tanh(tmp_path, capsys):
+    # The per-image KL is deterministic: it must be the tanh encoder's, not the relu one's.
+    out = tmp_path / "tanh"
+    assert vae.main(["--epochs", "1", "--n-train", "300", "--latent-dim", "2",
+                     "--hidden-units", "16", "--activation", "tanh",
+                     "--output-dir", str(out), "--no-progress"]) == 0
+    report_path = tmp_path / "report.json"
+    code, printed, _ = run_cli(capsys, out / "checkpoint.npz", "--n", 20, "--iw-samples", 10,
+                               "--elbo-samples", 5, "--exact", "--json", report_path,
+                               "--no-progress")
+    assert code == 0 and "tanh units" in printed
+    report = json.loads(report_path.read_text())
+    assert report["checkpoint"]["activation"] == "tanh"
+    gen, rec, _, _ = vae.load_model(out / "checkpoint.npz")
+    x, _ = evaluate.binarize_split(vae.load_data()[3][:20], "sample")
+    kl = {name: vae.compute_KL(vae.neural_net_predict(rec, x, f))
+          for name, f in vae.ACTIVATIONS.items()}
+    per_image = np.load(report_path.with_suffix(".npz"))
+    np.testing.assert_allclose(per_image["kl"], kl["tanh"], rtol=1e-10)
+    assert not np.allclose(per_image["kl"], kl["relu"], rtol=1e-3)
+    np.testing.assert_allclose(per_image["exact_log_px"],
+                               evaluate.exact_log_px(gen, x, activation="tanh"), rtol=1e-12)
