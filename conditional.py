@@ -342,7 +342,9 @@ def fit_and_predict(args, gen_params, rec_params, config, x, pixel_mean, pixel_p
     out["correlations"] = {"svi": [], "prior": []}
     out["predictive_mean"] = np.empty((shown, int(missing.sum())))
     out["sampled"] = np.empty((shown, min(SHOWN_SAMPLES, len(z_q)), int(missing.sum())))
-    for n in range(len(x)):
+    from tqdm import tqdm
+    for n in tqdm(range(len(x)), desc="predictive", unit="image", leave=False,
+                  disable=None if not args.no_progress else True):
         means = missing_pixel_means(gen_params, z_q[:, n], missing, activation)
         prior_means = missing_pixel_means(gen_params, z_prior[:, n], missing, activation)
         out["correlations"]["svi"].append(correlation_summary(means))
@@ -353,14 +355,15 @@ def fit_and_predict(args, gen_params, rec_params, config, x, pixel_mean, pixel_p
             out["predictive_mean"][n] = means.mean(axis=0)
             out["sampled"][n] = means[:SHOWN_SAMPLES]
     if latent_dim == 2:
-        exact = exact_answers(gen_params, x, observed, activation, args.grid_points)
+        exact = exact_answers(gen_params, x, observed, activation, args.grid_points,
+                              progress=not args.no_progress)
         out["correlation_maps"]["exact"] = exact.pop("correlation_map")
         out["correlations"]["exact"] = exact.pop("correlations")
         out.update(exact)
     return out
 
 
-def exact_answers(gen_params, x, observed, activation, points):
+def exact_answers(gen_params, x, observed, activation, points, progress=False):
     """For a 2-D latent space, on the grid: log p(x_observed), the exact
     conditional log p(x_missing | x_observed) = log p(x) - log p(x_observed)
     and log p(x_missing) (N,); the posterior's mean (N, 2) and covariance
@@ -377,7 +380,9 @@ def exact_answers(gen_params, x, observed, activation, points):
                                                 activation=activation, observed=missing),
            "exact_mean": mean, "exact_cov": cov, "correlations": []}
     out["grid_change"] = float(np.max(np.abs(out["exact"] - coarse)))
-    for n in range(len(x)):
+    from tqdm import tqdm
+    for n in tqdm(range(len(x)), desc="exact correlations", unit="image", leave=False,
+                  disable=None if progress else True):
         z, w = local_posterior(gen_params, x[n], observed, mean[n], cov[n], activation)
         means = missing_pixel_means(gen_params, z, missing, activation)
         out["correlations"].append(correlation_summary(means, w))

@@ -206,7 +206,8 @@ def claim_output_dir(folder, patterns, overwrite, prog):
             raise RunError(f"--overwrite: cannot delete {path}: {e.strerror or e}; "
                            f"{done} of the run's {len(files)} files were deleted") from None
     if files:
-        print(f"{prog}: --overwrite: deleted {len(files)} files of the run in {folder}")
+        print(f"{prog}: --overwrite: deleted {len(files)} file{'s' * (len(files) != 1)} of the "
+              f"run in {folder}")
 
 
 def prepare_output_dir(folder, patterns, overwrite, prog, need_bytes=0):
