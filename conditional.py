@@ -476,7 +476,7 @@ def format_report(report):
         return f"  {name:<54}{e['mean']:>9.2f}{e['se']:>8.2f}"
 
     lines = [f"{report['checkpoint']}: latent_dim {report['config']['latent_dim']}, "
-             f"{report['config']['activation']}; first {report['n']} test images, "
+             f"{report['config']['activation']}; {report['images']}, "
              f"binarisation: {report['binarization']}",
              f"observed: {report['settings']['mask']} half ({report['observed_pixels']} pixels), "
              f"predicted: {report['missing_pixels']} pixels; SVI: {report['settings']['steps']} "
