@@ -4,8 +4,9 @@ This module knows nothing about the model: it turns NumPy arrays into PNG
 files. It never imports matplotlib.pyplot and never selects a backend; every
 figure is built with the object-oriented API (Figure + FigureCanvasAgg), and
 raw image grids are written with matplotlib.image.imsave. Every writer creates
-missing parent folders, and identical input gives byte-identical files (the
-PNG metadata carries no date and no software version).
+missing parent folders and writes atomically (a temporary file renamed over
+the target), and identical input gives byte-identical files (the PNG metadata
+carries no date and no software version).
 """
 
 from pathlib import Path
@@ -26,11 +27,12 @@ N_DIGIT_CLASSES = 10
 MANIFOLD_PIXELS_PER_CELL = 2  # a manifold has many images: keep its PNG small
 
 
-def _prepare_path(filename):
-    """Return filename as a Path, creating its parent folders."""
-    path = Path(filename)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path
+def _write_png(filename, write):
+    """write(file) into a temporary file beside filename, renamed over it when
+    complete (runs.atomic_write): an interrupted run never leaves half a PNG.
+    Parent folders are created."""
+    import runs
+    runs.atomic_write(Path(filename), write)
 
 
 def _check_images(images, digit_dimensions):
@@ -101,9 +103,9 @@ def save_images(images, filename, ims_per_row=5, padding=5,
     grid = image_grid(images, ims_per_row, padding, digit_dimensions, pad_value)
     block = np.ones((pixels_per_cell, pixels_per_cell), dtype=grid.dtype)
     import matplotlib.image
-    matplotlib.image.imsave(_prepare_path(filename), np.kron(grid, block),
-                            cmap=cmap, vmin=vmin, vmax=vmax, format="png",
-                            metadata=PNG_METADATA)
+    _write_png(filename, lambda f: matplotlib.image.imsave(
+        f, np.kron(grid, block), cmap=cmap, vmin=vmin, vmax=vmax, format="png",
+        metadata=PNG_METADATA))
 
 
 def bernoulli_means(logits):
@@ -125,10 +127,14 @@ def _new_axes():
     return figure, figure.add_subplot()
 
 
+def _save(figure, filename):
+    _write_png(filename, lambda f: figure.savefig(f, format="png", dpi=FIGURE_DPI,
+                                                  metadata=PNG_METADATA))
+
+
 def _save_figure(figure, filename):
     figure.tight_layout()
-    figure.savefig(_prepare_path(filename), format="png", dpi=FIGURE_DPI,
-                   metadata=PNG_METADATA)
+    _save(figure, filename)
 
 
 def save_learning_curve(epochs, train_elbo, test_elbo, filename):
@@ -237,7 +243,7 @@ def save_posterior_contours(panels, filename):
         Line2D([], [], color=s["colors"], linestyle=s["linestyles"]) for s in styles[1:len(names)]]
     figure.legend(handles, names, loc="upper center", ncol=len(names), fontsize=8, frameon=False)
     figure.tight_layout(rect=(0, 0, 1, 0.92))
-    figure.savefig(_prepare_path(filename), format="png", dpi=FIGURE_DPI, metadata=PNG_METADATA)
+    _save(figure, filename)
 
 
 def save_correlation_maps(maps, titles, marked, filename, limit=1.0,
@@ -265,4 +271,4 @@ def save_correlation_maps(maps, titles, marked, filename, limit=1.0,
         axes.set_yticks([])
     figure.tight_layout(rect=(0, 0, 0.86, 1))
     figure.colorbar(shown, cax=figure.add_axes((0.88, 0.15, 0.02, 0.7)), label="correlation")
-    figure.savefig(_prepare_path(filename), format="png", dpi=FIGURE_DPI, metadata=PNG_METADATA)
+    _save(figure, filename)

@@ -210,3 +210,29 @@ def test_manifold_png_size_matches_n_per_side(tmp_path):
 def test_manifold_rejects_wrong_count(tmp_path):
     with pytest.raises(ValueError, match="n_per_side"):
         plotting.save_manifold(random_images(8), tmp_path / "m.png", n_per_side=3)
+
+
+@pytest.mark.parametrize("writer", ["grid", "figure"])
+def test_an_interrupted_write_leaves_the_old_file_whole(tmp_path, monkeypatch, writer):
+    path = tmp_path / "figure.png"
+
+    def write():
+        if writer == "grid":
+            plotting.save_images(np.full((2, IMAGE_SIDE ** 2), 0.5), path)
+        else:
+            plotting.save_learning_curve([1, 2], [-200.0, -150.0], [-190.0, -160.0], path)
+    write()
+    old = path.read_bytes()
+
+    def half_then_fail(f, *args, **kwargs):
+        f.write(b"\x89PNG half")
+        raise KeyboardInterrupt
+    if writer == "grid":
+        monkeypatch.setattr(matplotlib.image, "imsave", half_then_fail)
+    else:
+        from matplotlib.figure import Figure
+        monkeypatch.setattr(Figure, "savefig", lambda self, f, **kwargs: half_then_fail(f))
+    with pytest.raises(KeyboardInterrupt):
+        write()
+    assert path.read_bytes() == old
+    assert [p.name for p in tmp_path.iterdir()] == ["figure.png"]
