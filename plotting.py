@@ -272,3 +272,16 @@ def save_correlation_maps(maps, titles, marked, filename, limit=1.0,
     figure.tight_layout(rect=(0, 0, 0.86, 1))
     figure.colorbar(shown, cax=figure.add_axes((0.88, 0.15, 0.02, 0.7)), label="correlation")
     _save(figure, filename)
+
+
+def save_histogram(values, filename, title, xlabel, bins=200):
+    """Histogram of values (any shape, flattened), as a density, with the 1st
+    to 99th percentile range on the x axis."""
+    values = np.ravel(values)
+    low, high = np.percentile(values, [1, 99])
+    figure, axes = _new_axes()
+    axes.hist(values, bins=bins, range=(low, high), density=True, color="tab:blue")
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel("density")
+    axes.set_title(title, fontsize=9)
+    _save_figure(figure, filename)

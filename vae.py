@@ -267,13 +267,29 @@ def evaluate_elbo(gen_params, rec_params, binary_images, seed=TEST_POSTERIOR_SEE
 
 # ---- Figures ---------------------------------------------------------------
 
+class GaussianLatent:
+    """The latent space of this model, as write_figures uses it: draws from
+    the prior N(0, I), its quantile function, and z from the encoder's
+    output and standard normal noise. Other priors (variants.py) pass their own."""
+
+    @staticmethod
+    def sample_prior(rs, shape):
+        return rs.randn(*shape)
+
+    @staticmethod
+    def ppf(p):
+        from scipy.stats import norm
+        return norm.ppf(p)
+
+    reparameterize = staticmethod(fastgrad.reparameterize)
+
+
 def write_figures(gen_params, rec_params, test_images, test_labels, history,
-                  output_dir, seed, activation="relu"):
+                  output_dir, seed, activation="relu", latent=GaussianLatent):
     """Writes every figure of a trained model into output_dir and returns the
     paths. Random draws come from RandomState(seed), so a checkpoint gives the
     same pictures as the run that wrote it. activation: a key of ACTIVATIONS."""
     import plotting
-    from scipy.stats import norm
 
     out, rs = Path(output_dir), npr.RandomState(seed)
     latent_dim = gen_params[0][0].shape[0]
@@ -290,12 +306,12 @@ def write_figures(gen_params, rec_params, test_images, test_labels, history,
 
     paths = [out / "samples_from_prior.png", out / "reconstructions.png"]
     # 1. z ~ p(z), shown as Bernoulli means.
-    plotting.save_images(decode(rs.randn(NUM_PRIOR_SAMPLES, latent_dim)), paths[0],
+    plotting.save_images(decode(latent.sample_prior(rs, (NUM_PRIOR_SAMPLES, latent_dim))), paths[0],
                          vmin=0, vmax=1)
     # 2. Originals in the top row, reconstructions (encode, sample, decode) below.
     originals = test_images[:NUM_RECONSTRUCTIONS]   # fewer if the test set is tiny
-    z = fastgrad.reparameterize(neural_net_predict(rec_params, originals, activation),
-                                rs.randn(len(originals), latent_dim))
+    z = latent.reparameterize(neural_net_predict(rec_params, originals, activation),
+                              rs.randn(len(originals), latent_dim))
     plotting.save_images(np.concatenate([originals, decode(z)]), paths[1],
                          ims_per_row=len(originals), vmin=0, vmax=1)
     # 3. Straight lines between encoder means: z = (1 - s) z_a + s z_b, so each
@@ -313,7 +329,7 @@ def write_figures(gen_params, rec_params, test_images, test_labels, history,
     if latent_dim == 2:
         # Kingma & Welling 2014, Fig. 4: equal-probability grid, z = Phi^-1(p)
         # with p = (k + 1/2) / 20; z_1 grows to the right, z_2 upwards.
-        grid = norm.ppf((np.arange(MANIFOLD_SIDE) + 0.5) / MANIFOLD_SIDE)
+        grid = latent.ppf((np.arange(MANIFOLD_SIDE) + 0.5) / MANIFOLD_SIDE)
         z = np.array([[z1, z2] for z2 in grid[::-1] for z1 in grid])
         paths += [out / "latent_scatter.png", out / "latent_manifold.png"]
         plotting.save_latent_scatter(encoder_means(test_images),
@@ -358,6 +374,9 @@ def load_model(path):
     if not all(HISTORY_KEYS <= set(record) for record in history):
         raise runs.RunError(f"{path} is not a checkpoint written by vae.py (an epoch of "
                             f"its history lacks one of {', '.join(sorted(HISTORY_KEYS))})")
+    if config.get("model", "vae") != "vae":
+        raise runs.RunError(f"{path} holds a {config['model']} model written by variants.py; "
+                            "this script reads checkpoints of vae.py's model only")
     config.setdefault("activation", DEFAULT_ACTIVATION)
     if config["activation"] not in ACTIVATIONS:
         raise runs.RunError(f"{path} names the activation {config['activation']!r}; this "

@@ -1,0 +1,212 @@
+"""variants.py: Gaussian pixels and a Laplace prior, against scipy.stats and
+Monte Carlo, their derivatives against finite differences, and short runs."""
+import json
+
+import autograd.numpy as anp
+import numpy as np
+import pytest
+from autograd import grad
+from autograd.test_util import check_grads
+from scipy import stats
+from scipy.special import ndtr
+
+import evaluate
+import variants
+import vae
+
+
+def rand(*shape, seed=0, scale=1.0):
+    return scale * np.random.RandomState(seed).randn(*shape)
+
+
+# ---------------------------------------------------------------- Gaussian pixels
+
+def test_gaussian_log_prob_is_scipy_s_normal_density():
+    x = np.random.RandomState(0).uniform(size=(4, 6))
+    mean, log_std = np.random.RandomState(1).uniform(size=(4, 6)), rand(6, seed=2, scale=0.5)
+    expected = stats.norm.logpdf(x, mean, np.exp(log_std)).sum(axis=1)
+    np.testing.assert_allclose(variants.gaussian_log_prob(x, mean, log_std), expected,
+                               rtol=1e-12)
+
+
+def test_the_noise_floor_holds_and_vanishes_far_above_it():
+    raw = np.array([-50.0, np.log(0.01), 0.0, 3.0])
+    log_std = variants.noise_log_std(raw, 0.01)
+    assert np.all(np.exp(log_std) >= 0.01)
+    np.testing.assert_allclose(np.exp(log_std[0]), 0.01, rtol=1e-12)
+    np.testing.assert_allclose(np.exp(log_std[1]), 0.01 * np.sqrt(2), rtol=1e-12)
+    np.testing.assert_allclose(log_std[2:], raw[2:], atol=1e-4)
+
+
+@pytest.mark.parametrize("per", ["image", "pixel"])
+def test_scaled_squared_error_is_a_gaussian_log_density_up_to_a_constant(per):
+    sigma = variants.squared_error_sigma(1000, per)
+    rs = np.random.RandomState(0)
+    differences = []
+    for _ in range(3):
+        x, mean = rs.uniform(size=(1, 784)), rs.uniform(size=(1, 784))
+        squared_error = np.sum((x - mean) ** 2) / (784 if per == "pixel" else 1)
+        log_density = variants.gaussian_log_prob(x, mean, np.log(sigma))[0]
+        differences.append(-log_density - 1000 * squared_error)
+    np.testing.assert_allclose(differences, differences[0], rtol=1e-12)
+    assert sigma == pytest.approx({"image": 0.02236, "pixel": 0.6261}[per], rel=1e-3)
+
+
+# ---------------------------------------------------------------- the Laplace prior
+
+def test_the_inverse_cdf_is_scipy_s_laplace_quantile():
+    u = np.linspace(0.001, 0.999, 101)
+    np.testing.assert_allclose(variants.laplace_inverse_cdf(u, 0.3, 1.7),
+                               stats.laplace.ppf(u, 0.3, 1.7), rtol=1e-12, atol=1e-12)
+
+
+def test_laplace_from_normal_is_the_inverse_cdf_at_phi_and_finite_in_the_tails():
+    # The inverse CDF at u = Phi(eps) is -sign(u - 1/2) log(1 - 2 |u - 1/2|): for
+    # u < 1/2 that is log(2 u), and Phi(eps) itself is accurate for eps < 0.
+    # (Through u - 1/2 the naive formula loses digits: at eps = -6, from the 8th.)
+    eps = np.linspace(-6, 0, 31)[:-1]
+    np.testing.assert_allclose(variants.standard_laplace_from_normal(eps),
+                               np.log(2 * ndtr(eps)), rtol=1e-13)
+    np.testing.assert_array_equal(variants.standard_laplace_from_normal(-eps),
+                                  -variants.standard_laplace_from_normal(eps))
+    np.testing.assert_allclose(variants.standard_laplace_from_normal(np.linspace(-2, 2, 9)),
+                               variants.laplace_inverse_cdf(ndtr(np.linspace(-2, 2, 9)), 0, 1),
+                               rtol=1e-12, atol=1e-15)
+    far = np.array([-40.0, 40.0])
+    assert np.all(np.isfinite(variants.standard_laplace_from_normal(far)))
+    with np.errstate(divide="ignore"):   # the naive way: Phi(40) rounds to 1, log(0)
+        assert not np.isfinite(variants.laplace_inverse_cdf(ndtr(far), 0.0, 1.0)).all()
+
+
+def test_reparameterised_laplace_samples_have_the_target_distribution():
+    mu, log_b = 0.7, np.log(0.4)
+    q = np.array([[mu, log_b]])
+    eps = rand(200_000, 1, seed=3)
+    z = variants.laplace_reparameterize(np.repeat(q, len(eps), axis=0), eps).ravel()
+    se_mean = np.sqrt(2 * 0.4 ** 2 / len(z))
+    assert abs(z.mean() - mu) < 4 * se_mean
+    # Var = 2 b^2; the s.e. of a sample variance is sqrt((mu4 - sigma^4) / n), mu4 = 24 b^4.
+    se_var = np.sqrt((24 - 4) * 0.4 ** 4 / len(z))
+    assert abs(z.var() - 2 * 0.4 ** 2) < 4 * se_var
+    assert stats.kstest(z[:20_000], stats.laplace(mu, 0.4).cdf).pvalue > 0.01
+
+
+def test_laplace_kl_against_monte_carlo_with_scipy_densities():
+    q = np.array([[0.8, -0.3, np.log(0.5), np.log(1.3)]])
+    tau = 1.5
+    kl = variants.laplace_kl(q, tau)[0]
+    z = variants.laplace_reparameterize(np.repeat(q, 400_000, axis=0), rand(400_000, 2, seed=4))
+    log_ratio = (stats.laplace.logpdf(z, q[0, :2], np.exp(q[0, 2:]))
+                 - stats.laplace.logpdf(z, 0, tau)).sum(axis=1)
+    assert abs(kl - log_ratio.mean()) < 4 * log_ratio.std() / np.sqrt(len(log_ratio))
+
+
+def test_laplace_kl_is_zero_at_the_prior_and_positive_elsewhere():
+    tau = 0.7
+    at_prior = np.array([[0.0, 0.0, np.log(tau), np.log(tau)]])
+    assert variants.laplace_kl(at_prior, tau)[0] == pytest.approx(0.0, abs=1e-14)
+    assert np.all(variants.laplace_kl(rand(50, 4, seed=5), tau) > 0)
+
+
+def test_derivatives_through_the_inverse_cdf_match_finite_differences():
+    eps = rand(5, 3, seed=6)
+    check_grads(lambda q: anp.sum(variants.laplace_reparameterize(q, eps) ** 2),
+                modes=["rev"], order=1)(rand(5, 6, seed=7))
+    check_grads(lambda q: anp.sum(variants.laplace_kl(q, 1.3)), modes=["rev"],
+                order=1)(rand(5, 6, seed=8) + 0.3)
+
+
+# ---------------------------------------------------------------- training
+
+def small_config(model, **extra):
+    return {"model": model, "activation": "relu", "latent_dim": 3, "hidden_units": 20,
+            "hidden_layers": 1, **extra}
+
+
+def tiny_params(config, seed=0):
+    gen, rec = vae.initial_params(config, np.float64, seed)
+    if config["model"] == "gaussian":
+        gen = gen + [variants.noise_layer(config["noise"], np.float64)]
+    return gen, rec
+
+
+MODELS = [small_config("gaussian", noise="per-pixel", min_std=0.01),
+          small_config("gaussian", noise="shared", min_std=0.01),
+          small_config("laplace", prior_scale=1.0)]
+
+
+@pytest.mark.parametrize("config", MODELS, ids=lambda c: f"{c['model']}-{c.get('noise', '')}")
+def test_the_bound_s_gradient_matches_finite_differences(config, mnist_train_subset):
+    gen, rec = tiny_params(config)
+    data = mnist_train_subset[:5]
+    if config["model"] != "gaussian":
+        data = (data > 0.5).astype(float)
+    objective = variants.lower_bound(variants.elbo_terms(config))
+
+    def bound(gen, rec):
+        return objective(gen, rec, data, np.random.RandomState(0).randn)
+    check_grads(bound, argnum=(0, 1), modes=["rev"], order=1)(gen, rec)
+
+
+@pytest.mark.parametrize("config", MODELS, ids=lambda c: f"{c['model']}-{c.get('noise', '')}")
+def test_each_model_trains_and_its_held_out_bound_rises(config, mnist):
+    train_images, test_images = mnist[1][:600], mnist[3][:500]
+    gen, rec = tiny_params(config)
+    grey = config["model"] == "gaussian"
+    held_out = test_images if grey else (test_images > 0.5).astype(float)
+    terms = variants.elbo_terms(config)
+    elbos = [variants.evaluate(terms, gen, rec, held_out)["elbo"]]
+    vae.train(gen, rec, train_images, 3, 100, 3e-3, objective=variants.lower_bound(terms),
+              step=variants.grey_level_step if grey else vae.fast_step,
+              on_epoch_end=lambda epoch, g, r, *rest: elbos.append(
+                  variants.evaluate(terms, g, r, held_out)["elbo"]))
+    assert elbos[1] > elbos[0] + 5 and elbos[3] > elbos[1]
+
+
+# ---------------------------------------------------------------- the command line
+
+TINY = ["--n-train", "300", "--epochs", "2", "--batch-size", "100", "--hidden-units", "20",
+        "--latent-dim", "2", "--no-progress"]
+
+
+@pytest.mark.parametrize("model", ["gaussian", "laplace", "vae"])
+def test_a_run_writes_figures_checkpoint_and_metrics(model, tmp_path):
+    out = tmp_path / model
+    assert variants.main([model, *TINY, "--output-dir", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["status"] == "complete" and metrics["model"] == model
+    assert [r["epoch"] for r in metrics["epochs"]] == [1, 2]
+    assert metrics["epochs"][-1]["test_elbo"] > metrics["epochs"][0]["test_elbo"]
+    names = {p.name for p in out.glob("*.png")}
+    assert {"samples_from_prior.png", "reconstructions.png", "learning_curve.png",
+            "latent_scatter.png", "latent_manifold.png"} <= names
+    assert ("code_histogram.png" in names) == (model != "gaussian")
+    with np.load(out / "checkpoint.npz") as checkpoint:
+        assert ("noise_b0" in checkpoint.files) == (model == "gaussian")
+
+
+def test_a_variant_checkpoint_is_refused_by_the_scripts_of_vae_py_s_model(tmp_path, capsys):
+    out = tmp_path / "laplace"
+    assert variants.main(["laplace", *TINY, "--epochs", "1", "--output-dir", str(out)]) == 0
+    assert evaluate.main([str(out / "checkpoint.npz"), "--n", "2"]) == 1
+    err = capsys.readouterr().err
+    assert "holds a laplace model written by variants.py" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["laplace", "--noise", "shared"], "--noise applies to the gaussian model only"),
+    (["gaussian", "--prior-scale", "2"], "--prior-scale applies to the laplace model only"),
+    (["gaussian", "--min-std", "0"], "--min-std"), (["poisson"], "invalid choice")])
+def test_options_that_do_not_apply_are_refused_in_one_line(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        variants.main(argv)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_a_second_run_into_the_same_folder_is_refused(tmp_path, capsys):
+    out = tmp_path / "gaussian"
+    assert variants.main(["gaussian", *TINY, "--epochs", "1", "--output-dir", str(out)]) == 0
+    assert variants.main(["gaussian", *TINY, "--epochs", "1", "--output-dir", str(out)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
