@@ -40,9 +40,10 @@ import fastgrad
 import runs
 import vae
 from data import DATA_DIM
+from evaluate import ACTIVE_UNIT_THRESHOLD
 
 NOISE_INIT_STD = 0.2        # the Gaussian model's sigma before training
-CODE_NEAR_ZERO = 0.1        # laplace and vae: share of posterior locations with |mu| below this
+CODE_NEAR_ZERO = 0.1        # share of standardised posterior locations within +- this
 
 
 # ----------------------------------------------------------------------------
@@ -194,14 +195,23 @@ def evaluate(terms, gen_params, rec_params, images, seed=vae.TEST_POSTERIOR_SEED
 
 
 def code_statistics(rec_params, images, activation):
-    """How the posterior locations of a test set spread: their share near zero
-    and their excess kurtosis (0 for a Gaussian, 3 for a Laplace), pooled over units."""
+    """How the posterior locations of a test set spread. Inactive units (the
+    variance of their location over images at most 0.01, Burda et al. 2016)
+    sit at 0 under either prior, so the shape is measured on the active units,
+    each standardised over images: the excess kurtosis of the pooled values
+    (0 for Gaussian codes, 3 for Laplace ones) and their share within
+    +-CODE_NEAR_ZERO. -> (statistics, standardised locations (N, active))."""
     from scipy.stats import kurtosis
     mean, _ = vae.unpack_gaussian_params(fastgrad.neural_net_predict(rec_params, images,
                                                                      activation))
-    return {"share_abs_below_0.1": float(onp.mean(onp.abs(mean) < CODE_NEAR_ZERO)),
-            "excess_kurtosis": float(kurtosis(mean.ravel())),
-            "std": float(onp.std(mean))}, mean
+    active = onp.var(mean, axis=0) > ACTIVE_UNIT_THRESHOLD
+    if not active.any():
+        return {"active_units": 0, "latent_dim": int(mean.shape[1])}, mean[:, active]
+    standardised = (mean[:, active] - mean[:, active].mean(axis=0)) / mean[:, active].std(axis=0)
+    return {"active_units": int(active.sum()), "latent_dim": int(mean.shape[1]),
+            "active_excess_kurtosis": float(kurtosis(standardised.ravel())),
+            f"active_share_within_{CODE_NEAR_ZERO}_sd": float(
+                onp.mean(onp.abs(standardised) < CODE_NEAR_ZERO))}, standardised
 
 
 # ----------------------------------------------------------------------------
@@ -387,12 +397,19 @@ def figures_and_statistics(args, config, gen_params, rec_params, test_images, te
     else:
         stats, means = code_statistics(rec_params, test_data, args.activation)
         extra["code_statistics"] = stats
+        if stats["active_units"] == 0:
+            print("No active latent unit: every posterior location is the same for all images")
+            extra["figures"] = [str(p) for p in paths]
+            return extra
         paths.append(out / "code_histogram.png")
-        plotting.save_histogram(means.ravel(), paths[-1],
-                                f"posterior locations of the test set, all {args.latent_dim} units",
-                                "location of q(z|x)")
-        print(f"Posterior locations: {stats['share_abs_below_0.1']:.1%} within "
-              f"+-{CODE_NEAR_ZERO}, excess kurtosis {stats['excess_kurtosis']:.2f}")
+        plotting.save_histogram(means, paths[-1],
+                                f"test-set posterior locations, {stats['active_units']} active "
+                                f"units of {args.latent_dim}, each standardised",
+                                "location of q(z|x) in standard deviations over images")
+        print(f"Posterior locations of the {stats['active_units']} active units, standardised: "
+              f"excess kurtosis {stats['active_excess_kurtosis']:.2f}, "
+              f"{stats[f'active_share_within_{CODE_NEAR_ZERO}_sd']:.1%} within "
+              f"+-{CODE_NEAR_ZERO} sd")
     extra["figures"] = [str(p) for p in paths]
     return extra
 

@@ -5,7 +5,6 @@ import json
 import autograd.numpy as anp
 import numpy as np
 import pytest
-from autograd import grad
 from autograd.test_util import check_grads
 from scipy import stats
 from scipy.special import ndtr
@@ -116,6 +115,20 @@ def test_derivatives_through_the_inverse_cdf_match_finite_differences():
                 order=1)(rand(5, 6, seed=8) + 0.3)
 
 
+@pytest.mark.parametrize("draw, kurtosis", [("laplace", 3.0), ("normal", 0.0)])
+def test_code_statistics_measure_the_shape_of_the_active_units(draw, kurtosis):
+    # A linear encoder whose posterior locations are the inputs themselves:
+    # three units drawn from the named distribution, one nearly constant.
+    rs = np.random.RandomState(0)
+    codes = np.c_[getattr(rs, draw)(size=(100_000, 3)) * [1, 2, 5], 0.05 * rs.randn(100_000)]
+    encoder = [(np.c_[np.eye(4), np.zeros((4, 4))], np.zeros(8))]
+    stats_, standardised = variants.code_statistics(encoder, codes, "relu")
+    assert stats_["active_units"] == 3 and standardised.shape == (100_000, 3)
+    # The s.e. of a sample excess kurtosis is about sqrt(24 / n) for normal data,
+    # and larger for heavy tails; 0.1 is about 4 s.e. for the Laplace sample here.
+    assert stats_["active_excess_kurtosis"] == pytest.approx(kurtosis, abs=0.1)
+
+
 # ---------------------------------------------------------------- training
 
 def small_config(model, **extra):
@@ -180,7 +193,9 @@ def test_a_run_writes_figures_checkpoint_and_metrics(model, tmp_path):
     names = {p.name for p in out.glob("*.png")}
     assert {"samples_from_prior.png", "reconstructions.png", "learning_curve.png",
             "latent_scatter.png", "latent_manifold.png"} <= names
-    assert ("code_histogram.png" in names) == (model != "gaussian")
+    active = metrics.get("code_statistics", {}).get("active_units", 0)
+    assert ("code_histogram.png" in names) == (active > 0)
+    assert ("code_statistics" in metrics) == (model != "gaussian")
     with np.load(out / "checkpoint.npz") as checkpoint:
         assert ("noise_b0" in checkpoint.files) == (model == "gaussian")
 
