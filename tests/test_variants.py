@@ -62,7 +62,7 @@ def test_the_inverse_cdf_is_scipy_s_laplace_quantile():
 def test_laplace_from_normal_is_the_inverse_cdf_at_phi_and_finite_in_the_tails():
     # The inverse CDF at u = Phi(eps) is -sign(u - 1/2) log(1 - 2 |u - 1/2|): for
     # u < 1/2 that is log(2 u), and Phi(eps) itself is accurate for eps < 0.
-    # (Through u - 1/2 the naive formula loses digits: at eps = -6, from the 8th.)
+    # (Through u - 1/2 the naive formula loses digits: relative error 3e-9 at eps = 6.)
     eps = np.linspace(-6, 0, 31)[:-1]
     np.testing.assert_allclose(variants.standard_laplace_from_normal(eps),
                                np.log(2 * ndtr(eps)), rtol=1e-13)
