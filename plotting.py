@@ -285,3 +285,28 @@ def save_histogram(values, filename, title, xlabel, bins=200):
     axes.set_ylabel("density")
     axes.set_title(title, fontsize=9)
     _save_figure(figure, filename)
+
+
+def save_mixture(codes, digits, means, covariances, filename):
+    """2-D codes coloured by digit, with each mixture component's ellipse at
+    two standard deviations and a cross at its mean.
+
+    codes: (N, 2); digits: (N,) labels 0-9; means: (K, 2); covariances: (K, 2, 2).
+    """
+    from matplotlib.patches import Ellipse
+    figure, axes = _new_axes()
+    points = axes.scatter(codes[:, 0], codes[:, 1], c=digits, cmap="tab10", vmin=-0.5,
+                          vmax=N_DIGIT_CLASSES - 0.5, s=1, linewidths=0)
+    figure.colorbar(points, ax=axes, ticks=range(N_DIGIT_CLASSES), label="digit")
+    for mean, covariance in zip(means, covariances):
+        variances, vectors = np.linalg.eigh(covariance)
+        angle = np.degrees(np.arctan2(vectors[1, -1], vectors[0, -1]))
+        width, height = 4 * np.sqrt(variances[::-1])    # two sds each way
+        axes.add_patch(Ellipse(mean, width, height, angle=angle, fill=False,
+                               color="black", linewidth=1))
+        axes.plot(*mean, marker="x", color="black", markersize=5)
+    axes.set_aspect("equal", adjustable="datalim")
+    axes.set_xlabel("code 1")
+    axes.set_ylabel("code 2")
+    axes.set_title("training codes and the Gaussian mixture (2 sd ellipses)", fontsize=9)
+    _save_figure(figure, filename)

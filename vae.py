@@ -269,8 +269,9 @@ def evaluate_elbo(gen_params, rec_params, binary_images, seed=TEST_POSTERIOR_SEE
 
 class GaussianLatent:
     """The latent space of this model, as write_figures uses it: draws from
-    the prior N(0, I), its quantile function, and z from the encoder's
-    output and standard normal noise. Other priors (variants.py) pass their own."""
+    the prior N(0, I), its quantile function, z from the encoder's output and
+    standard normal noise, and the posterior's location (the mean). Other
+    latent spaces (variants.py) pass their own."""
 
     @staticmethod
     def sample_prior(rs, shape):
@@ -282,6 +283,10 @@ class GaussianLatent:
         return norm.ppf(p)
 
     reparameterize = staticmethod(fastgrad.reparameterize)
+
+    @staticmethod
+    def locations(encoder_output):
+        return unpack_gaussian_params(encoder_output)[0]
 
 
 def write_figures(gen_params, rec_params, test_images, test_labels, history,
@@ -302,7 +307,7 @@ def write_figures(gen_params, rec_params, test_images, test_labels, history,
                                                            activation))
 
     def encoder_means(images):
-        return unpack_gaussian_params(neural_net_predict(rec_params, images, activation))[0]
+        return latent.locations(neural_net_predict(rec_params, images, activation))
 
     paths = [out / "samples_from_prior.png", out / "reconstructions.png"]
     # 1. z ~ p(z), shown as Bernoulli means.

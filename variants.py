@@ -31,6 +31,7 @@ from functools import partial
 from pathlib import Path
 
 import autograd.numpy as np
+import autograd.numpy.random as npr
 import numpy as onp
 from autograd import value_and_grad
 from scipy.special import log_ndtr
@@ -143,15 +144,137 @@ class LaplaceLatent:
         return laplace_inverse_cdf(p, 0.0, self.prior_scale)
 
     reparameterize = staticmethod(laplace_reparameterize)
+    locations = staticmethod(vae.GaussianLatent.locations)
+
+
+# ----------------------------------------------------------------------------
+# Binary latent variables
+# ----------------------------------------------------------------------------
+
+def logistic_from_normal(eps):
+    """Logistic(0, 1) draws, log u - log(1 - u) at u = Phi(eps), from standard
+    normal ones, as log Phi(eps) - log Phi(-eps): exact in both tails."""
+    eps = onp.asarray(eps)
+    return log_ndtr(eps) - log_ndtr(-eps)
+
+
+def relaxed_bernoulli(logits, eps, temperature):
+    """The binary Concrete (Gumbel-sigmoid) relaxation of Bernoulli(sigmoid(logits))
+    (Maddison, Mnih and Teh 2017; Jang, Gu and Poole 2017):
+    sigmoid((logits + L) / temperature), L ~ Logistic(0, 1) from eps. In (0, 1),
+    differentiable in the logits; hard as the temperature falls to 0."""
+    return vae.sigmoid((logits + logistic_from_normal(eps).astype(eps.dtype)) / temperature)
+
+
+def hard_bernoulli(logits, eps):
+    """Bernoulli(sigmoid(logits)) draws from the same noise: 1 where logits + L > 0."""
+    return (onp.asarray(logits) + logistic_from_normal(eps) > 0).astype(onp.float64)
+
+
+def bernoulli_kl(logits):
+    """KL(Bern(sigmoid(l)) || Bern(1/2)) summed over units, (N, L) -> (N,):
+    theta log theta + (1 - theta) log(1 - theta) + log 2, with
+    log theta = -softplus(-l) and log(1 - theta) = -softplus(l)."""
+    theta = vae.sigmoid(logits)
+    return np.sum(np.log(2.0) - theta * np.logaddexp(0.0, -logits)
+                  - (1 - theta) * np.logaddexp(0.0, logits), axis=-1)
+
+
+def binary_elbo_terms(gen_params, rec_params, binary, randn, activation="relu",
+                      temperature=2 / 3, hard=False):
+    """log p(x|z) (N,) and KL (N,) of the binary-latent model: z relaxed for
+    training, or hard (a discrete sample) for an ELBO of the discrete model."""
+    logits = fastgrad.neural_net_predict(rec_params, binary, activation)
+    eps = randn(*logits.shape)
+    z = hard_bernoulli(logits, eps) if hard else relaxed_bernoulli(logits, eps, temperature)
+    log_px_given_z = fastgrad.bernoulli_log_prob(
+        binary, fastgrad.neural_net_predict(gen_params, z, activation))
+    return log_px_given_z, bernoulli_kl(logits)
+
+
+class BinaryLatent:
+    """write_figures' view of binary codes: the prior Bern(1/2), hard samples
+    from q, and theta = sigmoid(logits) as the location (decoded as is)."""
+
+    @staticmethod
+    def sample_prior(rs, shape):
+        return (rs.randn(*shape) > 0).astype(onp.float64)
+
+    @staticmethod
+    def ppf(p):
+        return p
+
+    reparameterize = staticmethod(hard_bernoulli)
+    locations = staticmethod(vae.sigmoid)
+
+
+# ----------------------------------------------------------------------------
+# A deterministic autoencoder, made generative by a Gaussian mixture
+# ----------------------------------------------------------------------------
+
+def autoencoder_terms(gen_params, rec_params, binary, randn, activation="relu"):
+    """log p(x | decoder(encoder(x))) (N,), and 0 for the KL: no noise, no prior."""
+    code = fastgrad.neural_net_predict(rec_params, binary, activation)
+    log_px = fastgrad.bernoulli_log_prob(binary,
+                                         fastgrad.neural_net_predict(gen_params, code, activation))
+    return log_px, 0.0 * log_px
+
+
+def fit_mixture(codes, components, seed):
+    """scikit-learn's GaussianMixture with full covariances on the codes (N, L).
+    -> {"weights" (K,), "means" (K, L), "covariances" (K, L, L)}."""
+    from sklearn.mixture import GaussianMixture
+    mixture = GaussianMixture(n_components=components, covariance_type="full",
+                              random_state=seed).fit(codes)
+    return {"weights": mixture.weights_, "means": mixture.means_,
+            "covariances": mixture.covariances_}
+
+
+def sample_mixture(mixture, rs, n):
+    """n draws from the mixture with RandomState rs: a component by its
+    weight, then its Gaussian through the Cholesky factor. -> (n, L)."""
+    k = rs.choice(len(mixture["weights"]), size=n, p=mixture["weights"])
+    chol = onp.linalg.cholesky(mixture["covariances"])
+    eps = rs.randn(n, mixture["means"].shape[1])
+    return mixture["means"][k] + onp.einsum("nij,nj->ni", chol[k], eps)
+
+
+class MixtureLatent:
+    """write_figures' view of an autoencoder's codes: the mixture as prior,
+    the code itself as the posterior's location and sample, and quantiles of
+    the training codes (pooled over coordinates) for the manifold."""
+
+    def __init__(self, mixture, codes):
+        self.mixture, self.codes = mixture, codes
+
+    def sample_prior(self, rs, shape):
+        return sample_mixture(self.mixture, rs, shape[0])
+
+    def ppf(self, p):
+        return onp.quantile(self.codes, p)
+
+    @staticmethod
+    def reparameterize(codes, eps):
+        return codes
+
+    @staticmethod
+    def locations(codes):
+        return codes
 
 
 # ----------------------------------------------------------------------------
 # The models, the loop and the evaluation
 # ----------------------------------------------------------------------------
 
-def elbo_terms(config):
-    """The model's terms(gen_params, rec_params, data, randn) -> (log p(x|z), KL)."""
+def elbo_terms(config, training=True):
+    """The model's terms(gen_params, rec_params, data, randn) -> (log p(x|z), KL);
+    for the binary model, relaxed samples in training and hard ones otherwise."""
     model, activation = config["model"], config["activation"]
+    if model == "binary":
+        return partial(binary_elbo_terms, activation=activation,
+                       temperature=config["temperature"], hard=not training)
+    if model == "autoencoder":
+        return partial(autoencoder_terms, activation=activation)
     if model == "gaussian":
         return partial(gaussian_elbo_terms, activation=activation, min_std=config["min_std"])
     if model == "laplace":
@@ -218,8 +341,76 @@ def code_statistics(rec_params, images, activation):
 # The command line
 # ----------------------------------------------------------------------------
 
-MODEL_OPTIONS = {"gaussian": ("noise", "min_std"), "laplace": ("prior_scale",), "vae": ()}
-RUN_FILES = vae.RUN_FILES + ("code_histogram.png",)
+MODEL_OPTIONS = {"gaussian": ("noise", "min_std"), "laplace": ("prior_scale",),
+                 "binary": ("temperature",), "autoencoder": ("components",), "vae": ()}
+OPTION_DEFAULTS = {"noise": "per-pixel", "min_std": 0.01, "prior_scale": 1.0,
+                   "temperature": 2 / 3, "components": 10}
+MIXTURE_NAME = "mixture.npz"
+RUN_FILES = vae.RUN_FILES + ("code_histogram.png", MIXTURE_NAME, "mixture.png")
+
+
+def layer_sizes(config):
+    """(generator sizes, recognition sizes): vae.py's, except that the binary
+    and autoencoder encoders output L numbers (logits, or the code), not 2L."""
+    gen, rec = vae.layer_sizes(config)
+    if config["model"] in ("binary", "autoencoder"):
+        rec = rec[:-1] + [config["latent_dim"]]
+    return gen, rec
+
+
+def initial_params(config, seed):
+    """As vae.initial_params (the global stream seeded, generator first), with
+    this model's sizes and, for the Gaussian model, its noise layer."""
+    npr.seed(seed)
+    gen, rec = (vae.cast_params(vae.init_net_params(sizes), onp.float64)
+                for sizes in layer_sizes(config))
+    if config["model"] == "gaussian":
+        gen = gen + [noise_layer(config["noise"], onp.float64)]
+    return gen, rec
+
+
+def load_model(path):
+    """-> (gen_params, rec_params, config, history, mixture or None) of a
+    checkpoint written by variants.py or vae.py, validated; gen_params ends
+    with the noise layer for the Gaussian model. Raises runs.RunError."""
+    def sizes(config):
+        gen, rec = layer_sizes({"model": "vae", **config})
+        networks = {"gen": gen, "rec": rec}
+        if config.get("model") == "gaussian":
+            networks["noise"] = [0, DATA_DIM if config["noise"] == "per-pixel" else 1]
+        return networks
+    networks, config, history = runs.load_checkpoint(path, sizes, written_by="variants.py")
+    config.setdefault("model", "vae")
+    config.setdefault("activation", vae.DEFAULT_ACTIVATION)
+    gen = networks["gen"] + networks.get("noise", [])
+    mixture = None
+    if config["model"] == "autoencoder":
+        mixture_path = Path(path).parent / MIXTURE_NAME
+        try:
+            with onp.load(mixture_path, allow_pickle=False) as f:
+                mixture = {key: f[key] for key in ("weights", "means", "covariances")}
+        except (OSError, KeyError, ValueError) as e:
+            raise runs.RunError(f"{mixture_path}, the autoencoder's mixture, cannot be read "
+                                f"({type(e).__name__}: {e})") from None
+    return gen, networks["rec"], config, history, mixture
+
+
+def prior_samples(path, n, seed=0):
+    """n images drawn from the prior of the model in a checkpoint (vae.py's
+    or variants.py's), as pixel means in [0, 1]: z from the model's prior
+    (the mixture for the autoencoder), decoded. Draws from RandomState(seed).
+    -> (images (n, D), config)."""
+    gen, rec, config, _, mixture = load_model(path)
+    model, rs = config["model"], onp.random.RandomState(seed)
+    shape = (n, config["latent_dim"])
+    latent = {"laplace": lambda: LaplaceLatent(config.get("prior_scale", 1.0)),
+              "binary": lambda: BinaryLatent,
+              "autoencoder": lambda: MixtureLatent(mixture, None)}.get(
+                  model, lambda: vae.GaussianLatent)()
+    decoder = gen[:-1] if model == "gaussian" else gen
+    logits = fastgrad.neural_net_predict(decoder, latent.sample_prior(rs, shape),
+                                         config["activation"])
+    return vae.sigmoid(logits), config
 
 
 def parse_args(argv=None):
@@ -230,7 +421,9 @@ def parse_args(argv=None):
     add = parser.add_argument
     add("model", choices=tuple(MODEL_OPTIONS),
         help="gaussian: grey-level pixels with a Gaussian p(x|z); laplace: Laplace prior and "
-             "posterior; vae: vae.py's model through the same loop")
+             "posterior; binary: binary latent units; autoencoder: a deterministic "
+             "autoencoder with a Gaussian mixture fitted to its codes; vae: vae.py's model "
+             "through the same loop")
     add("--epochs", type=runs.positive_int, default=30, help="passes over the training set")
     add("--batch-size", type=runs.positive_int, default=200, help="images per Adam step")
     add("--latent-dim", type=runs.positive_int, default=50, help="dimension L of z")
@@ -253,14 +446,18 @@ def parse_args(argv=None):
         help="gaussian: the floor of the standard deviation (default: 0.01)")
     add("--prior-scale", type=runs.positive_float, default=None, metavar="TAU",
         help="laplace: the prior's scale tau, Lap(0, tau) per unit (default: 1)")
+    add("--temperature", type=runs.positive_float, default=None,
+        help="binary: the temperature of the relaxed Bernoulli samples in training "
+             "(default: 2/3, Maddison et al. 2017)")
+    add("--components", type=runs.positive_int, default=None,
+        help="autoencoder: Gaussian components of the mixture fitted to the codes (default: 10)")
     add("--output-dir", type=runs.output_dir, default=None, metavar="DIR",
         help="where figures, metrics.json and the checkpoint go (default: output/<model>)")
     add("--overwrite", action="store_true",
         help="if the output folder holds a run, delete that run's files first")
     add("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
-    defaults = {"noise": "per-pixel", "min_std": 0.01, "prior_scale": 1.0}
-    for option, default in defaults.items():
+    for option, default in OPTION_DEFAULTS.items():
         if getattr(args, option) is not None and option not in MODEL_OPTIONS[args.model]:
             parser.error(f"--{option.replace('_', '-')} applies to the "
                          f"{[m for m, o in MODEL_OPTIONS.items() if option in o][0]} model only")
@@ -274,6 +471,10 @@ OBJECTIVES = {
                 "on [0, 1], not comparable with a Bernoulli log-probability)",
     "laplace": "ELBO of binarised pixels, Laplace prior and posterior (nats per image)",
     "vae": "ELBO of binarised pixels, Gaussian prior and posterior (nats per image)",
+    "binary": "ELBO of binarised pixels, Bernoulli(1/2) prior, Bernoulli posterior, with a "
+              "discrete sample per image (nats per image; trained on relaxed samples)",
+    "autoencoder": "log-likelihood of the reconstruction, log p(x | decoder(encoder(x))), of "
+                   "binarised pixels (nats per image; not a bound on log p(x))",
 }
 
 
@@ -299,10 +500,10 @@ def run(args):
                   dtype="float64", loop="fast",
                   adam={"b1": vae.ADAM_B1, "b2": vae.ADAM_B2, "eps": vae.ADAM_EPS})
     rows = min(config["batch_size"], args.n_train or 60000) + vae.EVAL_BATCH_SIZE
-    runs.check_memory(runs.training_memory(vae.layer_sizes(config), "float64", rows),
+    runs.check_memory(runs.training_memory(layer_sizes(config), "float64", rows),
                       f"this model ({vae.count_params(config):,} parameters)",
                       "choose a smaller --hidden-units, --latent-dim or --hidden-layers")
-    N, train_images, _, test_images, test_labels = data.load_data(args.data_dir)
+    N, train_images, train_labels, test_images, test_labels = data.load_data(args.data_dir)
     if args.n_train is not None and args.n_train > N:
         raise runs.RunError(f"--n-train {args.n_train} but the training set has {N} images",
                             exit_code=2)
@@ -310,14 +511,12 @@ def run(args):
     checkpoint, metrics_path = out / vae.CHECKPOINT_NAME, out / vae.METRICS_NAME
     runs.prepare_output_dir(out, RUN_FILES, args.overwrite, "variants.py",
                             2 * vae.count_params(config) * 8 + vae.FIGURE_BYTES)
-    train_images = train_images[:args.n_train]
+    train_images, train_labels = train_images[:args.n_train], train_labels[:args.n_train]
     grey = args.model == "gaussian"
     test_data = test_images if grey else vae.binarize(
         test_images, onp.random.RandomState(vae.TEST_BINARIZATION_SEED))
-    gen_params, rec_params = vae.initial_params(config, onp.float64, args.seed)
-    if grey:
-        gen_params = gen_params + [noise_layer(args.noise, onp.float64)]
-    terms = elbo_terms(config)
+    gen_params, rec_params = initial_params(config, args.seed)
+    terms = elbo_terms(config, training=False)
     write_metrics(metrics_path, config, [], "running", 0.0)
     print(f"variants.py {args.model}: {len(train_images)} training and {len(test_images)} test "
           f"images, {vae.count_params(config):,} network parameters, seed {args.seed}\n"
@@ -358,11 +557,12 @@ def run(args):
         with runs.sigterm_as_interrupt():
             gen_params, rec_params = vae.train(
                 gen_params, rec_params, train_images, args.epochs, args.batch_size,
-                args.learning_rate, objective=lower_bound(terms),
+                args.learning_rate, objective=lower_bound(elbo_terms(config)),
                 step=grey_level_step if grey else vae.fast_step, on_epoch_end=on_epoch_end,
                 progress=not args.no_progress, seed=args.seed)
-            extra = figures_and_statistics(args, config, gen_params, rec_params, test_images,
-                                           test_labels, test_data, history, out)
+            extra = figures_and_statistics(args, gen_params, rec_params, train_images,
+                                           train_labels, test_images, test_labels, test_data,
+                                           history, out)
     except KeyboardInterrupt as e:
         status, code = runs.interruption(e)
         stop(status, f"\n{status.capitalize()}")
@@ -378,38 +578,51 @@ def run(args):
     return 0
 
 
-def figures_and_statistics(args, config, gen_params, rec_params, test_images, test_labels,
-                           test_data, history, out):
-    """The run's figures (vae.write_figures with this model's latent space),
-    the codes' histogram and statistics, and the learnt noise. -> metrics extras."""
+def figures_and_statistics(args, gen_params, rec_params, train_images, train_labels,
+                           test_images, test_labels, test_data, history, out):
+    """The run's figures (vae.write_figures with this model's latent space) and
+    what else the model has: the learnt noise (gaussian), the codes' histogram
+    and statistics (vae, laplace), the mixture (autoencoder). -> metrics extras."""
     import plotting
-    grey = args.model == "gaussian"
-    latent = LaplaceLatent(args.prior_scale) if args.model == "laplace" else vae.GaussianLatent
+    grey, extra = args.model == "gaussian", {}
+    latent = {"laplace": LaplaceLatent(args.prior_scale), "binary": BinaryLatent}.get(
+        args.model, vae.GaussianLatent)
+    if args.model == "autoencoder":
+        binary = vae.binarize(train_images, onp.random.RandomState(vae.TEST_BINARIZATION_SEED))
+        codes = fastgrad.neural_net_predict(rec_params, binary, args.activation)
+        mixture = fit_mixture(codes, args.components, args.seed)
+        runs.atomic_write(out / MIXTURE_NAME, lambda f: onp.savez(f, **mixture))
+        latent = MixtureLatent(mixture, codes)
+        extra["mixture"] = {"components": args.components, "fitted_to": (
+            f"the codes of the {len(binary)} training images, binarised once with "
+            f"RandomState({vae.TEST_BINARIZATION_SEED})"), "file": str(out / MIXTURE_NAME)}
     paths = vae.write_figures(gen_params[:-1] if grey else gen_params, rec_params, test_images,
                               test_labels, history, out, args.seed, args.activation, latent)
-    extra = {}
+    if args.model == "autoencoder" and args.latent_dim == 2:
+        paths.append(out / "mixture.png")
+        plotting.save_mixture(codes, onp.argmax(train_labels, axis=1), mixture["means"],
+                              mixture["covariances"], paths[-1])
     if grey:
         sigma = onp.exp(noise_log_std(gen_params[-1][1], args.min_std))
         extra["noise_std"] = {"min": float(sigma.min()), "median": float(onp.median(sigma)),
                               "max": float(sigma.max()), "floor": args.min_std}
         print(f"Learnt pixel standard deviation: median {onp.median(sigma):.3f}, "
               f"range {sigma.min():.3f} to {sigma.max():.3f} (floor {args.min_std})")
-    else:
+    if args.model in ("vae", "laplace"):
         stats, means = code_statistics(rec_params, test_data, args.activation)
         extra["code_statistics"] = stats
         if stats["active_units"] == 0:
             print("No active latent unit: every posterior location is the same for all images")
-            extra["figures"] = [str(p) for p in paths]
-            return extra
-        paths.append(out / "code_histogram.png")
-        plotting.save_histogram(means, paths[-1],
-                                f"test-set posterior locations, {stats['active_units']} active "
-                                f"units of {args.latent_dim}, each standardised",
-                                "location of q(z|x) in standard deviations over images")
-        print(f"Posterior locations of the {stats['active_units']} active units, standardised: "
-              f"excess kurtosis {stats['active_excess_kurtosis']:.2f}, "
-              f"{stats[f'active_share_within_{CODE_NEAR_ZERO}_sd']:.1%} within "
-              f"+-{CODE_NEAR_ZERO} sd")
+        else:
+            paths.append(out / "code_histogram.png")
+            plotting.save_histogram(
+                means, paths[-1], f"test-set posterior locations, {stats['active_units']} "
+                f"active units of {args.latent_dim}, each standardised",
+                "location of q(z|x) in standard deviations over images")
+            print(f"Posterior locations of the {stats['active_units']} active units, "
+                  f"standardised: excess kurtosis {stats['active_excess_kurtosis']:.2f}, "
+                  f"{stats[f'active_share_within_{CODE_NEAR_ZERO}_sd']:.1%} within "
+                  f"+-{CODE_NEAR_ZERO} sd")
     extra["figures"] = [str(p) for p in paths]
     return extra
 
