@@ -129,6 +129,63 @@ def test_code_statistics_measure_the_shape_of_the_active_units(draw, kurtosis):
     assert stats_["active_excess_kurtosis"] == pytest.approx(kurtosis, abs=0.1)
 
 
+# ---------------------------------------------------------------- binary latent units
+
+def test_bernoulli_kl_is_the_direct_sum_over_both_values():
+    logits = rand(6, 4, seed=9, scale=3)
+    theta = 1 / (1 + np.exp(-logits))
+    direct = np.sum(theta * np.log(theta / 0.5) + (1 - theta) * np.log((1 - theta) / 0.5), axis=1)
+    np.testing.assert_allclose(variants.bernoulli_kl(logits), direct, rtol=1e-12)
+    assert np.all(np.isfinite(variants.bernoulli_kl(np.array([[-800.0, 800.0]]))))
+    assert variants.bernoulli_kl(np.array([[-800.0, 800.0]]))[0] == pytest.approx(2 * np.log(2))
+
+
+def test_logistic_noise_from_normal_is_logistic_and_finite_in_the_tails():
+    noise = variants.logistic_from_normal(rand(20_000, seed=10))
+    assert stats.kstest(noise, stats.logistic.cdf).pvalue > 0.01
+    assert np.all(np.isfinite(variants.logistic_from_normal(np.array([-40.0, 40.0]))))
+
+
+def test_relaxed_samples_are_right_on_average_and_harden_as_the_temperature_falls():
+    logits = np.array([[-1.5, 0.3, 2.0]])
+    eps = rand(100_000, 3, seed=11)
+    hard = variants.hard_bernoulli(np.repeat(logits, len(eps), axis=0), eps)
+    theta = 1 / (1 + np.exp(-logits[0]))
+    se = np.sqrt(theta * (1 - theta) / len(eps))
+    assert np.all(np.abs(hard.mean(axis=0) - theta) < 4 * se)
+    gaps = []
+    for temperature in (1.0, 0.3, 0.05):
+        relaxed = variants.relaxed_bernoulli(np.repeat(logits, len(eps), axis=0), eps, temperature)
+        assert np.array_equal(relaxed > 0.5, hard == 1)   # the same side for any temperature
+        gaps.append(np.mean(np.abs(relaxed - hard)))
+    assert gaps[0] > gaps[1] > gaps[2] and gaps[2] < 0.02
+
+
+def test_derivatives_through_the_relaxed_samples_match_finite_differences():
+    eps = rand(5, 3, seed=12)
+    check_grads(lambda l: anp.sum(variants.relaxed_bernoulli(l, eps, 0.5) ** 2),
+                modes=["rev"], order=1)(rand(5, 3, seed=13))
+    check_grads(lambda l: anp.sum(variants.bernoulli_kl(l)), modes=["rev"],
+                order=1)(rand(5, 3, seed=14))
+
+
+# ---------------------------------------------------------------- the mixture
+
+def test_mixture_samples_have_the_fitted_moments():
+    rs = np.random.RandomState(0)
+    codes = np.r_[rs.randn(3000, 2) @ [[1.0, 0.5], [0.0, 0.5]] + [3, 0], rs.randn(1000, 2) - 2]
+    mixture = variants.fit_mixture(codes, 2, seed=0)
+    w, mu, cov = mixture["weights"], mixture["means"], mixture["covariances"]
+    mean = w @ mu
+    second = np.einsum("k,kij->ij", w, cov + mu[:, :, None] * mu[:, None, :])
+    samples = variants.sample_mixture(mixture, np.random.RandomState(1), 200_000)
+    se = np.sqrt(np.diag(second - np.outer(mean, mean)) / len(samples))
+    assert np.all(np.abs(samples.mean(axis=0) - mean) < 4 * se)
+    np.testing.assert_allclose(np.cov(samples, rowvar=False), second - np.outer(mean, mean),
+                               rtol=0.02)
+    np.testing.assert_allclose(w, [0.75, 0.25], atol=0.02)   # the data's own shares
+
+
 # ---------------------------------------------------------------- training
 
 def small_config(model, **extra):
@@ -137,15 +194,13 @@ def small_config(model, **extra):
 
 
 def tiny_params(config, seed=0):
-    gen, rec = vae.initial_params(config, np.float64, seed)
-    if config["model"] == "gaussian":
-        gen = gen + [variants.noise_layer(config["noise"], np.float64)]
-    return gen, rec
+    return variants.initial_params(config, seed)
 
 
 MODELS = [small_config("gaussian", noise="per-pixel", min_std=0.01),
           small_config("gaussian", noise="shared", min_std=0.01),
-          small_config("laplace", prior_scale=1.0)]
+          small_config("laplace", prior_scale=1.0), small_config("binary", temperature=0.5),
+          small_config("autoencoder")]
 
 
 @pytest.mark.parametrize("config", MODELS, ids=lambda c: f"{c['model']}-{c.get('noise', '')}")
@@ -167,9 +222,10 @@ def test_each_model_trains_and_its_held_out_bound_rises(config, mnist):
     gen, rec = tiny_params(config)
     grey = config["model"] == "gaussian"
     held_out = test_images if grey else (test_images > 0.5).astype(float)
-    terms = variants.elbo_terms(config)
+    terms = variants.elbo_terms(config, training=False)   # hard samples for the binary model
     elbos = [variants.evaluate(terms, gen, rec, held_out)["elbo"]]
-    vae.train(gen, rec, train_images, 3, 100, 3e-3, objective=variants.lower_bound(terms),
+    vae.train(gen, rec, train_images, 3, 100, 3e-3,
+              objective=variants.lower_bound(variants.elbo_terms(config)),
               step=variants.grey_level_step if grey else vae.fast_step,
               on_epoch_end=lambda epoch, g, r, *rest: elbos.append(
                   variants.evaluate(terms, g, r, held_out)["elbo"]))
@@ -182,7 +238,7 @@ TINY = ["--n-train", "300", "--epochs", "2", "--batch-size", "100", "--hidden-un
         "--latent-dim", "2", "--no-progress"]
 
 
-@pytest.mark.parametrize("model", ["gaussian", "laplace", "vae"])
+@pytest.mark.parametrize("model", ["gaussian", "laplace", "binary", "autoencoder", "vae"])
 def test_a_run_writes_figures_checkpoint_and_metrics(model, tmp_path):
     out = tmp_path / model
     assert variants.main([model, *TINY, "--output-dir", str(out)]) == 0
@@ -195,9 +251,25 @@ def test_a_run_writes_figures_checkpoint_and_metrics(model, tmp_path):
             "latent_scatter.png", "latent_manifold.png"} <= names
     active = metrics.get("code_statistics", {}).get("active_units", 0)
     assert ("code_histogram.png" in names) == (active > 0)
-    assert ("code_statistics" in metrics) == (model != "gaussian")
+    assert ("code_statistics" in metrics) == (model in ("vae", "laplace"))
+    if model == "autoencoder":   # 2-D codes: the mixture's figure too
+        assert {"mixture.npz", "mixture.png"} <= {p.name for p in out.iterdir()}
     with np.load(out / "checkpoint.npz") as checkpoint:
         assert ("noise_b0" in checkpoint.files) == (model == "gaussian")
+    images, config = variants.prior_samples(out / "checkpoint.npz", 7)
+    assert config["model"] == model and images.shape == (7, 784)
+    assert np.all((images >= 0) & (images <= 1)) and images.std() > 0
+
+
+def test_prior_samples_of_a_vae_py_checkpoint_are_its_decoded_prior_draws(tmp_path):
+    out = tmp_path / "vae"
+    assert vae.main([*TINY, "--output-dir", str(out)]) == 0
+    images, config = variants.prior_samples(out / "checkpoint.npz", 5, seed=3)
+    gen, _, _, _ = vae.load_model(out / "checkpoint.npz")
+    z = np.random.RandomState(3).randn(5, 2)
+    np.testing.assert_allclose(images, 1 / (1 + np.exp(-vae.neural_net_predict(gen, z))),
+                               rtol=1e-12)
+    assert config["model"] == "vae"
 
 
 def test_a_variant_checkpoint_is_refused_by_the_scripts_of_vae_py_s_model(tmp_path, capsys):
@@ -211,7 +283,9 @@ def test_a_variant_checkpoint_is_refused_by_the_scripts_of_vae_py_s_model(tmp_pa
 @pytest.mark.parametrize("argv, message", [
     (["laplace", "--noise", "shared"], "--noise applies to the gaussian model only"),
     (["gaussian", "--prior-scale", "2"], "--prior-scale applies to the laplace model only"),
-    (["gaussian", "--min-std", "0"], "--min-std"), (["poisson"], "invalid choice")])
+    (["gaussian", "--min-std", "0"], "--min-std"), (["poisson"], "invalid choice"),
+    (["vae", "--temperature", "1"], "--temperature applies to the binary model only"),
+    (["binary", "--components", "3"], "--components applies to the autoencoder model only")])
 def test_options_that_do_not_apply_are_refused_in_one_line(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_:
         variants.main(argv)

@@ -1,0 +1,246 @@
+"""An MLP that classifies MNIST digits, and a score for generated digits.
+
+    python classifier.py                                  train, write output/classifier/
+    python classifier.py --score output/checkpoint.npz    score a model's prior samples
+
+Training: a multilayer perceptron (ReLU hidden layers, softmax output) on the
+grey-level training images, maximising the mean log-probability of the true
+digit with the project's Adam (fastgrad.adam_step), the batches shuffled
+every epoch. Test accuracy is reported after every epoch.
+
+Scoring (--score): a generative model's prior samples, drawn and decoded to
+pixel means by variants.prior_samples (any checkpoint of vae.py or
+variants.py), are classified. Two numbers describe them:
+
+- confident share: the share of samples whose most probable digit has
+  probability above --confidence (0.9): digits the classifier recognises;
+- digit entropy: the entropy, in nats, of the histogram of predicted digits;
+  log 10 = 2.303 when every digit is drawn equally often, 0 for a model that
+  draws only one digit.
+
+The same two numbers for real test images and for uniform noise are printed
+beside them as the ends of the scale.
+"""
+import sys
+import time
+from pathlib import Path
+
+import autograd.numpy as np
+import numpy as onp
+from autograd import value_and_grad
+from autograd.misc import flatten
+from autograd.scipy.special import logsumexp
+
+import data
+import fastgrad
+import runs
+from data import DATA_DIM
+
+N_CLASSES = 10
+DEFAULT_DIR = Path("output") / "classifier"
+REFERENCE_SEED = 0      # the noise images and the test images' order
+
+
+def layer_sizes(config):
+    return [DATA_DIM] + [config["hidden_units"]] * config["hidden_layers"] + [N_CLASSES]
+
+
+def init_params(sizes, rs):
+    """He initialisation for ReLU layers: W ~ N(0, 2 / fan_in), b = 0."""
+    return [(rs.randn(m, n) * onp.sqrt(2.0 / m), onp.zeros(n))
+            for m, n in zip(sizes[:-1], sizes[1:])]
+
+
+def log_probabilities(params, images):
+    """log p(digit | image): (N, D) -> (N, 10)."""
+    logits = fastgrad.neural_net_predict(params, images, "relu")
+    return logits - logsumexp(logits, axis=1, keepdims=True)
+
+
+def mean_log_likelihood(params, images, labels):
+    """The training objective: the mean over images of log p(true digit | image)."""
+    return fastgrad.batch_mean(np.sum(labels * log_probabilities(params, images), axis=1))
+
+
+def accuracy(params, images, labels, batch=2000):
+    predictions = onp.concatenate([onp.argmax(log_probabilities(params, images[i:i + batch]), 1)
+                                   for i in range(0, len(images), batch)])
+    return float(onp.mean(predictions == onp.argmax(labels, axis=1)))
+
+
+def train(params, images, labels, epochs, batch_size, learning_rate, seed,
+          on_epoch_end=None, progress=False):
+    """Adam on the mean log-likelihood, batches shuffled by default_rng(seed).
+    -> params. on_epoch_end(epoch, params, train_log_likelihood, seconds)."""
+    from tqdm import tqdm
+    flat, unflatten = flatten(params)
+    m, v = onp.zeros_like(flat), onp.zeros_like(flat)
+    objective = value_and_grad(lambda flat, x, y: mean_log_likelihood(unflatten(flat), x, y))
+    rng, t = onp.random.default_rng(seed), 1
+    for epoch in range(1, epochs + 1):
+        start, order, total = time.perf_counter(), rng.permutation(len(images)), 0.0
+        batches = range(0, len(images), batch_size)
+        for i in tqdm(batches, desc=f"epoch {epoch}/{epochs}", unit="batch", leave=False,
+                      disable=None if progress else True):
+            rows = order[i:i + batch_size]
+            value, gradient = objective(flat, images[rows], labels[rows])
+            fastgrad.adam_step(flat, gradient, m, v, t, learning_rate)
+            total, t = total + float(value), t + 1
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, unflatten(flat), total / len(batches),
+                         time.perf_counter() - start)
+    return unflatten(flat)
+
+
+def score(params, images, confidence=0.9):
+    """How recognisable and how varied images are. -> {"confident_share",
+    "digit_entropy_nats", "digit_histogram" (10 shares), "mean_top_probability"}."""
+    probabilities = onp.exp(onp.concatenate([log_probabilities(params, images[i:i + 2000])
+                                             for i in range(0, len(images), 2000)]))
+    top = probabilities.max(axis=1)
+    histogram = onp.bincount(probabilities.argmax(axis=1), minlength=N_CLASSES) / len(images)
+    used = histogram[histogram > 0]
+    return {"confident_share": float(onp.mean(top > confidence)),
+            "digit_entropy_nats": float(onp.sum(used * -onp.log(used))) + 0.0,
+            "digit_histogram": [float(h) for h in histogram],
+            "mean_top_probability": float(top.mean())}
+
+
+def load_classifier(path):
+    networks, config, history = runs.load_checkpoint(
+        path, lambda config: {"classifier": layer_sizes(config)}, written_by="classifier.py")
+    return networks["classifier"], config, history
+
+
+# ----------------------------------------------------------------------------
+# The command line
+# ----------------------------------------------------------------------------
+
+def parse_args(argv=None):
+    parser = runs.OneLineErrorParser(
+        description="Train an MLP digit classifier, or (--score) use it to score the prior "
+                    "samples of generative models.")
+    add = parser.add_argument
+    add("--epochs", type=runs.positive_int, default=10, help="passes over the training set")
+    add("--batch-size", type=runs.positive_int, default=100, help="images per Adam step")
+    add("--hidden-units", type=runs.positive_int, default=500, help="units per hidden layer")
+    add("--hidden-layers", type=runs.nonnegative_int, default=2, help="ReLU hidden layers")
+    add("--learning-rate", type=runs.positive_float, default=1e-3, help="Adam step size")
+    add("--seed", type=runs.seed_int, default=0,
+        help="seeds the initial weights and the order of the batches")
+    add("--n-train", type=runs.positive_int, default=None, metavar="N",
+        help="use only the first N training images (default: all)")
+    add("--output-dir", type=runs.output_dir, default=None, metavar="DIR",
+        help=f"where the classifier's checkpoint and metrics go (default: {DEFAULT_DIR})")
+    add("--overwrite", action="store_true",
+        help="replace the classifier (or the --json report) already there")
+    add("--score", type=runs.existing_file, nargs="+", default=None, metavar="CHECKPOINT",
+        help="score the prior samples of these models (checkpoints of vae.py or variants.py)")
+    add("--classifier", type=runs.existing_file, default=None, metavar="PATH",
+        help=f"with --score: the classifier (default: {DEFAULT_DIR}/checkpoint.npz)")
+    add("--samples", type=runs.positive_int, default=1000, help="with --score: samples per model")
+    add("--confidence", type=runs.checked(float, lambda c: 0 < c < 1, "a number in (0, 1)"),
+        default=0.9, help="with --score: a sample is recognised above this probability")
+    add("--json", type=runs.output_path, default=None, metavar="PATH",
+        help="with --score: also write the scores here")
+    add("--no-progress", action="store_true", help="no progress bar")
+    return parser.parse_args(argv)
+
+
+def run_training(args):
+    wall_start = time.perf_counter()
+    config = {key: getattr(args, key) for key in (
+        "epochs", "batch_size", "hidden_units", "hidden_layers", "learning_rate", "seed",
+        "n_train")}
+    out = args.output_dir or DEFAULT_DIR
+    checkpoint, metrics_path = out / runs.CHECKPOINT_NAME, out / runs.METRICS_NAME
+    runs.prepare_output_dir(out, (runs.CHECKPOINT_NAME, runs.METRICS_NAME), args.overwrite,
+                            "classifier.py")
+    _, train_images, train_labels, test_images, test_labels = data.load_mnist()
+    train_images, train_labels = train_images[:args.n_train], train_labels[:args.n_train]
+    params = init_params(layer_sizes(config), onp.random.RandomState(args.seed))
+    history = []
+    print(f"MLP classifier {'-'.join(map(str, layer_sizes(config)))} on {len(train_images)} "
+          f"grey-level training images\n{'epoch':>5} {'train log-lik':>14} "
+          f"{'test accuracy':>14} {'seconds':>8}")
+
+    def metrics(status):
+        runs.write_json(metrics_path, {
+            "status": status, "config": config, "epochs": history,
+            "final_test_accuracy": history[-1]["test_accuracy"] if history else None,
+            "wall_seconds": time.perf_counter() - wall_start,
+            "versions": runs.library_versions()})
+
+    def on_epoch_end(epoch, params, train_log_likelihood, seconds):
+        record = {"epoch": epoch, "train_log_likelihood": train_log_likelihood,
+                  "test_accuracy": accuracy(params, test_images, test_labels),
+                  "seconds": seconds}
+        print(f"{epoch:5d} {train_log_likelihood:14.4f} {record['test_accuracy']:14.4f} "
+              f"{seconds:8.1f}", flush=True)
+        runs.save_checkpoint(checkpoint, {"classifier": params}, config, history + [record])
+        history.append(record)
+        metrics("running")
+
+    try:
+        with runs.sigterm_as_interrupt():
+            train(params, train_images, train_labels, args.epochs, args.batch_size,
+                  args.learning_rate, args.seed, on_epoch_end, progress=not args.no_progress)
+    except KeyboardInterrupt as e:
+        status, code = runs.interruption(e)
+        if history:
+            metrics(status)
+        print(f"\n{status.capitalize()}", file=sys.stderr)
+        return code
+    metrics("complete")
+    print(f"Test accuracy {history[-1]['test_accuracy']:.2%} after {args.epochs} epochs. "
+          f"Wrote {checkpoint} and {metrics_path}")
+    return 0
+
+
+def run_scoring(args):
+    import variants
+    path = args.classifier or DEFAULT_DIR / runs.CHECKPOINT_NAME
+    if not path.is_file():
+        raise runs.RunError(f"no classifier at {path}: train one with `python classifier.py`, "
+                            "or name one with --classifier")
+    if args.json is not None and args.json.exists() and not args.overwrite:
+        raise runs.RunError(f"{args.json} exists; choose another --json or pass --overwrite",
+                            exit_code=2)
+    params, _, history = load_classifier(path)
+    _, _, _, test_images, _ = data.load_mnist()
+    rs = onp.random.RandomState(REFERENCE_SEED)
+    rows = {"MNIST test images": score(params, test_images[rs.permutation(len(test_images))
+                                                           [:args.samples]], args.confidence),
+            "uniform noise": score(params, rs.uniform(size=(args.samples, DATA_DIM)),
+                                   args.confidence)}
+    models = {}
+    for checkpoint in args.score:
+        images, config = variants.prior_samples(checkpoint, args.samples)
+        rows[f"{checkpoint} ({config['model']})"] = models[str(checkpoint)] = {
+            "model": config["model"], **score(params, images, args.confidence)}
+    print(f"Classifier {path} (test accuracy {history[-1]['test_accuracy']:.2%}); "
+          f"{args.samples} images each; recognised: top probability > {args.confidence}")
+    print(f"{'':<60}{'recognised':>11}{'digit entropy':>15}")
+    for name, r in rows.items():
+        print(f"{name[-60:]:<60}{r['confident_share']:>11.1%}"
+              f"{r['digit_entropy_nats']:>11.3f} nats")
+    print(f"(the entropy is at most log 10 = {onp.log(10):.3f} nats: every digit equally often)")
+    if args.json is not None:
+        runs.write_json(args.json, {"classifier": str(path), "samples": args.samples,
+                                    "confidence": args.confidence, "scores": rows,
+                                    "prior_sample_seed": 0})
+        print(f"Wrote {args.json}")
+    return 0
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        return run_scoring(args) if args.score else run_training(args)
+    except (data.DataError, runs.RunError) as e:
+        print(f"classifier.py: error: {e}", file=sys.stderr)
+        return getattr(e, "exit_code", 1)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""classifier.py: the MLP digit classifier and the scores of generated digits."""
+import json
+
+import numpy as np
+import pytest
+from autograd.test_util import check_grads
+
+import classifier
+import variants
+
+
+@pytest.fixture(scope="module")
+def small_classifier(tmp_path_factory):
+    """Trained on 3000 images for 2 epochs (a few seconds)."""
+    out = tmp_path_factory.mktemp("classifier")
+    assert classifier.main(["--n-train", "3000", "--epochs", "2", "--hidden-units", "100",
+                            "--output-dir", str(out), "--no-progress"]) == 0
+    return out / "checkpoint.npz"
+
+
+def test_the_objective_s_gradient_matches_finite_differences(mnist_train_subset, mnist):
+    params = classifier.init_params([784, 7, 10], np.random.RandomState(0))
+    check_grads(lambda p: classifier.mean_log_likelihood(p, mnist_train_subset[:6],
+                                                         mnist[2][:6]),
+                modes=["rev"], order=1)(params)
+
+
+def test_log_probabilities_are_normalised():
+    params = classifier.init_params([784, 7, 10], np.random.RandomState(0))
+    log_p = classifier.log_probabilities(params, np.random.RandomState(1).uniform(size=(5, 784)))
+    np.testing.assert_allclose(np.exp(log_p).sum(axis=1), 1.0, rtol=1e-12)
+
+
+def test_a_small_run_beats_chance_by_far(small_classifier, mnist):
+    params, config, history = classifier.load_classifier(small_classifier)
+    assert history[-1]["test_accuracy"] > 0.85     # chance: 0.10
+    assert classifier.accuracy(params, mnist[3], mnist[4]) == history[-1]["test_accuracy"]
+
+
+def test_real_digits_score_high_and_noise_and_one_digit_score_low(small_classifier, mnist):
+    params, _, _ = classifier.load_classifier(small_classifier)
+    test_images, test_labels = mnist[3][:1000], mnist[4][:1000]
+    real = classifier.score(params, test_images)
+    noise = classifier.score(params, np.random.RandomState(0).uniform(size=(1000, 784)))
+    ones = classifier.score(params, test_images[np.argmax(test_labels, axis=1) == 1])
+    assert real["digit_entropy_nats"] > 2.1          # log 10 = 2.30: every digit, evenly
+    assert noise["digit_entropy_nats"] < 1.0         # noise looks like one or two digits
+    assert ones["digit_entropy_nats"] < 0.3 and np.argmax(ones["digit_histogram"]) == 1
+    assert sum(real["digit_histogram"]) == pytest.approx(1.0)
+
+
+def test_scoring_prints_and_writes_the_scores_of_each_model(small_classifier, tmp_path,
+                                                            capsys):
+    model = tmp_path / "laplace"
+    assert variants.main(["laplace", "--n-train", "300", "--epochs", "1", "--latent-dim", "2",
+                          "--hidden-units", "20", "--no-progress", "--output-dir",
+                          str(model)]) == 0
+    report = tmp_path / "scores.json"
+    assert classifier.main(["--score", str(model / "checkpoint.npz"), "--classifier",
+                            str(small_classifier), "--samples", "200", "--json",
+                            str(report)]) == 0
+    out = capsys.readouterr().out
+    assert "MNIST test images" in out and "uniform noise" in out and "(laplace)" in out
+    scores = json.loads(report.read_text())["scores"]
+    assert scores[f"{model / 'checkpoint.npz'} (laplace)"]["model"] == "laplace"
+    assert classifier.main(["--score", str(model / "checkpoint.npz"), "--classifier",
+                            str(small_classifier), "--json", str(report)]) == 2
+
+
+def test_scoring_without_a_classifier_says_how_to_train_one(tmp_path, monkeypatch, capsys):
+    fake = tmp_path / "model.npz"
+    fake.write_text("x")
+    monkeypatch.chdir(tmp_path)     # no output/classifier/ here
+    assert classifier.main(["--score", str(fake)]) == 1
+    err = capsys.readouterr().err
+    assert "train one with `python classifier.py`" in err and err.count("\n") == 1
+
+
+def test_a_second_training_run_into_the_same_folder_is_refused(small_classifier, capsys):
+    assert classifier.main(["--n-train", "100", "--epochs", "1", "--output-dir",
+                            str(small_classifier.parent)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
