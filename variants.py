@@ -572,7 +572,8 @@ def run(args):
         return 1
     wall = time.perf_counter() - wall_start
     write_metrics(metrics_path, config, history, "complete", wall, extra)
-    print(f"Final test ELBO {history[-1]['test_elbo']:.2f} nats per image after "
+    measure = "reconstruction log-likelihood" if args.model == "autoencoder" else "ELBO"
+    print(f"Final test {measure} {history[-1]['test_elbo']:.2f} nats per image after "
           f"{args.epochs} epoch{'s' * (args.epochs > 1)} ({wall:.0f} s). Wrote {checkpoint}, "
           f"{metrics_path} and {len(extra['figures'])} figures to {out}/")
     return 0
