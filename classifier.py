@@ -9,7 +9,7 @@ digit with the project's Adam (fastgrad.adam_step), the batches shuffled
 every epoch. Test accuracy is reported after every epoch.
 
 Scoring (--score): a generative model's prior samples, drawn and decoded to
-pixel means by variants.prior_samples (any checkpoint of vae.py or
+pixel means by models.prior_samples (any checkpoint of vae.py or
 variants.py), are classified. Two numbers describe them:
 
 - confident share: the share of samples whose most probable digit has
@@ -33,6 +33,7 @@ from autograd.scipy.special import logsumexp
 
 import data
 import fastgrad
+import models
 import runs
 from data import DATA_DIM
 
@@ -198,7 +199,6 @@ def run_training(args):
 
 
 def run_scoring(args):
-    import variants
     path = args.classifier or DEFAULT_DIR / runs.CHECKPOINT_NAME
     if not path.is_file():
         raise runs.RunError(f"no classifier at {path}: train one with `python classifier.py`, "
@@ -213,10 +213,9 @@ def run_scoring(args):
                                                            [:args.samples]], args.confidence),
             "uniform noise": score(params, rs.uniform(size=(args.samples, DATA_DIM)),
                                    args.confidence)}
-    models = {}
     for checkpoint in args.score:
-        images, config = variants.prior_samples(checkpoint, args.samples)
-        rows[f"{checkpoint} ({config['model']})"] = models[str(checkpoint)] = {
+        images, config = models.prior_samples(checkpoint, args.samples)
+        rows[f"{checkpoint} ({config['model']})"] = {
             "model": config["model"], **score(params, images, args.confidence)}
     print(f"Classifier {path} (test accuracy {history[-1]['test_accuracy']:.2%}); "
           f"{args.samples} images each; recognised: top probability > {args.confidence}")

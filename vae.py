@@ -419,12 +419,9 @@ TRAINING_OPTIONS = ("epochs", "batch_size", "latent_dim", "hidden_units", "hidde
                     "activation", "learning_rate", "seed", "n_train", "dtype", "loop", "data_dir")
 
 
-def parse_args(argv=None):
-    """Parses and validates the command line (defaults: the assignment's)."""
-    argv = sys.argv[1:] if argv is None else list(argv)
-    parser = runs.OneLineErrorParser(
-        description="Train a variational autoencoder on binarised MNIST and write "
-                    "its figures, metrics and checkpoint.")
+def add_model_options(parser):
+    """The options that shape a model and its training, with the assignment's
+    defaults: vae.py's, and those of every script that trains with its loop."""
     add = parser.add_argument
     add("--epochs", type=runs.positive_int, default=30, help="passes over the training set")
     add("--batch-size", type=runs.positive_int, default=200, help="images per Adam step")
@@ -435,9 +432,19 @@ def parse_args(argv=None):
     add("--activation", choices=tuple(ACTIVATIONS), default="relu",
         help="of the hidden layers: relu (the assignment's) or tanh (Kingma and Welling's, Appendix C)")
     add("--learning-rate", type=runs.positive_float, default=1e-3, help="Adam step size")
-    add("--seed", type=runs.seed_int, default=0, help="seed of the global numpy random stream")
     add("--n-train", type=runs.positive_int, default=None, metavar="N",
         help="use only the first N training images (default: all)")
+
+
+def parse_args(argv=None):
+    """Parses and validates the command line (defaults: the assignment's)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = runs.OneLineErrorParser(
+        description="Train a variational autoencoder on binarised MNIST and write "
+                    "its figures, metrics and checkpoint.")
+    add_model_options(parser)
+    add = parser.add_argument
+    add("--seed", type=runs.seed_int, default=0, help="seed of the global numpy random stream")
     add("--data-dir", type=runs.existing_dir, default=None, metavar="DIR",
         help="folder with the four MNIST-format files, e.g. Fashion-MNIST "
              "(default: the MNIST copy shipped in datasets/mnist)")

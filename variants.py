@@ -1,294 +1,40 @@
-"""Other likelihoods and priors, trained with vae.py's networks, Adam and loop.
+"""Other models, trained with vae.py's networks, Adam and loop.
 
-    python variants.py gaussian    grey-level pixels: p(x|z) = N(x; sigmoid(decoder(z)), diag(sigma^2))
-    python variants.py laplace     prior Lap(0, tau), posterior Lap(mu, b)
-    python variants.py vae         vae.py's model through the same loop, for comparison
+    python variants.py gaussian      grey-level pixels, Gaussian p(x|z) with a learnt sigma
+    python variants.py laplace       Laplace prior and posterior
+    python variants.py binary        binary latent units
+    python variants.py autoencoder   a deterministic autoencoder, then a Gaussian mixture
+    python variants.py vae           vae.py's model through the same loop, for comparison
 
-Each model is a lower bound, objective(gen_params, rec_params, data, randn),
-handed to vae.train; nothing in vae.py knows which one runs. All train with
-one value-and-gradient pass per step and noise from
+The models themselves (their lower bounds, sizes, checkpoints, prior samples)
+are in models.py. Each is a lower bound, objective(gen_params, rec_params,
+data, randn), handed to vae.train; nothing in vae.py knows which one runs.
+All train with one value-and-gradient pass per step and noise from
 numpy.random.default_rng(seed) (vae.py's fast loop): the Bernoulli models on
 pixels binarised afresh every batch, the Gaussian one on the grey levels.
+This file adds the step for grey levels, the test-set evaluation, the
+statistics of the codes, the figures and the command line.
 
-gaussian: the decoder's output through a sigmoid is the mean; the standard
-deviation is learnt, one per pixel or one shared (--noise), as
-sigma = sqrt(min_std^2 + exp(2 s)) so that it never falls below --min-std
-(border pixels are 0 in every image: without a floor the density there grows
-without bound). Its log-density is in nats per image, like the Bernoulli
-log-probability, but a density on [0, 1] is not a probability and the two
-numbers cannot be compared (docs/models.md).
-
-laplace: KL(Lap(mu, b) || Lap(0, tau)) in closed form; z by the inverse CDF
-of a uniform u, z = mu - b sign(u - 1/2) log(1 - 2 |u - 1/2|), with
-u = Phi(eps) from the loop's standard normal noise, computed as
-z = mu - b sign(eps) log(2 Phi(-|eps|)) so that no digits are lost in the tails.
-
-Units: nats per image, summed over pixels, averaged over images.
+Units: nats per image, summed over pixels, averaged over images. Why the
+Gaussian model's density cannot be compared with the others: docs/models.md.
 """
 import sys
 import time
-from functools import partial
 from pathlib import Path
 
-import autograd.numpy as np
-import autograd.numpy.random as npr
 import numpy as onp
 from autograd import value_and_grad
-from scipy.special import log_ndtr
 
 import data
 import fastgrad
+import models
 import runs
 import vae
-from data import DATA_DIM
 from evaluate import ACTIVE_UNIT_THRESHOLD
+from models import MIXTURE_NAME
 
-NOISE_INIT_STD = 0.2        # the Gaussian model's sigma before training
 CODE_NEAR_ZERO = 0.1        # share of standardised posterior locations within +- this
 
-
-# ----------------------------------------------------------------------------
-# Gaussian pixels
-# ----------------------------------------------------------------------------
-
-def noise_log_std(raw, min_std):
-    """log sigma with sigma^2 = min_std^2 + exp(2 raw): smooth, and never below min_std."""
-    return 0.5 * np.logaddexp(2 * np.log(min_std), 2 * raw)
-
-
-def gaussian_log_prob(x, mean, log_std):
-    """sum_d log N(x_d; mean_d, exp(log_std_d)^2): x, mean (N, D), log_std
-    (D,) or (1,) -> (N,), in nats."""
-    return np.sum(-0.5 * ((x - mean) * np.exp(-log_std)) ** 2 - log_std
-                  - 0.5 * np.log(2 * np.pi), axis=-1)
-
-
-def squared_error_sigma(scale, per="image", data_dim=DATA_DIM):
-    """The sigma for which scale * squared error is -log N(x; mean, sigma^2)
-    up to a constant: scale * sum_d (x_d - m_d)^2 ("image") or scale * the
-    mean over pixels ("pixel"), against sum_d (x_d - m_d)^2 / (2 sigma^2)."""
-    weight = scale if per == "image" else scale / data_dim
-    return (2 * weight) ** -0.5
-
-
-def gaussian_elbo_terms(gen_params, rec_params, images, randn, activation="relu",
-                        min_std=0.01):
-    """log p(x|z) (N,) and KL (N,) of the Gaussian-pixel model; gen_params ends
-    with the noise layer (W of shape (0, D), b = raw log-std)."""
-    decoder, (_, raw) = gen_params[:-1], gen_params[-1]
-    q_means_and_log_stds = fastgrad.neural_net_predict(rec_params, images, activation)
-    eps = randn(len(images), q_means_and_log_stds.shape[-1] // 2)
-    z = fastgrad.reparameterize(q_means_and_log_stds, eps)
-    mean = vae.sigmoid(fastgrad.neural_net_predict(decoder, z, activation))
-    return (gaussian_log_prob(images, mean, noise_log_std(raw, min_std)),
-            fastgrad.compute_KL(q_means_and_log_stds))
-
-
-def noise_layer(noise, dtype):
-    """The learnt log-std as a layer without inputs: (W (0, D or 1), raw (D or 1,))."""
-    size = DATA_DIM if noise == "per-pixel" else 1
-    return (onp.zeros((0, size), dtype), onp.full(size, onp.log(NOISE_INIT_STD), dtype))
-
-
-# ----------------------------------------------------------------------------
-# The Laplace prior
-# ----------------------------------------------------------------------------
-
-def laplace_inverse_cdf(u, loc, scale):
-    """The quantile function of Lap(loc, scale) at u in (0, 1)."""
-    return loc - scale * onp.sign(u - 0.5) * onp.log1p(-2 * onp.abs(u - 0.5))
-
-
-def standard_laplace_from_normal(eps):
-    """Lap(0, 1) draws from standard normal ones: the inverse CDF at u = Phi(eps),
-    written as -sign(eps) log(2 Phi(-|eps|)) (equal, and exact in the tails)."""
-    eps = onp.asarray(eps)
-    return -onp.sign(eps) * (onp.log(2.0) + log_ndtr(-onp.abs(eps)))
-
-
-def laplace_reparameterize(q_means_and_log_scales, eps):
-    """z = mu + b * e, e ~ Lap(0, 1) from eps: (N, 2L), (N, L) -> (N, L).
-    Differentiable in mu and log b; the noise is a constant."""
-    mean, log_scale = vae.unpack_gaussian_params(q_means_and_log_scales)
-    return mean + np.exp(log_scale) * standard_laplace_from_normal(eps).astype(eps.dtype)
-
-
-def laplace_kl(q_means_and_log_scales, prior_scale):
-    """KL(Lap(mu, b) || Lap(0, tau)) summed over units: (N, 2L) -> (N,).
-    Per unit, log(tau / b) + |mu| / tau + (b / tau) exp(-|mu| / b) - 1."""
-    mean, log_scale = vae.unpack_gaussian_params(q_means_and_log_scales)
-    b = np.exp(log_scale)
-    return np.sum(np.log(prior_scale) - log_scale + np.abs(mean) / prior_scale
-                  + b / prior_scale * np.exp(-np.abs(mean) / b) - 1, axis=-1)
-
-
-def laplace_elbo_terms(gen_params, rec_params, binary, randn, activation="relu",
-                       prior_scale=1.0):
-    """log p(x|z) (N,) and KL (N,) of the Laplace-prior model."""
-    q = fastgrad.neural_net_predict(rec_params, binary, activation)
-    z = laplace_reparameterize(q, randn(len(binary), q.shape[-1] // 2))
-    logits = fastgrad.neural_net_predict(gen_params, z, activation)
-    return fastgrad.bernoulli_log_prob(binary, logits), laplace_kl(q, prior_scale)
-
-
-class LaplaceLatent:
-    """write_figures' view of the Laplace latent space (see vae.GaussianLatent)."""
-
-    def __init__(self, prior_scale):
-        self.prior_scale = prior_scale
-
-    def sample_prior(self, rs, shape):
-        return self.prior_scale * standard_laplace_from_normal(rs.randn(*shape))
-
-    def ppf(self, p):
-        return laplace_inverse_cdf(p, 0.0, self.prior_scale)
-
-    reparameterize = staticmethod(laplace_reparameterize)
-    locations = staticmethod(vae.GaussianLatent.locations)
-
-
-# ----------------------------------------------------------------------------
-# Binary latent variables
-# ----------------------------------------------------------------------------
-
-def logistic_from_normal(eps):
-    """Logistic(0, 1) draws, log u - log(1 - u) at u = Phi(eps), from standard
-    normal ones, as log Phi(eps) - log Phi(-eps): exact in both tails."""
-    eps = onp.asarray(eps)
-    return log_ndtr(eps) - log_ndtr(-eps)
-
-
-def relaxed_bernoulli(logits, eps, temperature):
-    """The binary Concrete (Gumbel-sigmoid) relaxation of Bernoulli(sigmoid(logits))
-    (Maddison, Mnih and Teh 2017; Jang, Gu and Poole 2017):
-    sigmoid((logits + L) / temperature), L ~ Logistic(0, 1) from eps. In (0, 1),
-    differentiable in the logits; hard as the temperature falls to 0."""
-    return vae.sigmoid((logits + logistic_from_normal(eps).astype(eps.dtype)) / temperature)
-
-
-def hard_bernoulli(logits, eps):
-    """Bernoulli(sigmoid(logits)) draws from the same noise: 1 where logits + L > 0."""
-    return (onp.asarray(logits) + logistic_from_normal(eps) > 0).astype(onp.float64)
-
-
-def bernoulli_kl(logits):
-    """KL(Bern(sigmoid(l)) || Bern(1/2)) summed over units, (N, L) -> (N,):
-    theta log theta + (1 - theta) log(1 - theta) + log 2, with
-    log theta = -softplus(-l) and log(1 - theta) = -softplus(l)."""
-    theta = vae.sigmoid(logits)
-    return np.sum(np.log(2.0) - theta * np.logaddexp(0.0, -logits)
-                  - (1 - theta) * np.logaddexp(0.0, logits), axis=-1)
-
-
-def binary_elbo_terms(gen_params, rec_params, binary, randn, activation="relu",
-                      temperature=2 / 3, hard=False):
-    """log p(x|z) (N,) and KL (N,) of the binary-latent model: z relaxed for
-    training, or hard (a discrete sample) for an ELBO of the discrete model."""
-    logits = fastgrad.neural_net_predict(rec_params, binary, activation)
-    eps = randn(*logits.shape)
-    z = hard_bernoulli(logits, eps) if hard else relaxed_bernoulli(logits, eps, temperature)
-    log_px_given_z = fastgrad.bernoulli_log_prob(
-        binary, fastgrad.neural_net_predict(gen_params, z, activation))
-    return log_px_given_z, bernoulli_kl(logits)
-
-
-class BinaryLatent:
-    """write_figures' view of binary codes: the prior Bern(1/2), hard samples
-    from q, and theta = sigmoid(logits) as the location (decoded as is)."""
-
-    @staticmethod
-    def sample_prior(rs, shape):
-        return (rs.randn(*shape) > 0).astype(onp.float64)
-
-    @staticmethod
-    def ppf(p):
-        return p
-
-    reparameterize = staticmethod(hard_bernoulli)
-    locations = staticmethod(vae.sigmoid)
-
-
-# ----------------------------------------------------------------------------
-# A deterministic autoencoder, made generative by a Gaussian mixture
-# ----------------------------------------------------------------------------
-
-def autoencoder_terms(gen_params, rec_params, binary, randn, activation="relu"):
-    """log p(x | decoder(encoder(x))) (N,), and 0 for the KL: no noise, no prior."""
-    code = fastgrad.neural_net_predict(rec_params, binary, activation)
-    log_px = fastgrad.bernoulli_log_prob(binary,
-                                         fastgrad.neural_net_predict(gen_params, code, activation))
-    return log_px, 0.0 * log_px
-
-
-def fit_mixture(codes, components, seed):
-    """scikit-learn's GaussianMixture with full covariances on the codes (N, L).
-    -> {"weights" (K,), "means" (K, L), "covariances" (K, L, L)}."""
-    from sklearn.mixture import GaussianMixture
-    mixture = GaussianMixture(n_components=components, covariance_type="full",
-                              random_state=seed).fit(codes)
-    return {"weights": mixture.weights_, "means": mixture.means_,
-            "covariances": mixture.covariances_}
-
-
-def sample_mixture(mixture, rs, n):
-    """n draws from the mixture with RandomState rs: a component by its
-    weight, then its Gaussian through the Cholesky factor. -> (n, L)."""
-    k = rs.choice(len(mixture["weights"]), size=n, p=mixture["weights"])
-    chol = onp.linalg.cholesky(mixture["covariances"])
-    eps = rs.randn(n, mixture["means"].shape[1])
-    return mixture["means"][k] + onp.einsum("nij,nj->ni", chol[k], eps)
-
-
-class MixtureLatent:
-    """write_figures' view of an autoencoder's codes: the mixture as prior,
-    the code itself as the posterior's location and sample, and quantiles of
-    the training codes (pooled over coordinates) for the manifold."""
-
-    def __init__(self, mixture, codes):
-        self.mixture, self.codes = mixture, codes
-
-    def sample_prior(self, rs, shape):
-        return sample_mixture(self.mixture, rs, shape[0])
-
-    def ppf(self, p):
-        return onp.quantile(self.codes, p)
-
-    @staticmethod
-    def reparameterize(codes, eps):
-        return codes
-
-    @staticmethod
-    def locations(codes):
-        return codes
-
-
-# ----------------------------------------------------------------------------
-# The models, the loop and the evaluation
-# ----------------------------------------------------------------------------
-
-def elbo_terms(config, training=True):
-    """The model's terms(gen_params, rec_params, data, randn) -> (log p(x|z), KL);
-    for the binary model, relaxed samples in training and hard ones otherwise."""
-    model, activation = config["model"], config["activation"]
-    if model == "binary":
-        return partial(binary_elbo_terms, activation=activation,
-                       temperature=config["temperature"], hard=not training)
-    if model == "autoencoder":
-        return partial(autoencoder_terms, activation=activation)
-    if model == "gaussian":
-        return partial(gaussian_elbo_terms, activation=activation, min_std=config["min_std"])
-    if model == "laplace":
-        return partial(laplace_elbo_terms, activation=activation,
-                       prior_scale=config["prior_scale"])
-    return partial(vae.fused_elbo_terms, activation=activation)
-
-
-def lower_bound(terms):
-    """The objective vae.train maximises: the batch mean of log p(x|z) - KL."""
-    def objective(gen_params, rec_params, data, randn):
-        log_px_given_z, kl = terms(gen_params, rec_params, data, randn)
-        return fastgrad.batch_mean(log_px_given_z - kl)
-    return objective
 
 
 def grey_level_step(objective, flat_params, like, learning_rate, seed):
@@ -345,73 +91,7 @@ MODEL_OPTIONS = {"gaussian": ("noise", "min_std"), "laplace": ("prior_scale",),
                  "binary": ("temperature",), "autoencoder": ("components",), "vae": ()}
 OPTION_DEFAULTS = {"noise": "per-pixel", "min_std": 0.01, "prior_scale": 1.0,
                    "temperature": 2 / 3, "components": 10}
-MIXTURE_NAME = "mixture.npz"
 RUN_FILES = vae.RUN_FILES + ("code_histogram.png", MIXTURE_NAME, "mixture.png")
-
-
-def layer_sizes(config):
-    """(generator sizes, recognition sizes): vae.py's, except that the binary
-    and autoencoder encoders output L numbers (logits, or the code), not 2L."""
-    gen, rec = vae.layer_sizes(config)
-    if config["model"] in ("binary", "autoencoder"):
-        rec = rec[:-1] + [config["latent_dim"]]
-    return gen, rec
-
-
-def initial_params(config, seed):
-    """As vae.initial_params (the global stream seeded, generator first), with
-    this model's sizes and, for the Gaussian model, its noise layer."""
-    npr.seed(seed)
-    gen, rec = (vae.cast_params(vae.init_net_params(sizes), onp.float64)
-                for sizes in layer_sizes(config))
-    if config["model"] == "gaussian":
-        gen = gen + [noise_layer(config["noise"], onp.float64)]
-    return gen, rec
-
-
-def load_model(path):
-    """-> (gen_params, rec_params, config, history, mixture or None) of a
-    checkpoint written by variants.py or vae.py, validated; gen_params ends
-    with the noise layer for the Gaussian model. Raises runs.RunError."""
-    def sizes(config):
-        gen, rec = layer_sizes({"model": "vae", **config})
-        networks = {"gen": gen, "rec": rec}
-        if config.get("model") == "gaussian":
-            networks["noise"] = [0, DATA_DIM if config["noise"] == "per-pixel" else 1]
-        return networks
-    networks, config, history = runs.load_checkpoint(path, sizes, written_by="variants.py")
-    config.setdefault("model", "vae")
-    config.setdefault("activation", vae.DEFAULT_ACTIVATION)
-    gen = networks["gen"] + networks.get("noise", [])
-    mixture = None
-    if config["model"] == "autoencoder":
-        mixture_path = Path(path).parent / MIXTURE_NAME
-        try:
-            with onp.load(mixture_path, allow_pickle=False) as f:
-                mixture = {key: f[key] for key in ("weights", "means", "covariances")}
-        except (OSError, KeyError, ValueError) as e:
-            raise runs.RunError(f"{mixture_path}, the autoencoder's mixture, cannot be read "
-                                f"({type(e).__name__}: {e})") from None
-    return gen, networks["rec"], config, history, mixture
-
-
-def prior_samples(path, n, seed=0):
-    """n images drawn from the prior of the model in a checkpoint (vae.py's
-    or variants.py's), as pixel means in [0, 1]: z from the model's prior
-    (the mixture for the autoencoder), decoded. Draws from RandomState(seed).
-    -> (images (n, D), config)."""
-    gen, rec, config, _, mixture = load_model(path)
-    model, rs = config["model"], onp.random.RandomState(seed)
-    shape = (n, config["latent_dim"])
-    latent = {"laplace": lambda: LaplaceLatent(config.get("prior_scale", 1.0)),
-              "binary": lambda: BinaryLatent,
-              "autoencoder": lambda: MixtureLatent(mixture, None)}.get(
-                  model, lambda: vae.GaussianLatent)()
-    decoder = gen[:-1] if model == "gaussian" else gen
-    logits = fastgrad.neural_net_predict(decoder, latent.sample_prior(rs, shape),
-                                         config["activation"])
-    return vae.sigmoid(logits), config
-
 
 def parse_args(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -424,19 +104,9 @@ def parse_args(argv=None):
              "posterior; binary: binary latent units; autoencoder: a deterministic "
              "autoencoder with a Gaussian mixture fitted to its codes; vae: vae.py's model "
              "through the same loop")
-    add("--epochs", type=runs.positive_int, default=30, help="passes over the training set")
-    add("--batch-size", type=runs.positive_int, default=200, help="images per Adam step")
-    add("--latent-dim", type=runs.positive_int, default=50, help="dimension L of z")
-    add("--hidden-units", type=runs.positive_int, default=200, help="units per hidden layer")
-    add("--hidden-layers", type=runs.nonnegative_int, default=2,
-        help="hidden layers in the encoder and in the decoder")
-    add("--activation", choices=tuple(vae.ACTIVATIONS), default="relu",
-        help="of the hidden layers")
-    add("--learning-rate", type=runs.positive_float, default=1e-3, help="Adam step size")
+    vae.add_model_options(parser)
     add("--seed", type=runs.seed_int, default=0,
         help="seeds the initial parameters (global stream) and the loop's default_rng")
-    add("--n-train", type=runs.positive_int, default=None, metavar="N",
-        help="use only the first N training images (default: all)")
     add("--data-dir", type=runs.existing_dir, default=None, metavar="DIR",
         help="folder with the four MNIST-format files (default: the shipped MNIST)")
     add("--noise", choices=("per-pixel", "shared"), default=None,
@@ -500,7 +170,7 @@ def run(args):
                   dtype="float64", loop="fast",
                   adam={"b1": vae.ADAM_B1, "b2": vae.ADAM_B2, "eps": vae.ADAM_EPS})
     rows = min(config["batch_size"], args.n_train or 60000) + vae.EVAL_BATCH_SIZE
-    runs.check_memory(runs.training_memory(layer_sizes(config), "float64", rows),
+    runs.check_memory(runs.training_memory(models.layer_sizes(config), "float64", rows),
                       f"this model ({vae.count_params(config):,} parameters)",
                       "choose a smaller --hidden-units, --latent-dim or --hidden-layers")
     N, train_images, train_labels, test_images, test_labels = data.load_data(args.data_dir)
@@ -515,8 +185,8 @@ def run(args):
     grey = args.model == "gaussian"
     test_data = test_images if grey else vae.binarize(
         test_images, onp.random.RandomState(vae.TEST_BINARIZATION_SEED))
-    gen_params, rec_params = initial_params(config, args.seed)
-    terms = elbo_terms(config, training=False)
+    gen_params, rec_params = models.initial_params(config, args.seed)
+    terms = models.elbo_terms(config, training=False)
     write_metrics(metrics_path, config, [], "running", 0.0)
     print(f"variants.py {args.model}: {len(train_images)} training and {len(test_images)} test "
           f"images, {vae.count_params(config):,} network parameters, seed {args.seed}\n"
@@ -557,7 +227,7 @@ def run(args):
         with runs.sigterm_as_interrupt():
             gen_params, rec_params = vae.train(
                 gen_params, rec_params, train_images, args.epochs, args.batch_size,
-                args.learning_rate, objective=lower_bound(elbo_terms(config)),
+                args.learning_rate, objective=models.lower_bound(models.elbo_terms(config)),
                 step=grey_level_step if grey else vae.fast_step, on_epoch_end=on_epoch_end,
                 progress=not args.no_progress, seed=args.seed)
             extra = figures_and_statistics(args, gen_params, rec_params, train_images,
@@ -586,14 +256,14 @@ def figures_and_statistics(args, gen_params, rec_params, train_images, train_lab
     and statistics (vae, laplace), the mixture (autoencoder). -> metrics extras."""
     import plotting
     grey, extra = args.model == "gaussian", {}
-    latent = {"laplace": LaplaceLatent(args.prior_scale), "binary": BinaryLatent}.get(
+    latent = {"laplace": models.LaplaceLatent(args.prior_scale), "binary": models.BinaryLatent}.get(
         args.model, vae.GaussianLatent)
     if args.model == "autoencoder":
         binary = vae.binarize(train_images, onp.random.RandomState(vae.TEST_BINARIZATION_SEED))
         codes = fastgrad.neural_net_predict(rec_params, binary, args.activation)
-        mixture = fit_mixture(codes, args.components, args.seed)
+        mixture = models.fit_mixture(codes, args.components, args.seed)
         runs.atomic_write(out / MIXTURE_NAME, lambda f: onp.savez(f, **mixture))
-        latent = MixtureLatent(mixture, codes)
+        latent = models.MixtureLatent(mixture, codes)
         extra["mixture"] = {"components": args.components, "fitted_to": (
             f"the codes of the {len(binary)} training images, binarised once with "
             f"RandomState({vae.TEST_BINARIZATION_SEED})"), "file": str(out / MIXTURE_NAME)}
@@ -604,7 +274,7 @@ def figures_and_statistics(args, gen_params, rec_params, train_images, train_lab
         plotting.save_mixture(codes, onp.argmax(train_labels, axis=1), mixture["means"],
                               mixture["covariances"], paths[-1])
     if grey:
-        sigma = onp.exp(noise_log_std(gen_params[-1][1], args.min_std))
+        sigma = onp.exp(models.noise_log_std(gen_params[-1][1], args.min_std))
         extra["noise_std"] = {"min": float(sigma.min()), "median": float(onp.median(sigma)),
                               "max": float(sigma.max()), "floor": args.min_std}
         print(f"Learnt pixel standard deviation: median {onp.median(sigma):.3f}, "

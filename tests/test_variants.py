@@ -1,5 +1,6 @@
-"""variants.py: Gaussian pixels and a Laplace prior, against scipy.stats and
-Monte Carlo, their derivatives against finite differences, and short runs."""
+"""models.py and variants.py: Gaussian pixels, a Laplace prior, binary codes and an
+autoencoder with a mixture, against scipy.stats and Monte Carlo, their derivatives
+against finite differences, and short runs."""
 import json
 
 import autograd.numpy as anp
@@ -10,6 +11,7 @@ from scipy import stats
 from scipy.special import ndtr
 
 import evaluate
+import models
 import variants
 import vae
 
@@ -24,13 +26,13 @@ def test_gaussian_log_prob_is_scipy_s_normal_density():
     x = np.random.RandomState(0).uniform(size=(4, 6))
     mean, log_std = np.random.RandomState(1).uniform(size=(4, 6)), rand(6, seed=2, scale=0.5)
     expected = stats.norm.logpdf(x, mean, np.exp(log_std)).sum(axis=1)
-    np.testing.assert_allclose(variants.gaussian_log_prob(x, mean, log_std), expected,
+    np.testing.assert_allclose(models.gaussian_log_prob(x, mean, log_std), expected,
                                rtol=1e-12)
 
 
 def test_the_noise_floor_holds_and_vanishes_far_above_it():
     raw = np.array([-50.0, np.log(0.01), 0.0, 3.0])
-    log_std = variants.noise_log_std(raw, 0.01)
+    log_std = models.noise_log_std(raw, 0.01)
     assert np.all(np.exp(log_std) >= 0.01)
     np.testing.assert_allclose(np.exp(log_std[0]), 0.01, rtol=1e-12)
     np.testing.assert_allclose(np.exp(log_std[1]), 0.01 * np.sqrt(2), rtol=1e-12)
@@ -39,13 +41,13 @@ def test_the_noise_floor_holds_and_vanishes_far_above_it():
 
 @pytest.mark.parametrize("per", ["image", "pixel"])
 def test_scaled_squared_error_is_a_gaussian_log_density_up_to_a_constant(per):
-    sigma = variants.squared_error_sigma(1000, per)
+    sigma = models.squared_error_sigma(1000, per)
     rs = np.random.RandomState(0)
     differences = []
     for _ in range(3):
         x, mean = rs.uniform(size=(1, 784)), rs.uniform(size=(1, 784))
         squared_error = np.sum((x - mean) ** 2) / (784 if per == "pixel" else 1)
-        log_density = variants.gaussian_log_prob(x, mean, np.log(sigma))[0]
+        log_density = models.gaussian_log_prob(x, mean, np.log(sigma))[0]
         differences.append(-log_density - 1000 * squared_error)
     np.testing.assert_allclose(differences, differences[0], rtol=1e-12)
     assert sigma == pytest.approx({"image": 0.02236, "pixel": 0.6261}[per], rel=1e-3)
@@ -55,7 +57,7 @@ def test_scaled_squared_error_is_a_gaussian_log_density_up_to_a_constant(per):
 
 def test_the_inverse_cdf_is_scipy_s_laplace_quantile():
     u = np.linspace(0.001, 0.999, 101)
-    np.testing.assert_allclose(variants.laplace_inverse_cdf(u, 0.3, 1.7),
+    np.testing.assert_allclose(models.laplace_inverse_cdf(u, 0.3, 1.7),
                                stats.laplace.ppf(u, 0.3, 1.7), rtol=1e-12, atol=1e-12)
 
 
@@ -64,24 +66,24 @@ def test_laplace_from_normal_is_the_inverse_cdf_at_phi_and_finite_in_the_tails()
     # u < 1/2 that is log(2 u), and Phi(eps) itself is accurate for eps < 0.
     # (Through u - 1/2 the naive formula loses digits: relative error 3e-9 at eps = 6.)
     eps = np.linspace(-6, 0, 31)[:-1]
-    np.testing.assert_allclose(variants.standard_laplace_from_normal(eps),
+    np.testing.assert_allclose(models.standard_laplace_from_normal(eps),
                                np.log(2 * ndtr(eps)), rtol=1e-13)
-    np.testing.assert_array_equal(variants.standard_laplace_from_normal(-eps),
-                                  -variants.standard_laplace_from_normal(eps))
-    np.testing.assert_allclose(variants.standard_laplace_from_normal(np.linspace(-2, 2, 9)),
-                               variants.laplace_inverse_cdf(ndtr(np.linspace(-2, 2, 9)), 0, 1),
+    np.testing.assert_array_equal(models.standard_laplace_from_normal(-eps),
+                                  -models.standard_laplace_from_normal(eps))
+    np.testing.assert_allclose(models.standard_laplace_from_normal(np.linspace(-2, 2, 9)),
+                               models.laplace_inverse_cdf(ndtr(np.linspace(-2, 2, 9)), 0, 1),
                                rtol=1e-12, atol=1e-15)
     far = np.array([-40.0, 40.0])
-    assert np.all(np.isfinite(variants.standard_laplace_from_normal(far)))
+    assert np.all(np.isfinite(models.standard_laplace_from_normal(far)))
     with np.errstate(divide="ignore"):   # the naive way: Phi(40) rounds to 1, log(0)
-        assert not np.isfinite(variants.laplace_inverse_cdf(ndtr(far), 0.0, 1.0)).all()
+        assert not np.isfinite(models.laplace_inverse_cdf(ndtr(far), 0.0, 1.0)).all()
 
 
 def test_reparameterised_laplace_samples_have_the_target_distribution():
     mu, log_b = 0.7, np.log(0.4)
     q = np.array([[mu, log_b]])
     eps = rand(200_000, 1, seed=3)
-    z = variants.laplace_reparameterize(np.repeat(q, len(eps), axis=0), eps).ravel()
+    z = models.laplace_reparameterize(np.repeat(q, len(eps), axis=0), eps).ravel()
     se_mean = np.sqrt(2 * 0.4 ** 2 / len(z))
     assert abs(z.mean() - mu) < 4 * se_mean
     # Var = 2 b^2; the s.e. of a sample variance is sqrt((mu4 - sigma^4) / n), mu4 = 24 b^4.
@@ -93,8 +95,8 @@ def test_reparameterised_laplace_samples_have_the_target_distribution():
 def test_laplace_kl_against_monte_carlo_with_scipy_densities():
     q = np.array([[0.8, -0.3, np.log(0.5), np.log(1.3)]])
     tau = 1.5
-    kl = variants.laplace_kl(q, tau)[0]
-    z = variants.laplace_reparameterize(np.repeat(q, 400_000, axis=0), rand(400_000, 2, seed=4))
+    kl = models.laplace_kl(q, tau)[0]
+    z = models.laplace_reparameterize(np.repeat(q, 400_000, axis=0), rand(400_000, 2, seed=4))
     log_ratio = (stats.laplace.logpdf(z, q[0, :2], np.exp(q[0, 2:]))
                  - stats.laplace.logpdf(z, 0, tau)).sum(axis=1)
     assert abs(kl - log_ratio.mean()) < 4 * log_ratio.std() / np.sqrt(len(log_ratio))
@@ -103,15 +105,15 @@ def test_laplace_kl_against_monte_carlo_with_scipy_densities():
 def test_laplace_kl_is_zero_at_the_prior_and_positive_elsewhere():
     tau = 0.7
     at_prior = np.array([[0.0, 0.0, np.log(tau), np.log(tau)]])
-    assert variants.laplace_kl(at_prior, tau)[0] == pytest.approx(0.0, abs=1e-14)
-    assert np.all(variants.laplace_kl(rand(50, 4, seed=5), tau) > 0)
+    assert models.laplace_kl(at_prior, tau)[0] == pytest.approx(0.0, abs=1e-14)
+    assert np.all(models.laplace_kl(rand(50, 4, seed=5), tau) > 0)
 
 
 def test_derivatives_through_the_inverse_cdf_match_finite_differences():
     eps = rand(5, 3, seed=6)
-    check_grads(lambda q: anp.sum(variants.laplace_reparameterize(q, eps) ** 2),
+    check_grads(lambda q: anp.sum(models.laplace_reparameterize(q, eps) ** 2),
                 modes=["rev"], order=1)(rand(5, 6, seed=7))
-    check_grads(lambda q: anp.sum(variants.laplace_kl(q, 1.3)), modes=["rev"],
+    check_grads(lambda q: anp.sum(models.laplace_kl(q, 1.3)), modes=["rev"],
                 order=1)(rand(5, 6, seed=8) + 0.3)
 
 
@@ -135,27 +137,27 @@ def test_bernoulli_kl_is_the_direct_sum_over_both_values():
     logits = rand(6, 4, seed=9, scale=3)
     theta = 1 / (1 + np.exp(-logits))
     direct = np.sum(theta * np.log(theta / 0.5) + (1 - theta) * np.log((1 - theta) / 0.5), axis=1)
-    np.testing.assert_allclose(variants.bernoulli_kl(logits), direct, rtol=1e-12)
-    assert np.all(np.isfinite(variants.bernoulli_kl(np.array([[-800.0, 800.0]]))))
-    assert variants.bernoulli_kl(np.array([[-800.0, 800.0]]))[0] == pytest.approx(2 * np.log(2))
+    np.testing.assert_allclose(models.bernoulli_kl(logits), direct, rtol=1e-12)
+    assert np.all(np.isfinite(models.bernoulli_kl(np.array([[-800.0, 800.0]]))))
+    assert models.bernoulli_kl(np.array([[-800.0, 800.0]]))[0] == pytest.approx(2 * np.log(2))
 
 
 def test_logistic_noise_from_normal_is_logistic_and_finite_in_the_tails():
-    noise = variants.logistic_from_normal(rand(20_000, seed=10))
+    noise = models.logistic_from_normal(rand(20_000, seed=10))
     assert stats.kstest(noise, stats.logistic.cdf).pvalue > 0.01
-    assert np.all(np.isfinite(variants.logistic_from_normal(np.array([-40.0, 40.0]))))
+    assert np.all(np.isfinite(models.logistic_from_normal(np.array([-40.0, 40.0]))))
 
 
 def test_relaxed_samples_are_right_on_average_and_harden_as_the_temperature_falls():
     logits = np.array([[-1.5, 0.3, 2.0]])
     eps = rand(100_000, 3, seed=11)
-    hard = variants.hard_bernoulli(np.repeat(logits, len(eps), axis=0), eps)
+    hard = models.hard_bernoulli(np.repeat(logits, len(eps), axis=0), eps)
     theta = 1 / (1 + np.exp(-logits[0]))
     se = np.sqrt(theta * (1 - theta) / len(eps))
     assert np.all(np.abs(hard.mean(axis=0) - theta) < 4 * se)
     gaps = []
     for temperature in (1.0, 0.3, 0.05):
-        relaxed = variants.relaxed_bernoulli(np.repeat(logits, len(eps), axis=0), eps, temperature)
+        relaxed = models.relaxed_bernoulli(np.repeat(logits, len(eps), axis=0), eps, temperature)
         assert np.array_equal(relaxed > 0.5, hard == 1)   # the same side for any temperature
         gaps.append(np.mean(np.abs(relaxed - hard)))
     assert gaps[0] > gaps[1] > gaps[2] and gaps[2] < 0.02
@@ -163,9 +165,9 @@ def test_relaxed_samples_are_right_on_average_and_harden_as_the_temperature_fall
 
 def test_derivatives_through_the_relaxed_samples_match_finite_differences():
     eps = rand(5, 3, seed=12)
-    check_grads(lambda l: anp.sum(variants.relaxed_bernoulli(l, eps, 0.5) ** 2),
+    check_grads(lambda l: anp.sum(models.relaxed_bernoulli(l, eps, 0.5) ** 2),
                 modes=["rev"], order=1)(rand(5, 3, seed=13))
-    check_grads(lambda l: anp.sum(variants.bernoulli_kl(l)), modes=["rev"],
+    check_grads(lambda l: anp.sum(models.bernoulli_kl(l)), modes=["rev"],
                 order=1)(rand(5, 3, seed=14))
 
 
@@ -174,11 +176,11 @@ def test_derivatives_through_the_relaxed_samples_match_finite_differences():
 def test_mixture_samples_have_the_fitted_moments():
     rs = np.random.RandomState(0)
     codes = np.r_[rs.randn(3000, 2) @ [[1.0, 0.5], [0.0, 0.5]] + [3, 0], rs.randn(1000, 2) - 2]
-    mixture = variants.fit_mixture(codes, 2, seed=0)
+    mixture = models.fit_mixture(codes, 2, seed=0)
     w, mu, cov = mixture["weights"], mixture["means"], mixture["covariances"]
     mean = w @ mu
     second = np.einsum("k,kij->ij", w, cov + mu[:, :, None] * mu[:, None, :])
-    samples = variants.sample_mixture(mixture, np.random.RandomState(1), 200_000)
+    samples = models.sample_mixture(mixture, np.random.RandomState(1), 200_000)
     se = np.sqrt(np.diag(second - np.outer(mean, mean)) / len(samples))
     assert np.all(np.abs(samples.mean(axis=0) - mean) < 4 * se)
     np.testing.assert_allclose(np.cov(samples, rowvar=False), second - np.outer(mean, mean),
@@ -194,7 +196,7 @@ def small_config(model, **extra):
 
 
 def tiny_params(config, seed=0):
-    return variants.initial_params(config, seed)
+    return models.initial_params(config, seed)
 
 
 MODELS = [small_config("gaussian", noise="per-pixel", min_std=0.01),
@@ -209,7 +211,7 @@ def test_the_bound_s_gradient_matches_finite_differences(config, mnist_train_sub
     data = mnist_train_subset[:5]
     if config["model"] != "gaussian":
         data = (data > 0.5).astype(float)
-    objective = variants.lower_bound(variants.elbo_terms(config))
+    objective = models.lower_bound(models.elbo_terms(config))
 
     def bound(gen, rec):
         return objective(gen, rec, data, np.random.RandomState(0).randn)
@@ -222,10 +224,10 @@ def test_each_model_trains_and_its_held_out_bound_rises(config, mnist):
     gen, rec = tiny_params(config)
     grey = config["model"] == "gaussian"
     held_out = test_images if grey else (test_images > 0.5).astype(float)
-    terms = variants.elbo_terms(config, training=False)   # hard samples for the binary model
+    terms = models.elbo_terms(config, training=False)   # hard samples for the binary model
     elbos = [variants.evaluate(terms, gen, rec, held_out)["elbo"]]
     vae.train(gen, rec, train_images, 3, 100, 3e-3,
-              objective=variants.lower_bound(variants.elbo_terms(config)),
+              objective=models.lower_bound(models.elbo_terms(config)),
               step=variants.grey_level_step if grey else vae.fast_step,
               on_epoch_end=lambda epoch, g, r, *rest: elbos.append(
                   variants.evaluate(terms, g, r, held_out)["elbo"]))
@@ -256,7 +258,7 @@ def test_a_run_writes_figures_checkpoint_and_metrics(model, tmp_path):
         assert {"mixture.npz", "mixture.png"} <= {p.name for p in out.iterdir()}
     with np.load(out / "checkpoint.npz") as checkpoint:
         assert ("noise_b0" in checkpoint.files) == (model == "gaussian")
-    images, config = variants.prior_samples(out / "checkpoint.npz", 7)
+    images, config = models.prior_samples(out / "checkpoint.npz", 7)
     assert config["model"] == model and images.shape == (7, 784)
     assert np.all((images >= 0) & (images <= 1)) and images.std() > 0
 
@@ -264,7 +266,7 @@ def test_a_run_writes_figures_checkpoint_and_metrics(model, tmp_path):
 def test_prior_samples_of_a_vae_py_checkpoint_are_its_decoded_prior_draws(tmp_path):
     out = tmp_path / "vae"
     assert vae.main([*TINY, "--output-dir", str(out)]) == 0
-    images, config = variants.prior_samples(out / "checkpoint.npz", 5, seed=3)
+    images, config = models.prior_samples(out / "checkpoint.npz", 5, seed=3)
     gen, _, _, _ = vae.load_model(out / "checkpoint.npz")
     z = np.random.RandomState(3).randn(5, 2)
     np.testing.assert_allclose(images, 1 / (1 + np.exp(-vae.neural_net_predict(gen, z))),
