@@ -199,42 +199,6 @@ def correlation_summary(means, weights=None):
 # The exact answers for a 2-dimensional latent space
 # ----------------------------------------------------------------------------
 
-def grid_posterior(gen_params, x, observed=None, activation="relu",
-                   half_width=evaluate.GRID_HALF_WIDTH, points=evaluate.GRID_POINTS,
-                   grid_rows=evaluate.GRID_ROWS):
-    """On evaluate.py's grid: log p(x_observed) (N,), and the mean (N, 2) and
-    covariance (N, 2, 2) of p(z | x_observed), accumulated chunk by chunk
-    with a running maximum so nothing overflows."""
-    z, log_cell = evaluate.latent_grid(half_width, points)
-    top = np.full(len(x), -np.inf)
-    s0, s1, s2 = np.zeros(len(x)), np.zeros((len(x), 2)), np.zeros((len(x), 4))
-    for start in range(0, len(z), grid_rows):
-        zc = z[start:start + grid_rows]
-        log_joint = evaluate.log_joint_on_grid(gen_params, x, zc, activation, observed)
-        new_top = np.maximum(top, log_joint.max(axis=1))
-        scale = np.exp(top - new_top)
-        w = np.exp(log_joint - new_top[:, None])
-        s0 = s0 * scale + w.sum(axis=1)
-        s1 = s1 * scale[:, None] + w @ zc
-        s2 = s2 * scale[:, None] + w @ (zc[:, :, None] * zc[:, None, :]).reshape(-1, 4)
-        top = new_top
-    mean = s1 / s0[:, None]
-    cov = (s2 / s0[:, None]).reshape(-1, 2, 2) - mean[:, :, None] * mean[:, None, :]
-    return top + np.log(s0) + log_cell, mean, cov
-
-
-def local_posterior(gen_params, x_row, observed, mean, cov, activation, points=40, width=5):
-    """p(z | x_observed) of one image on a points x points grid spanning
-    mean +- width sds per axis (exact mean and covariance from grid_posterior).
-    -> (z (points^2, 2), weights (points^2,) summing to 1)."""
-    sd = np.sqrt(np.diag(cov))
-    axes = [np.linspace(mean[i] - width * sd[i], mean[i] + width * sd[i], points)
-            for i in range(2)]
-    z = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 2)
-    log_joint = evaluate.log_joint_on_grid(gen_params, x_row[None], z, activation, observed)[0]
-    return z, np.exp(log_joint - logsumexp(log_joint))
-
-
 def gaussian_density(z, mean, std):
     """Density of N(mean, diag(std^2)) at points z (G, 2) -> (G,)."""
     u = (z - mean) / std
@@ -308,11 +272,6 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def entry(values):
-    mean, se = evaluate.mean_and_se(values)
-    return {"mean": mean, "se": se}
-
-
 def fit_and_predict(args, gen_params, rec_params, config, x, pixel_mean, pixel_probability):
     """The SVI fit and every number of the report, per image. -> dict of arrays."""
     activation, latent_dim = config["activation"], config["latent_dim"]
@@ -370,7 +329,8 @@ def exact_answers(gen_params, x, observed, activation, points, progress=False):
     (N, 2, 2); the largest change of the conditional with half the points;
     the missing pixels' correlations under the exact conditional, per image."""
     missing = ~observed
-    log_p_observed, mean, cov = grid_posterior(gen_params, x, observed, activation, points=points)
+    log_p_observed, mean, cov = evaluate.grid_posterior(gen_params, x, observed, activation,
+                                                        points=points)
     log_p_all = evaluate.exact_log_px(gen_params, x, points=points, activation=activation)
     coarse = (evaluate.exact_log_px(gen_params, x, points=points // 2, activation=activation)
               - evaluate.exact_log_px(gen_params, x, points=points // 2,
@@ -383,7 +343,7 @@ def exact_answers(gen_params, x, observed, activation, points, progress=False):
     from tqdm import tqdm
     for n in tqdm(range(len(x)), desc="exact correlations", unit="image", leave=False,
                   disable=None if progress else True):
-        z, w = local_posterior(gen_params, x[n], observed, mean[n], cov[n], activation)
+        z, w = evaluate.local_posterior(gen_params, x[n], observed, mean[n], cov[n], activation)
         means = missing_pixel_means(gen_params, z, missing, activation)
         out["correlations"].append(correlation_summary(means, w))
         if n == 0:
@@ -419,8 +379,8 @@ def correlation_entry(summaries, missing):
     if not finite.any():
         return {"images_with_two_uncertain_pixels": 0}
     return {"images_with_two_uncertain_pixels": int(finite.sum()),
-            "max_abs": entry(max_abs[finite]),
-            "mean_abs": entry(np.array([r["mean_abs"] for r in summaries])[finite]),
+            "max_abs": evaluate.entry(max_abs[finite]),
+            "mean_abs": evaluate.entry(np.array([r["mean_abs"] for r in summaries])[finite]),
             "image_0": {**{k: v for k, v in summaries[0].items() if k != "pair"},
                         "most_correlated_pixels_row_column": [
                             divmod(int(np.flatnonzero(missing)[i]), IMAGE_SIDE)
@@ -430,11 +390,11 @@ def correlation_entry(summaries, missing):
 def summarize(per_image, args):
     """The report's numbers, means and standard errors over images."""
     s = {"missing_pixels_log_likelihood": {
-        key: entry(per_image[key]) for key in ("svi", "prior", "pixel_marginal")}}
-    s["svi_minus"] = {key: entry(per_image["svi"] - per_image[key])
+        key: evaluate.entry(per_image[key]) for key in ("svi", "prior", "pixel_marginal")}}
+    s["svi_minus"] = {key: evaluate.entry(per_image["svi"] - per_image[key])
                       for key in ("prior", "pixel_marginal")}
-    s["observed_pixels_bound"] = {"start": entry(per_image["bound_start"]),
-                                  "end": entry(per_image["bound_end"]),
+    s["observed_pixels_bound"] = {"start": evaluate.entry(per_image["bound_start"]),
+                                  "end": evaluate.entry(per_image["bound_end"]),
                                   "trace_first_last": [float(per_image["trace"][0]),
                                                        float(per_image["trace"][-1])]}
     s["predictive_correlation"] = {
@@ -444,23 +404,23 @@ def summarize(per_image, args):
            for name, c in per_image["correlations"].items()}}
     if "exact" in per_image:
         ll = s["missing_pixels_log_likelihood"]
-        ll["exact"] = entry(per_image["exact"])
-        ll["prior_exact"] = entry(per_image["prior_exact"])
-        s["svi_minus"]["exact"] = entry(per_image["svi"] - per_image["exact"])
+        ll["exact"] = evaluate.entry(per_image["exact"])
+        ll["prior_exact"] = evaluate.entry(per_image["prior_exact"])
+        s["svi_minus"]["exact"] = evaluate.entry(per_image["svi"] - per_image["exact"])
         # log p(x_missing | x_observed) - log p(x_missing): what seeing one half is worth.
         pmi = per_image["exact"] - per_image["prior_exact"]
-        s["pointwise_mutual_information"] = {**entry(pmi),
+        s["pointwise_mutual_information"] = {**evaluate.entry(pmi),
                                              "fraction_negative": float(np.mean(pmi < 0))}
-        s["observed_pixels_bound"]["exact_log_p_observed"] = entry(per_image["log_p_observed"])
-        s["observed_pixels_bound"]["gap_at_end"] = entry(per_image["log_p_observed"]
+        s["observed_pixels_bound"]["exact_log_p_observed"] = evaluate.entry(per_image["log_p_observed"])
+        s["observed_pixels_bound"]["gap_at_end"] = evaluate.entry(per_image["log_p_observed"]
                                                          - per_image["bound_end"])
         mean, log_std = vae.unpack_gaussian_params(per_image["q"])
         exact_sd = np.sqrt(np.diagonal(per_image["exact_cov"], axis1=1, axis2=2))
         s["posterior_fit"] = {
-            "mean_error_in_exact_sds": entry(np.max(np.abs(mean - per_image["exact_mean"])
+            "mean_error_in_exact_sds": evaluate.entry(np.max(np.abs(mean - per_image["exact_mean"])
                                                     / exact_sd, axis=1)),
-            "std_ratio_q_to_exact": entry(np.exp(log_std) / exact_sd),
-            "exact_correlation": entry(per_image["exact_cov"][:, 0, 1]
+            "std_ratio_q_to_exact": evaluate.entry(np.exp(log_std) / exact_sd),
+            "exact_correlation": evaluate.entry(per_image["exact_cov"][:, 0, 1]
                                        / np.prod(exact_sd, axis=1)),
         }
         s["grid"] = {"half_width": evaluate.GRID_HALF_WIDTH, "points": args.grid_points,

@@ -200,6 +200,42 @@ def exact_log_px(gen_params, binary, half_width=GRID_HALF_WIDTH, points=GRID_POI
     return total + log_cell
 
 
+def grid_posterior(gen_params, x, observed=None, activation="relu",
+                   half_width=GRID_HALF_WIDTH, points=GRID_POINTS,
+                   grid_rows=GRID_ROWS):
+    """On exact_log_px's grid: log p(x_observed) (N,), and the mean (N, 2) and
+    covariance (N, 2, 2) of p(z | x_observed) (conditional.py), accumulated
+    chunk by chunk with a running maximum so nothing overflows."""
+    z, log_cell = latent_grid(half_width, points)
+    top = onp.full(len(x), -onp.inf)
+    s0, s1, s2 = onp.zeros(len(x)), onp.zeros((len(x), 2)), onp.zeros((len(x), 4))
+    for start in range(0, len(z), grid_rows):
+        zc = z[start:start + grid_rows]
+        log_joint = log_joint_on_grid(gen_params, x, zc, activation, observed)
+        new_top = onp.maximum(top, log_joint.max(axis=1))
+        scale = onp.exp(top - new_top)
+        w = onp.exp(log_joint - new_top[:, None])
+        s0 = s0 * scale + w.sum(axis=1)
+        s1 = s1 * scale[:, None] + w @ zc
+        s2 = s2 * scale[:, None] + w @ (zc[:, :, None] * zc[:, None, :]).reshape(-1, 4)
+        top = new_top
+    mean = s1 / s0[:, None]
+    cov = (s2 / s0[:, None]).reshape(-1, 2, 2) - mean[:, :, None] * mean[:, None, :]
+    return top + onp.log(s0) + log_cell, mean, cov
+
+
+def local_posterior(gen_params, x_row, observed, mean, cov, activation, points=40, width=5):
+    """p(z | x_observed) of one image on a points x points grid spanning
+    mean +- width sds per axis (exact mean and covariance from grid_posterior).
+    -> (z (points^2, 2), weights (points^2,) summing to 1)."""
+    sd = onp.sqrt(onp.diag(cov))
+    axes = [onp.linspace(mean[i] - width * sd[i], mean[i] + width * sd[i], points)
+            for i in range(2)]
+    z = onp.stack(onp.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 2)
+    log_joint = log_joint_on_grid(gen_params, x_row[None], z, activation, observed)[0]
+    return z, onp.exp(log_joint - logsumexp(log_joint))
+
+
 # ----------------------------------------------------------------------------
 # From per-image numbers to a report
 # ----------------------------------------------------------------------------
@@ -211,6 +247,12 @@ def mean_and_se(values):
     return float(onp.mean(values)), float(se)
 
 
+def entry(values):
+    """{"mean", "se"} over images, as the reports write them."""
+    mean, se = mean_and_se(values)
+    return {"mean": mean, "se": se}
+
+
 def active_units(posterior_mean, threshold=ACTIVE_UNIT_THRESHOLD):
     """Burda et al. 2016, Sec. 5.2: unit u is active if Cov_x(E_q[z_u | x]) > threshold.
     posterior_mean: (N, L) -> (variance over images (L,), active (L,) bool)."""
@@ -220,10 +262,6 @@ def active_units(posterior_mean, threshold=ACTIVE_UNIT_THRESHOLD):
 
 def summarize(per_image, exact=None):
     """The report's numbers: means and standard errors over images."""
-    def entry(values):
-        mean, se = mean_and_se(values)
-        return {"mean": mean, "se": se}
-
     variance, active = active_units(per_image["posterior_mean"])
     kl_per_unit = onp.mean(per_image["kl_per_unit"], axis=0)
     summary = {

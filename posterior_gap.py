@@ -89,15 +89,10 @@ def track_images(gen_params, rec_params, binary, activation, grid_points, nodes=
 
 # ---- Training with tracking --------------------------------------------------
 
-def entry(values):
-    mean, se = evaluate.mean_and_se(values)
-    return {"mean": mean, "se": se}
-
-
 def epoch_record(epoch, train_elbo, seconds, now, before, tracking_seconds):
     """One epoch's summary; before: the previous epoch's tracked arrays (None at epoch 0)."""
     record = {"epoch": epoch, "train_elbo": train_elbo,
-              **{key: entry(now[key]) for key in ("elbo", "log_px", "gap", "kl")},
+              **{key: evaluate.entry(now[key]) for key in ("elbo", "log_px", "gap", "kl")},
               "images_elbo_rose": None, "images_gap_grew": None,
               "images_elbo_rose_and_gap_grew": None,
               "seconds": seconds, "tracking_seconds": tracking_seconds}
@@ -147,8 +142,8 @@ def summarize(epochs, elbo, log_px):
                 "elbo_change": float(elbo_change[largest])},
             "image_epoch_pairs": int(rose.size), "pairs_elbo_rose": int(rose.sum()),
             "pairs_elbo_rose_and_gap_grew": int((rose & grew).sum()),
-            "final": {"epoch": int(epochs[-1]), "elbo": entry(elbo[-1]),
-                      "log_px": entry(log_px[-1]), "gap": entry(gap[-1])},
+            "final": {"epoch": int(epochs[-1]), "elbo": evaluate.entry(elbo[-1]),
+                      "log_px": evaluate.entry(log_px[-1]), "gap": evaluate.entry(gap[-1])},
             "smallest_gap": float(gap.min())}
 
 

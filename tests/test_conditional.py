@@ -98,7 +98,7 @@ def test_the_fit_raises_the_objective_and_finds_the_exact_posterior_mean():
     end = conditional.svi_objective(q, gen, x, observed, eps, "tanh")
     assert np.all(end > start + 0.1)
     assert trace[-100:].mean() > trace[:10].mean()
-    _, exact_mean, exact_cov = conditional.grid_posterior(gen, x, observed, "tanh",
+    _, exact_mean, exact_cov = evaluate.grid_posterior(gen, x, observed, "tanh",
                                                           points=301)
     exact_sd = np.sqrt(np.diagonal(exact_cov, axis1=1, axis2=2))
     # The best diagonal Gaussian under KL(q || p) need not have the posterior's
@@ -184,14 +184,14 @@ def test_grid_log_p_observed_sums_the_missing_pixels_out():
     full = np.repeat(x[:1], len(completions), axis=0)
     full[:, missing] = completions
     total = logsumexp(evaluate.exact_log_px(gen, full, points=201, activation="tanh"))
-    log_p_observed, _, _ = conditional.grid_posterior(gen, x[:1], observed, "tanh", points=201)
+    log_p_observed, _, _ = evaluate.grid_posterior(gen, x[:1], observed, "tanh", points=201)
     assert log_p_observed[0] == pytest.approx(total, abs=1e-9)
 
 
 def test_the_grid_posterior_of_a_decoder_that_ignores_z_is_the_prior():
     gen, _, x, observed = tiny_model()
     flat = [(0 * W, b) for W, b in gen]
-    log_p, mean, cov = conditional.grid_posterior(flat, x, observed, "tanh", points=301)
+    log_p, mean, cov = evaluate.grid_posterior(flat, x, observed, "tanh", points=301)
     np.testing.assert_allclose(mean, 0, atol=1e-12)
     np.testing.assert_allclose(cov, np.broadcast_to(np.eye(2), cov.shape), atol=1e-9)
     p = expit(gen[-1][1])[observed]
