@@ -80,7 +80,7 @@ def epoch_seconds(vae, images, config, loop, dtype, epochs, repeats):
         data = images if repeat else images[:10 * config["batch_size"]]
         vae.train(gen, rec, data, epochs if repeat else 1, config["batch_size"],
                   config["learning_rate"], step=vae.LOOPS[loop], seed=repeat,
-                  on_epoch_end=lambda e, g, r, elbo, s: seconds.append(s) if repeat else None)
+                  on_epoch_end=lambda e, g, r, elbo, s, state: seconds.append(s) if repeat else None)
     return min(seconds)
 
 

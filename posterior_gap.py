@@ -111,7 +111,7 @@ def train_and_track(config, train_images, binary, grid_points, on_record=None, p
     gen_params, rec_params = vae.initial_params(config, "float64", config["seed"])
     last = {}
 
-    def on_epoch_end(epoch, gen_params, rec_params, train_elbo, seconds):
+    def on_epoch_end(epoch, gen_params, rec_params, train_elbo, seconds, state=None):
         start = time.perf_counter()
         now = track_images(gen_params, rec_params, binary, activation, grid_points)
         record = epoch_record(epoch, train_elbo, seconds, now, last.get("arrays"),

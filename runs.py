@@ -268,15 +268,35 @@ def check_memory(need_bytes, what, advice="choose smaller sizes"):
 # Checkpoints
 # ----------------------------------------------------------------------------
 
-def save_checkpoint(path, networks, config, history):
+def save_checkpoint(path, networks, config, history, state=None):
     """networks: {name: [(W, b), ...]} saved as name_W0, name_b0, ...; config
-    and per-epoch history as JSON strings. Readable with plain np.load."""
+    and per-epoch history as JSON strings. Readable with plain np.load.
+    state (optional): what resuming needs, {name: array or JSON value}; its
+    arrays are saved as state_<name>, the rest as one JSON string."""
     import numpy as np   # imported here: bench.py sets BLAS threads before NumPy loads
     arrays = {"config": np.array(json.dumps(config)), "history": np.array(json.dumps(history))}
     for name, params in networks.items():
         for i, (W, b) in enumerate(params):
             arrays[f"{name}_W{i}"], arrays[f"{name}_b{i}"] = W, b
+    if state is not None:
+        values = {k: v for k, v in state.items() if not isinstance(v, np.ndarray)}
+        arrays["state"] = np.array(json.dumps(values))
+        arrays.update({f"state_{k}": v for k, v in state.items() if isinstance(v, np.ndarray)})
     atomic_write(path, lambda f: np.savez(f, **arrays))
+
+
+def load_state(path):
+    """The state save_checkpoint saved in path, or None if it has none (a
+    checkpoint written before runs could be resumed). Call after
+    load_checkpoint, which validates the file."""
+    import numpy as np
+    with np.load(path, allow_pickle=False) as archive:
+        if "state" not in archive.files:
+            return None
+        state = json.loads(str(archive["state"]))
+        state.update({name[len("state_"):]: archive[name] for name in archive.files
+                      if name.startswith("state_")})
+    return state
 
 
 def load_checkpoint(path, layer_sizes, written_by="vae.py"):

@@ -74,6 +74,14 @@ def init_net_params(layer_sizes, scale=1e-2):
             for m, n in zip(layer_sizes[:-1], layer_sizes[1:])]
 
 
+def init_glorot_params(layer_sizes):
+    """[(W, b), ...] as Glorot and Bengio (2010, Eq. 16) initialise them, the
+    heuristic Burda et al. (2016) used: W ~ U(-a, a), a = sqrt(6 / (m + n)),
+    from the global stream layer by layer; b = 0."""
+    return [(npr.uniform(-np.sqrt(6 / (m + n)), np.sqrt(6 / (m + n)), (m, n)), np.zeros(n))
+            for m, n in zip(layer_sizes[:-1], layer_sizes[1:])]
+
+
 def neural_net_predict(params, inputs, activation=relu):
     """ReLU hidden layers (or another activation, e.g. np.tanh), linear last layer.
     inputs: (N, D_in) or (D_in,) -> (N, D_out) or (D_out,)."""
@@ -162,11 +170,19 @@ def fused_lower_bound(gen_params, rec_params, data, randn=npr.randn, activation=
     return fastgrad.batch_mean(log_px_given_z - kl)
 
 
-def adam_updater(flat_params, learning_rate):
-    """update(gradient, t): fastgrad's in-place Adam on flat_params, state kept here."""
-    m, v, scratch = (np.zeros_like(flat_params) for _ in range(3))
-    return lambda gradient, t: fastgrad.adam_step(flat_params, gradient, m, v, t, learning_rate,
-                                                  ADAM_B1, ADAM_B2, ADAM_EPS, scratch=scratch)
+class Adam:
+    """fastgrad's in-place Adam on the flat parameter vector, with its state:
+    the moments m and v and the step count t. update(gradient) takes one step
+    at the current learning_rate, which the loop may change between epochs."""
+
+    def __init__(self, flat_params, learning_rate, eps=ADAM_EPS):
+        self.params, self.learning_rate, self.eps, self.t = flat_params, learning_rate, eps, 0
+        self.m, self.v, self.scratch = (np.zeros_like(flat_params) for _ in range(3))
+
+    def __call__(self, gradient):
+        self.t += 1
+        fastgrad.adam_step(self.params, gradient, self.m, self.v, self.t, self.learning_rate,
+                           ADAM_B1, ADAM_B2, self.eps, scratch=self.scratch)
 
 
 def on_flat_params(objective, like):
@@ -175,40 +191,76 @@ def on_flat_params(objective, like):
         *fastgrad.unflatten_views(flat_params, like), data, randn)
 
 
-def skeleton_step(objective, flat_params, like, learning_rate, seed):
+def skeleton_step(objective, flat_params, like, update, rng):
     """The course skeleton's step, drawing from the global stream as it does:
     binarise, gradient of the objective, Adam step, binarise again and
     evaluate the objective at the new parameters (the epoch's estimate).
-    objective(gen_params, rec_params, data, randn) -> scalar. `seed` is unused:
-    the global stream was seeded before the parameters were drawn."""
+    objective(gen_params, rec_params, data, randn) -> scalar; update: an Adam.
+    `rng` is unused: the global stream was seeded before the parameters were drawn."""
     flat_objective = on_flat_params(objective, like)
-    objective_grad, update = grad(flat_objective), adam_updater(flat_params, learning_rate)
+    objective_grad = grad(flat_objective)
 
-    def step(images, t):
-        update(objective_grad(flat_params, binarize(images), npr.randn), t)
+    def step(images):
+        update(objective_grad(flat_params, binarize(images), npr.randn))
         return flat_objective(flat_params, binarize(images), npr.randn)
     return step
 
 
-def fast_step(objective, flat_params, like, learning_rate, seed):
+def fast_step(objective, flat_params, like, update, rng):
     """The same mathematics with one value-and-gradient pass per step (the
     estimate is the objective before the update); binarisation and noise from
-    numpy.random.default_rng(seed) in the data's dtype. Not stream-compatible
-    with the skeleton."""
-    update = adam_updater(flat_params, learning_rate)
-    rng, buffers = npr.default_rng(seed), {}
+    the generator rng (numpy.random.default_rng(seed)) in the data's dtype.
+    Not stream-compatible with the skeleton."""
+    buffers = {}
     objective_and_grad = value_and_grad(on_flat_params(objective, like))
 
-    def step(images, t):
+    def step(images):
         # Binarise in place into a buffer kept per batch shape: x > u as 0.0 / 1.0.
         data = buffers.setdefault(images.shape, np.empty_like(images))
         rng.random(out=data, dtype=images.dtype)
         np.greater(images, data, out=data, casting="unsafe")
         elbo, gradient = objective_and_grad(
             flat_params, data, lambda *shape: rng.standard_normal(shape, dtype=images.dtype))
-        update(gradient, t)
+        update(gradient)
         return elbo
     return step
+
+
+def burda_learning_rate(epoch, base=1e-3):
+    """Burda, Grosse and Salakhutdinov (2016), Section 5: base * 10^(-i/7)
+    for 3^i passes, i = 0, ..., 7 (3,280 passes in all; i stays 7 after)."""
+    i = 0
+    while i < 7 and epoch > (3 ** (i + 1) - 1) // 2:   # passes of stages 0..i
+        i += 1
+    return base * 10 ** (-i / 7)
+
+
+LR_SCHEDULES = {"constant": lambda base: lambda epoch: base,
+                "burda": lambda base: partial(burda_learning_rate, base=base)}
+
+
+def training_state(epoch, update, rng):
+    """What continuing after `epoch` needs, exactly: Adam's moments and step
+    count, and both random streams (the global one, which the skeleton loop
+    draws from, and the generator of the fast loop). Arrays and JSON values."""
+    stream = npr.get_state(legacy=False)
+    return {"epoch": epoch, "adam_t": update.t, "adam_m": update.m.copy(),
+            "adam_v": update.v.copy(), "generator": rng.bit_generator.state,
+            "global_key": stream["state"]["key"],
+            "global_stream": {"pos": stream["state"]["pos"], "has_gauss": stream["has_gauss"],
+                              "gauss": stream["gauss"]}}
+
+
+def restore_training_state(state, update, rng):
+    """The inverse of training_state. -> the epoch it was taken after."""
+    update.t = state["adam_t"]
+    update.m[...], update.v[...] = state["adam_m"], state["adam_v"]
+    rng.bit_generator.state = state["generator"]
+    stream = state["global_stream"]
+    npr.set_state({"bit_generator": "MT19937", "has_gauss": stream["has_gauss"],
+                   "gauss": stream["gauss"],
+                   "state": {"key": state["global_key"], "pos": stream["pos"]}})
+    return state["epoch"]
 
 
 class TrainingDiverged(Exception):
@@ -217,33 +269,37 @@ class TrainingDiverged(Exception):
 
 def train(gen_params, rec_params, train_images, epochs, batch_size, learning_rate,
           objective=fused_lower_bound, step=skeleton_step, on_epoch_end=None,
-          progress=False, seed=0):
+          progress=False, seed=0, adam_eps=ADAM_EPS, resume=None):
     """Maximises objective(gen_params, rec_params, data, randn) with Adam, batches
     in order (the last may be short); step (skeleton_step or fast_step) makes
-    the per-batch function. -> (gen_params, rec_params). on_epoch_end(epoch,
-    gen_params, rec_params, train_elbo, seconds) follows every epoch."""
+    the per-batch function. learning_rate: a number, or a function of the
+    epoch (1, 2, ...). -> (gen_params, rec_params).
+    on_epoch_end(epoch, gen_params, rec_params, train_elbo, seconds, state)
+    follows every epoch; given that state as `resume`, with that epoch's
+    parameters, training continues exactly as if it had never stopped."""
     from tqdm import tqdm
 
     # Parameters flattened with autograd.misc.flatten: Adam updates the flat
     # vector in place, and autograd differentiates with respect to it.
     flat_params, unflatten = flatten((gen_params, rec_params))
-    batch_step = step(objective, flat_params, (gen_params, rec_params), learning_rate, seed)
+    rate = learning_rate if callable(learning_rate) else LR_SCHEDULES["constant"](learning_rate)
+    update, rng = Adam(flat_params, None, adam_eps), npr.default_rng(seed)
+    done = 0 if resume is None else restore_training_state(resume, update, rng)
+    batch_step = step(objective, flat_params, (gen_params, rec_params), update, rng)
     num_batches = -(-len(train_images) // batch_size)
-    t = 1
-    for epoch in range(1, epochs + 1):
-        start, elbo_sum = time.perf_counter(), 0.0
+    for epoch in range(done + 1, epochs + 1):
+        start, elbo_sum, update.learning_rate = time.perf_counter(), 0.0, rate(epoch)
         batches = tqdm(range(num_batches), desc=f"epoch {epoch}/{epochs}", leave=False,
                        unit="batch", disable=None if progress else True)
         for n in batches:
-            elbo = batch_step(train_images[n * batch_size:(n + 1) * batch_size], t)
+            elbo = batch_step(train_images[n * batch_size:(n + 1) * batch_size])
             if not np.isfinite(elbo):
                 raise TrainingDiverged(f"the ELBO became {elbo} at epoch {epoch}, batch {n + 1}")
             elbo_sum += float(elbo)
-            t += 1
             batches.set_postfix(elbo=f"{elbo_sum / (n + 1):.2f}")
         if on_epoch_end is not None:
             on_epoch_end(epoch, *unflatten(flat_params), elbo_sum / num_batches,
-                         time.perf_counter() - start)
+                         time.perf_counter() - start, training_state(epoch, update, rng))
     return unflatten(flat_params)
 
 
@@ -356,11 +412,16 @@ def cast_params(params, dtype):
     return [(W.astype(dtype), b.astype(dtype)) for W, b in params]
 
 
+INITS = {"normal": init_net_params, "glorot": init_glorot_params}   # --init
+
+
 def initial_params(config, dtype, seed):
-    """(gen_params, rec_params) as the skeleton initialises them: the global
-    stream seeded with `seed`, generator first, then cast to dtype."""
+    """(gen_params, rec_params) as the skeleton initialises them (or with
+    config["init"]): the global stream seeded with `seed`, generator first,
+    then cast to dtype."""
     npr.seed(seed)
-    return tuple(cast_params(init_net_params(sizes), dtype) for sizes in layer_sizes(config))
+    init = INITS[config.get("init", "normal")]
+    return tuple(cast_params(init(sizes), dtype) for sizes in layer_sizes(config))
 
 
 def count_params(config):
@@ -383,14 +444,49 @@ def load_model(path):
         raise runs.RunError(f"{path} holds a {config['model']} model written by variants.py; "
                             "this script reads checkpoints of vae.py's model only")
     config.setdefault("activation", DEFAULT_ACTIVATION)
+    config.setdefault("init", "normal")        # as written before these options existed
+    config.setdefault("lr_schedule", "constant")
+    config.setdefault("adam_eps", config.get("adam", {}).get("eps", ADAM_EPS))
     if config["activation"] not in ACTIVATIONS:
         raise runs.RunError(f"{path} names the activation {config['activation']!r}; this "
                             f"vae.py knows {', '.join(ACTIVATIONS)}")
     return networks["gen"], networks["rec"], config, history
 
 
-def save_model(path, gen_params, rec_params, config, history):
-    runs.save_checkpoint(path, {"gen": gen_params, "rec": rec_params}, config, history)
+def save_model(path, gen_params, rec_params, config, history, state=None):
+    runs.save_checkpoint(path, {"gen": gen_params, "rec": rec_params}, config, history, state)
+
+
+def load_resumable(args):
+    """-> (gen_params, rec_params, config, history, state) of the checkpoint
+    --resume names, with config["epochs"] = --epochs; raises runs.RunError if
+    it cannot be continued exactly as asked."""
+    path = args.resume
+    gen_params, rec_params, config, history = load_model(path)
+    state = runs.load_state(path)
+    if state is None:
+        raise runs.RunError(f"{path} was written before checkpoints held what resuming needs "
+                            "(Adam's moments, the random streams), so it cannot be continued "
+                            "exactly; `python vae.py --from-checkpoint` still draws its figures "
+                            "and evaluate.py evaluates it")
+    done, size = state.get("epoch"), count_params(config)
+    if (done != len(history) or any(np.shape(state.get(k)) != (size,) or
+                                     np.asarray(state.get(k)).dtype != config["dtype"]
+                                     for k in ("adam_m", "adam_v"))):
+        raise runs.RunError(f"{path} holds an inconsistent training state (epoch {done}, "
+                            f"{len(history)} epochs of history); it cannot be resumed")
+    changed = [f"--{dest.replace('_', '-')} {getattr(args, dest)} (the run has {config[dest]})"
+               for dest in TRAINING_OPTIONS if dest != "epochs"
+               and f"--{dest.replace('_', '-')}" in args.given
+               and str(getattr(args, dest)) != str(config[dest])]
+    if changed:
+        raise runs.RunError(f"a resumed run keeps the settings it started with, and "
+                            f"{'; '.join(changed)} would change them", exit_code=2)
+    if args.epochs <= done:
+        raise runs.RunError(f"{path} already holds {done} epochs; --epochs is the total to "
+                            f"reach, e.g. --epochs {done + 30}", exit_code=2)
+    config["epochs"] = args.epochs
+    return gen_params, rec_params, config, history, state
 
 
 def write_metrics(path, config, history, status, wall_seconds, checkpoint):
@@ -416,7 +512,8 @@ def write_metrics(path, config, history, status, wall_seconds, checkpoint):
 
 
 TRAINING_OPTIONS = ("epochs", "batch_size", "latent_dim", "hidden_units", "hidden_layers",
-                    "activation", "learning_rate", "seed", "n_train", "dtype", "loop", "data_dir")
+                    "activation", "learning_rate", "seed", "n_train", "dtype", "loop", "data_dir",
+                    "init", "lr_schedule", "adam_eps")
 
 
 def add_model_options(parser):
@@ -459,10 +556,27 @@ def parse_args(argv=None):
         help="skeleton: the course skeleton's loop and random stream (a gradient pass "
              "and a second ELBO evaluation per step); fast: one pass per step, noise from "
              "numpy.random.default_rng(seed), same mathematics, not stream-compatible")
+    add("--init", choices=tuple(INITS), default="normal",
+        help="normal: weights and biases N(0, 0.01^2), the skeleton's; glorot: "
+             "W ~ U(-a, a), a = sqrt(6 / (fan_in + fan_out)), b = 0 (Glorot and Bengio "
+             "2010, as Burda et al. 2016)")
+    add("--adam-eps", type=runs.positive_float, default=ADAM_EPS,
+        help="Adam's epsilon (Kingma and Ba 2015: 1e-8; Burda et al. 2016: 1e-4)")
+    add("--lr-schedule", choices=tuple(LR_SCHEDULES), default="constant",
+        help="constant: --learning-rate throughout; burda: --learning-rate * 10^(-i/7) for "
+             "3^i epochs, i = 0, ..., 7, 3,280 epochs in all (Burda et al. 2016, Section 5)")
+    add("--resume", type=runs.existing_file, default=None, metavar="PATH",
+        help="continue the run of this checkpoint in its folder to --epochs epochs in all, "
+             "with Adam's state, the random streams and the history restored: the result "
+             "equals the uninterrupted run's")
     add("--from-checkpoint", type=runs.existing_file, default=None, metavar="PATH",
         help="skip training: regenerate every figure from a checkpoint written by vae.py")
     add("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
+    args.given = runs.given_options(argv)
+    if args.resume and (args.from_checkpoint or args.output_dir or args.overwrite):
+        parser.error("--resume continues the run in the checkpoint's folder; it takes no "
+                     "--from-checkpoint, --output-dir or --overwrite")
     if args.from_checkpoint:
         ignored = [option for option in (f"--{dest.replace('_', '-')}" for dest in TRAINING_OPTIONS)
                    if option in runs.given_options(argv)]
@@ -487,77 +601,95 @@ def print_header(config, n_train, n_test):
 
 
 def run_training(args):
-    """Trains per args, writes checkpoint, metrics and figures. -> exit code."""
+    """Trains per args (or continues the run --resume names), writes checkpoint,
+    metrics and figures. -> exit code."""
     wall_start = time.perf_counter()
-    config = {key: getattr(args, key) for key in TRAINING_OPTIONS}
-    config.update(data_dir=None if args.data_dir is None else str(args.data_dir),
-                  adam={"b1": ADAM_B1, "b2": ADAM_B2, "eps": ADAM_EPS})
-    rows = min(config["batch_size"], args.n_train or 60000) + EVAL_BATCH_SIZE
-    runs.check_memory(runs.training_memory(layer_sizes(config), args.dtype, rows),
+    if args.resume:
+        gen_params, rec_params, config, history, state = load_resumable(args)
+        out = args.resume.parent
+    else:
+        config = {key: getattr(args, key) for key in TRAINING_OPTIONS}
+        config.update(data_dir=None if args.data_dir is None else str(args.data_dir),
+                      adam={"b1": ADAM_B1, "b2": ADAM_B2})
+        history, state, out = [], None, args.output_dir or Path("output")
+    dtype, n_train = config["dtype"], config["n_train"]
+    rows = min(config["batch_size"], n_train or 60000) + EVAL_BATCH_SIZE
+    runs.check_memory(runs.training_memory(layer_sizes(config), dtype, rows),
                       f"this model ({count_params(config):,} parameters)",
                       "choose a smaller --hidden-units, --latent-dim, --hidden-layers or --batch-size")
-    N, train_images, _, test_images, test_labels = load_data(args.data_dir)
-    if args.n_train is not None and args.n_train > N:
-        raise runs.RunError(f"--n-train {args.n_train} but the training set has {N} images "
+    N, train_images, _, test_images, test_labels = load_data(config["data_dir"])
+    if n_train is not None and n_train > N:
+        raise runs.RunError(f"--n-train {n_train} but the training set has {N} images "
                             "(see --help)", exit_code=2)
-    out = args.output_dir or Path("output")
     checkpoint, metrics_path = out / CHECKPOINT_NAME, out / METRICS_NAME
-    checkpoint_bytes = count_params(config) * np.dtype(args.dtype).itemsize
-    runs.prepare_output_dir(out, RUN_FILES, args.overwrite, "vae.py",
-                            2 * checkpoint_bytes + FIGURE_BYTES)   # old and new checkpoint
-    train_images = train_images[:args.n_train].astype(args.dtype)
-    test_binary = binarize(test_images, npr.RandomState(TEST_BINARIZATION_SEED)).astype(args.dtype)
-    gen_params, rec_params = initial_params(config, args.dtype, args.seed)
-    write_metrics(metrics_path, config, [], "running", 0.0, checkpoint)  # claims the folder
+    need = 2 * 3 * count_params(config) * np.dtype(dtype).itemsize + FIGURE_BYTES
+    if args.resume:   # old and new checkpoint: parameters, Adam's m and v
+        runs.check_writable(out, need)
+    else:
+        runs.prepare_output_dir(out, RUN_FILES, args.overwrite, "vae.py", need)
+        gen_params, rec_params = initial_params(config, dtype, config["seed"])
+    train_images = train_images[:n_train].astype(dtype)
+    test_binary = binarize(test_images, npr.RandomState(TEST_BINARIZATION_SEED)).astype(dtype)
+    sittings = [] if state is None else state.get("sittings", [])
+    first_epoch = len(history) + 1
+    write_metrics(metrics_path, config, history, "running", 0.0, checkpoint)  # claims the folder
     print_header(config, len(train_images), len(test_images))
-    history = []
+    if args.resume:
+        print(f"Resuming {checkpoint} after epoch {state['epoch']}, to epoch {config['epochs']}")
 
-    def on_epoch_end(epoch, gen_params, rec_params, train_elbo, seconds):
-        test = evaluate_elbo(gen_params, rec_params, test_binary, activation=args.activation)
+    def wall_seconds():   # of every sitting, this one included
+        return sum(s["wall_seconds"] for s in sittings) + time.perf_counter() - wall_start
+
+    def on_epoch_end(epoch, gen_params, rec_params, train_elbo, seconds, state):
+        test = evaluate_elbo(gen_params, rec_params, test_binary, activation=config["activation"])
         if not np.isfinite(test["elbo"]):
             raise TrainingDiverged(f"the test ELBO became {test['elbo']} after epoch {epoch}")
         record = {"epoch": epoch, "train_elbo": train_elbo, "test_elbo": test["elbo"],
                   "test_log_px_given_z": test["log_px_given_z"], "test_kl": test["kl"],
-                  "seconds": seconds}
+                  "seconds": seconds, "learning_rate": rate(epoch)}
         print(f"{epoch:5d} {train_elbo:11.2f} {test['elbo']:10.2f} "
               f"{test['log_px_given_z']:11.2f} {test['kl']:7.2f} {seconds:8.1f}", flush=True)
-        save_model(checkpoint, gen_params, rec_params, config, history + [record])
+        state["sittings"] = sittings + [{"first_epoch": first_epoch, "last_epoch": epoch,
+                                         "wall_seconds": time.perf_counter() - wall_start}]
+        save_model(checkpoint, gen_params, rec_params, config, history + [record], state)
         history.append(record)   # only now does the checkpoint hold this epoch
-        write_metrics(metrics_path, config, history, "running",
-                      time.perf_counter() - wall_start, checkpoint)
+        write_metrics(metrics_path, config, history, "running", wall_seconds(), checkpoint)
 
     def stop(status, message):
         if history:
-            write_metrics(metrics_path, config, history, status,
-                          time.perf_counter() - wall_start, checkpoint)
-            message += (f"; {checkpoint} holds epoch {history[-1]['epoch']}: regenerate "
-                        f"its figures with `python vae.py --from-checkpoint {checkpoint}`")
+            write_metrics(metrics_path, config, history, status, wall_seconds(), checkpoint)
+            message += (f"; {checkpoint} holds epoch {history[-1]['epoch']}: continue with "
+                        f"`python vae.py --resume {checkpoint} --epochs {config['epochs']}`, or "
+                        f"regenerate its figures with `python vae.py --from-checkpoint {checkpoint}`")
         else:
             metrics_path.unlink(missing_ok=True)   # nothing to keep: the folder is free again
             message += "; no epoch was completed, nothing was saved"
         print(message, file=sys.stderr)
 
+    rate = LR_SCHEDULES[config["lr_schedule"]](config["learning_rate"])
     try:
         with runs.sigterm_as_interrupt():
             gen_params, rec_params = train(
-                gen_params, rec_params, train_images, args.epochs, args.batch_size,
-                args.learning_rate, objective=partial(fused_lower_bound, activation=args.activation),
-                step=LOOPS[args.loop], on_epoch_end=on_epoch_end,
-                progress=not args.no_progress, seed=args.seed)
+                gen_params, rec_params, train_images, config["epochs"], config["batch_size"],
+                rate, objective=partial(fused_lower_bound, activation=config["activation"]),
+                step=LOOPS[config["loop"]], on_epoch_end=on_epoch_end,
+                progress=not args.no_progress, seed=config["seed"],
+                adam_eps=config["adam_eps"], resume=state)
             paths = write_figures(gen_params, rec_params, test_images, test_labels, history,
-                                  out, args.seed, args.activation)
+                                  out, config["seed"], config["activation"])
     except KeyboardInterrupt as e:
         status, code = runs.interruption(e)
         stop(status, f"\n{status.capitalize()}")
         return code
     except TrainingDiverged as e:
         stop("diverged", f"Training stopped: {e}. No figures were written. Try a smaller "
-                         f"--learning-rate (it was {args.learning_rate})")
+                         f"--learning-rate (it was {config['learning_rate']})")
         return 1
-    wall = time.perf_counter() - wall_start
+    wall = wall_seconds()
     write_metrics(metrics_path, config, history, "complete", wall, checkpoint)
+    epochs = config["epochs"]
     print(f"Final test ELBO {history[-1]['test_elbo']:.2f} nats per image after "
-          f"{args.epochs} epoch{'s' * (args.epochs > 1)} ({wall:.0f} s). Wrote {checkpoint}, "
+          f"{epochs} epoch{'s' * (epochs > 1)} ({wall:.0f} s). Wrote {checkpoint}, "
           f"{metrics_path} and {len(paths)} figures to {out}/")
     print(f"The ELBO is a lower bound on log p(x). To estimate log p(x) itself (importance "
           f"sampling, K=5000; about half an hour on one CPU core for the 10000 test images), "

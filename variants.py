@@ -37,16 +37,14 @@ CODE_NEAR_ZERO = 0.1        # share of standardised posterior locations within +
 
 
 
-def grey_level_step(objective, flat_params, like, learning_rate, seed):
+def grey_level_step(objective, flat_params, like, update, rng):
     """vae.fast_step without binarisation: the objective sees the grey levels."""
-    update = vae.adam_updater(flat_params, learning_rate)
-    rng = onp.random.default_rng(seed)
     objective_and_grad = value_and_grad(vae.on_flat_params(objective, like))
 
-    def step(images, t):
+    def step(images):
         elbo, gradient = objective_and_grad(
             flat_params, images, lambda *shape: rng.standard_normal(shape, dtype=images.dtype))
-        update(gradient, t)
+        update(gradient)
         return elbo
     return step
 
@@ -201,7 +199,7 @@ def run(args):
             networks["noise"] = gen_params[-1:]
         runs.save_checkpoint(checkpoint, networks, config, records)
 
-    def on_epoch_end(epoch, gen_params, rec_params, train_elbo, seconds):
+    def on_epoch_end(epoch, gen_params, rec_params, train_elbo, seconds, state=None):
         test = evaluate(terms, gen_params, rec_params, test_data)
         if not onp.isfinite(test["elbo"]):
             raise vae.TrainingDiverged(f"the test ELBO became {test['elbo']} after epoch {epoch}")

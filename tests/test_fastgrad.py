@@ -346,7 +346,7 @@ def train_small(step, seed, epochs=3, objective=vae.fused_lower_bound):
     rec = vae.init_net_params([vae.DATA_DIM, 20, 8])
     initial, elbos = flatten((gen, rec))[0], []
     params = vae.train(gen, rec, images, epochs, 20, 1e-2, objective=objective, step=step,
-                       seed=seed, on_epoch_end=lambda e, g, r, elbo, s: elbos.append(elbo))
+                       seed=seed, on_epoch_end=lambda e, g, r, elbo, s, state: elbos.append(elbo))
     return initial, flatten(params)[0], elbos
 
 

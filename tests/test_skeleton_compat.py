@@ -23,7 +23,7 @@ def reference(train_images):
     initial = flatten((gen, rec))[0]
     elbos = []
     gen, rec = vae.train(gen, rec, train_images, EPOCHS, BATCH, 1e-3,
-                         on_epoch_end=lambda epoch, g, r, elbo, s: elbos.append(elbo))
+                         on_epoch_end=lambda epoch, g, r, elbo, s, state: elbos.append(elbo))
     return initial, flatten((gen, rec))[0], elbos, npr.get_state()[1].copy()
 
 
