@@ -17,10 +17,15 @@ differentiate the same bound built from fastgrad.py's fused derivatives
 Units: nats per image, summed over the 784 pixels, averaged over images.
 `python vae.py --help` lists the options; nothing runs at import.
 """
+import os
 import sys
 import time
 from functools import partial
 from pathlib import Path
+
+# Before NumPy loads: OpenBLAS's idle threads then sleep at once instead of
+# spinning on the core that Adam and the log-likelihood share (docs/speed.md).
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
 import autograd.numpy as np
 import autograd.numpy.random as npr
@@ -42,6 +47,7 @@ TEST_POSTERIOR_SEED = 4321     # the posterior samples of the test ELBO, same ev
 EVAL_BATCH_SIZE = 1000
 FIGURE_BYTES = 2 ** 23       # room the figures need on disk, generously
 ADAM_B1, ADAM_B2, ADAM_EPS = 0.9, 0.999, 1e-8
+ADAM_SPLIT_SIZE = 2 ** 16    # parameters from which Adam updates in two threads
 CHECKPOINT_NAME, METRICS_NAME = runs.CHECKPOINT_NAME, runs.METRICS_NAME
 EVALUATION_NAME = "evaluation_test_sample.json"   # evaluate.py's report, default options
 EVALUATE_COMMAND = "python evaluate.py {}"        # estimates log p(x) of a checkpoint
@@ -178,11 +184,13 @@ class Adam:
     def __init__(self, flat_params, learning_rate, eps=ADAM_EPS):
         self.params, self.learning_rate, self.eps, self.t = flat_params, learning_rate, eps, 0
         self.m, self.v, self.scratch = (np.zeros_like(flat_params) for _ in range(3))
+        # Two threads for large vectors on two free cores: the same numbers, faster.
+        self.split = flat_params.size >= ADAM_SPLIT_SIZE and fastgrad.cores() > 1
 
     def __call__(self, gradient):
         self.t += 1
         fastgrad.adam_step(self.params, gradient, self.m, self.v, self.t, self.learning_rate,
-                           ADAM_B1, ADAM_B2, self.eps, scratch=self.scratch)
+                           ADAM_B1, ADAM_B2, self.eps, scratch=self.scratch, split=self.split)
 
 
 def on_flat_params(objective, like):
@@ -196,11 +204,12 @@ def skeleton_step(objective, flat_params, like, update, rng):
     binarise, gradient of the objective, Adam step, binarise again and
     evaluate the objective at the new parameters (the epoch's estimate).
     objective(gen_params, rec_params, data, randn) -> scalar; update: an Adam.
-    `rng` is unused: the global stream was seeded before the parameters were drawn."""
+    `rng` is unused: the global stream was seeded before the parameters were
+    drawn. step(images, upcoming) -> the estimate; upcoming is ignored."""
     flat_objective = on_flat_params(objective, like)
     objective_grad = grad(flat_objective)
 
-    def step(images):
+    def step(images, upcoming=None):
         update(objective_grad(flat_params, binarize(images), npr.randn))
         return flat_objective(flat_params, binarize(images), npr.randn)
     return step
@@ -210,17 +219,31 @@ def fast_step(objective, flat_params, like, update, rng):
     """The same mathematics with one value-and-gradient pass per step (the
     estimate is the objective before the update); binarisation and noise from
     the generator rng (numpy.random.default_rng(seed)) in the data's dtype.
-    Not stream-compatible with the skeleton."""
-    buffers = {}
+    Not stream-compatible with the skeleton. step(images, upcoming): if the
+    next step's images are given, their binarisation, the stream's next draw,
+    is made by a second thread while this step computes (the same numbers)."""
     objective_and_grad = value_and_grad(on_flat_params(objective, like))
+    pending = []   # the next batch's binarised data, being drawn
 
-    def step(images):
-        # Binarise in place into a buffer kept per batch shape: x > u as 0.0 / 1.0.
-        data = buffers.setdefault(images.shape, np.empty_like(images))
-        rng.random(out=data, dtype=images.dtype)
-        np.greater(images, data, out=data, casting="unsafe")
-        elbo, gradient = objective_and_grad(
-            flat_params, data, lambda *shape: rng.standard_normal(shape, dtype=images.dtype))
+    def binarized(images):
+        data = rng.random(images.shape, dtype=images.dtype)
+        return np.greater(images, data, out=data, casting="unsafe")   # x > u as 0.0 / 1.0
+
+    def step(images, upcoming=None):
+        data = pending.pop().result() if pending else binarized(images)
+
+        def draw_next():
+            if upcoming is not None and not pending:
+                pending.append(fastgrad.worker().submit(binarized, upcoming))
+
+        def randn(*shape):
+            if pending:   # a second draw in one step: after the next batch's, in order
+                pending[0].result()
+            noise = rng.standard_normal(shape, dtype=images.dtype)
+            draw_next()   # this step's draws are done: the stream's next are the next batch's
+            return noise
+        elbo, gradient = objective_and_grad(flat_params, data, randn)
+        draw_next()       # (an objective that drew no noise)
         update(gradient)
         return elbo
     return step
@@ -279,6 +302,7 @@ def train(gen_params, rec_params, train_images, epochs, batch_size, learning_rat
     parameters, training continues exactly as if it had never stopped."""
     from tqdm import tqdm
 
+    fastgrad.keep_freed_memory()
     # Parameters flattened with autograd.misc.flatten: Adam updates the flat
     # vector in place, and autograd differentiates with respect to it.
     flat_params, unflatten = flatten((gen_params, rec_params))
@@ -292,7 +316,9 @@ def train(gen_params, rec_params, train_images, epochs, batch_size, learning_rat
         batches = tqdm(range(num_batches), desc=f"epoch {epoch}/{epochs}", leave=False,
                        unit="batch", disable=None if progress else True)
         for n in batches:
-            elbo = batch_step(train_images[n * batch_size:(n + 1) * batch_size])
+            upcoming = train_images[(n + 1) * batch_size:(n + 2) * batch_size]
+            elbo = batch_step(train_images[n * batch_size:(n + 1) * batch_size],
+                              upcoming if len(upcoming) else None)
             if not np.isfinite(elbo):
                 raise TrainingDiverged(f"the ELBO became {elbo} at epoch {epoch}, batch {n + 1}")
             elbo_sum += float(elbo)

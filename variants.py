@@ -41,7 +41,7 @@ def grey_level_step(objective, flat_params, like, update, rng):
     """vae.fast_step without binarisation: the objective sees the grey levels."""
     objective_and_grad = value_and_grad(vae.on_flat_params(objective, like))
 
-    def step(images):
+    def step(images, upcoming=None):
         elbo, gradient = objective_and_grad(
             flat_params, images, lambda *shape: rng.standard_normal(shape, dtype=images.dtype))
         update(gradient)

@@ -120,8 +120,14 @@ def test_same_seed_gives_identical_outputs(small_run, tmp_path):
     assert code == 0
     first, second = (np.load(d / vae.CHECKPOINT_NAME) for d in (small_run, again))
     for key in first.files:
-        if key != "history":   # it holds the seconds each epoch took
+        if key not in ("history", "state"):   # they hold the seconds each epoch took
             np.testing.assert_array_equal(first[key], second[key])
+    states = [runs.load_state(d / vae.CHECKPOINT_NAME) for d in (small_run, again)]
+    for state in states:
+        del state["sittings"]
+    assert states[0].keys() == states[1].keys()
+    for key in states[0]:
+        np.testing.assert_array_equal(states[0][key], states[1][key])
     assert pngs(small_run) == pngs(again)
     strip = lambda m: [{k: v for k, v in e.items() if k != "seconds"} for e in m["epochs"]]  # noqa: E731
     assert strip(json.loads((small_run / vae.METRICS_NAME).read_text())) == strip(
