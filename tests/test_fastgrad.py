@@ -454,3 +454,94 @@ def test_adam_with_a_scratch_array_equals_adam_without():
         fastgrad.adam_step(a, g, *state_a, t)
         fastgrad.adam_step(b, g, *state_b, t, scratch=np.empty(10))
     np.testing.assert_array_equal(a, b)
+
+
+# ---------------------------------------------------------------- two threads, the same numbers
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_adam_in_two_halves_equals_adam_in_one(dtype):
+    n = 2 ** 16 + 3   # odd: halves of unequal length
+    a, b = (rand(n, seed=1).astype(dtype) for _ in range(2))
+    state_a, state_b = ([np.zeros(n, dtype) for _ in range(2)] for _ in range(2))
+    for t in range(1, fastgrad.DENORMAL_FLUSH_EVERY + 2):   # through a flush
+        g = rand(n, seed=t).astype(dtype) * 10.0 ** -t
+        fastgrad.adam_step(a, g, *state_a, t)
+        fastgrad.adam_step(b, g, *state_b, t, split=True)
+    np.testing.assert_array_equal(a, b)
+    for x, y in zip(state_a, state_b):
+        np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_the_log_likelihood_in_two_halves_of_rows_equals_one_pass(monkeypatch, dtype):
+    targets = (rand(301, 784) > 0).astype(dtype)   # 301 rows: unequal halves
+    logits = (rand(301, 784, seed=1) * 30).astype(dtype)
+    weights = rand(301, seed=2).astype(dtype)
+
+    def value_and_gradient():
+        f = lambda l: anp.sum(weights * fastgrad.bernoulli_log_prob(targets, l))  # noqa: E731
+        return fastgrad.bernoulli_log_prob(targets, logits), grad(f)(logits)
+    monkeypatch.setattr(fastgrad, "cores", lambda: 2)
+    split = value_and_gradient()
+    monkeypatch.setattr(fastgrad, "cores", lambda: 1)
+    whole = value_and_gradient()
+    for x, y in zip(split, whole):
+        assert x.dtype == dtype
+        np.testing.assert_array_equal(x, y)
+
+
+def test_the_log_likelihood_of_one_image_against_many_logits_is_not_split(monkeypatch):
+    # targets (D,) broadcast against logits (K, D): rows cannot be halved.
+    monkeypatch.setattr(fastgrad, "cores", lambda: 2)
+    targets, logits = (rand(784) > 0).astype(float), rand(200, 784, seed=1)
+    np.testing.assert_allclose(fastgrad.bernoulli_log_prob(targets, logits),
+                               vae.bernoulli_log_prob(targets, logits), rtol=1e-12)
+
+
+def test_the_fast_loop_draws_the_same_numbers_with_or_without_its_prefetch():
+    """The next batch's binarisation, drawn by the worker thread while a step
+    computes, is the stream's next draw either way."""
+    images = np.random.RandomState(5).rand(70, vae.DATA_DIM)   # a short last batch
+    config = {"latent_dim": 3, "hidden_units": 10, "hidden_layers": 1}
+    results = []
+    for prefetch in (True, False):
+        gen, rec = vae.initial_params(config, "float64", seed=1)
+        flat, unflatten = flatten((gen, rec))
+        step = vae.fast_step(vae.fused_lower_bound, flat, (gen, rec), vae.Adam(flat, 1e-2),
+                             np.random.default_rng(3))
+        batches = [images[i:i + 20] for i in range(0, 70, 20)] * 2
+        elbos = [step(b, nxt if prefetch else None)
+                 for b, nxt in zip(batches, batches[1:] + [None])]
+        results.append((elbos, flat.copy()))
+    assert results[0][0] == results[1][0]
+    np.testing.assert_array_equal(results[0][1], results[1][1])
+
+
+def test_an_objective_that_draws_noise_twice_gets_it_in_a_fixed_order():
+    images = np.random.RandomState(5).rand(40, vae.DATA_DIM)
+    config = {"latent_dim": 2, "hidden_units": 5, "hidden_layers": 1}
+
+    def twice(gen, rec, data, randn):
+        return (vae.fused_lower_bound(gen, rec, data, randn)
+                + vae.fused_lower_bound(gen, rec, data, randn)) / 2
+    runs = []
+    for _ in range(2):
+        gen, rec = vae.initial_params(config, "float64", seed=1)
+        flat, _ = flatten((gen, rec))
+        step = vae.fast_step(twice, flat, (gen, rec), vae.Adam(flat, 1e-2),
+                             np.random.default_rng(3))
+        runs.append([step(images[:20], images[20:]), step(images[20:], None)])
+    assert runs[0] == runs[1] and np.all(np.isfinite(runs[0]))
+
+
+@pytest.mark.parametrize("env, expected", [({"OPENBLAS_NUM_THREADS": "1"}, 1),
+                                           ({"OMP_NUM_THREADS": "2"}, 2),
+                                           ({"OPENBLAS_NUM_THREADS": "x"}, None)])
+def test_cores_follows_the_blas_thread_setting(monkeypatch, env, expected):
+    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    import os
+    assert fastgrad.cores() == (expected or len(os.sched_getaffinity(0)))
+
