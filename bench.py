@@ -1,7 +1,7 @@
 """Speed of the training loops of vae.py beside the matrix-multiply floor of
 the same epoch, measured in one run (ratios cancel the machine's noise).
 
-    python bench.py                          # about a minute
+    python bench.py                          # about two minutes
     python bench.py --epochs 2 --repeats 3 --json bench.json
     python bench.py --threads 1              # BLAS threads (before NumPy loads)
 
