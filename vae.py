@@ -53,8 +53,9 @@ EVALUATION_NAME = "evaluation_test_sample.json"   # evaluate.py's report, defaul
 EVALUATE_COMMAND = "python evaluate.py {}"        # estimates log p(x) of a checkpoint
 FIGURE_NAMES = ("samples_from_prior.png", "reconstructions.png", "interpolation_*_*.png",
                 "learning_curve.png", "latent_scatter.png", "latent_manifold.png")
-RUN_FILES = (CHECKPOINT_NAME, METRICS_NAME, *FIGURE_NAMES, "evaluation_*.json",
-             "evaluation_*.npz", "conditional_*.json", "conditional_*.png")
+REPORT_FILES = ("evaluation_*.json", "evaluation_*.npz", "conditional_*.json",
+                "conditional_*.png")   # evaluate.py's and conditional.py's, on one checkpoint
+RUN_FILES = (CHECKPOINT_NAME, METRICS_NAME, *FIGURE_NAMES, *REPORT_FILES)
 # (what a run, evaluate.py and conditional.py write into the run's folder)
 TRAIN_BINARIZATION = "dynamic: every training batch binarised afresh, x > uniform(0, 1)"
 TEST_BINARIZATION = ("sampled once: x > uniform(0, 1) drawn from "
@@ -650,6 +651,12 @@ def run_training(args):
     checkpoint, metrics_path = out / CHECKPOINT_NAME, out / METRICS_NAME
     need = 2 * 3 * count_params(config) * np.dtype(dtype).itemsize + FIGURE_BYTES
     if args.resume:   # old and new checkpoint: parameters, Adam's m and v
+        reports = runs.run_files(out, REPORT_FILES)
+        if reports:
+            raise runs.RunError(f"{out} holds reports on the checkpoint as it is now "
+                                f"({', '.join(p.name for p in reports)}); move them elsewhere "
+                                "first, so that they do not sit beside a later epoch's "
+                                "checkpoint", exit_code=2)
         runs.check_writable(out, need)
     else:
         runs.prepare_output_dir(out, RUN_FILES, args.overwrite, "vae.py", need)

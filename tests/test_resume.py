@@ -311,3 +311,15 @@ def test_the_checkpoint_state_is_plain_arrays_and_json(tmp_path):
     with np.load(checkpoint, allow_pickle=False) as archive:   # no pickles needed
         state = json.loads(str(archive["state"]))
     assert state["epoch"] == 2 and state["adam_t"] == 6
+
+
+@pytest.mark.parametrize("report", ["evaluation_test_sample.json", "conditional_top.png"])
+def test_a_resume_beside_reports_on_the_current_checkpoint_is_refused(tmp_path, capsys, report):
+    checkpoint = two_epochs(tmp_path / "r", "fast")
+    (tmp_path / "r" / report).write_text("a report on epoch 2")
+    before = checkpoint.read_bytes()
+    capsys.readouterr()
+    assert vae.main(["--resume", str(checkpoint), "--epochs", "3"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and report in err and "move them elsewhere" in err
+    assert checkpoint.read_bytes() == before
