@@ -8,8 +8,9 @@ twin, with the same signature, but is one autograd primitive whose
 derivative is written out in a single fused NumPy pass that keeps the
 input's dtype (float32 stays float32). tests/test_fastgrad.py checks every
 one against its plain twin, value and gradient, and against finite
-differences. This module knows nothing of the model: the training loops and
-evaluate.py assemble the bound from these pieces.
+differences. vae.py and evaluate.py assemble the bound from these pieces;
+the training loops differentiate flat_lower_bound, the same pieces in one
+node (bit for bit the same numbers, tested).
 
     dense_layer(inputs, W, b, activation)      activation(inputs @ W + b), or linear if None
     neural_net_predict(params, inputs, activation="relu")   vae.neural_net_predict
@@ -18,13 +19,19 @@ evaluate.py assemble the bound from these pieces.
     compute_KL(q_means_and_log_stds)           vae.compute_KL
     batch_mean(x)                              np.mean(x, axis=0)
     unflatten_views(flat, like)                autograd.misc.flatten's unflatten
+    flat_lower_bound(flat, like, data, randn)  vae.vae_lower_bound on the flat vector
     adam_step(params, gradient, m, v, t)       vae.adam_step, in place
 """
+import functools
+import math
+import threading
+
 import autograd.numpy as anp
 import numpy as np
 from autograd.extend import SparseObject, defvjp, defvjp_argnums, primitive, vspace
 
 DENORMAL_FLUSH_EVERY = 16     # Adam steps
+ADAM_WORKER_SHARE = 0.3       # of Adam's vector, for the worker: it draws the next batch first
 SPLIT_SIZE = 2 ** 16          # entries from which elementwise work is shared by two threads
 
 
@@ -147,14 +154,24 @@ def _bernoulli_log_prob_vjp_logits(ans, targets, logits):
 
 
 def _sigmoid_residual_rows(grad, targets, logits, g):
-    # g (x - sigmoid(l)), with sigmoid(l) = (1 + tanh(l / 2)) / 2: 8x faster than
+    _residual_rows(grad, targets, logits)
+    grad *= g
+
+
+def _residual_rows(grad, targets, logits):
+    # x - sigmoid(l), with sigmoid(l) = (1 + tanh(l / 2)) / 2: 8x faster than
     # expit, never overflows, and exact to an ulp of 1, which x - sigmoid(l) needs.
     np.multiply(logits, 0.5, out=grad)
     np.tanh(grad, out=grad)
     grad += 1
     grad *= -0.5
     grad += targets
-    grad *= g
+
+
+def _log_prob_and_residual_rows(out, residual, targets, logits):
+    # Both passes of flat_lower_bound's likelihood while the logits are in cache.
+    _bernoulli_log_prob_rows(out, targets, logits)
+    _residual_rows(residual, targets, logits)
 
 
 def by_rows(f, out, *arrays):
@@ -212,7 +229,7 @@ def flat_view(flat, start, shape):
     """flat[start:start + size].reshape(shape): a view into the flat vector.
     Its derivative adds into one flat gradient in place; autograd's own
     slicing scatters each slice into a new zeros array with np.add.at."""
-    return flat[start:start + int(np.prod(shape))].reshape(shape)
+    return flat[start:start + math.prod(shape)].reshape(shape)
 
 
 def _flat_view_vjp(view, flat, start, shape):
@@ -229,7 +246,7 @@ def _flat_view_vjp(view, flat, start, shape):
 defvjp(flat_view, _flat_view_vjp)
 
 
-def unflatten_views(flat, like):
+def unflatten_views(flat, like, view=flat_view):
     """Networks shaped like `like` (a tuple of [(W, b), ...] lists) as views
     into the flat vector, laid out as autograd.misc.flatten(like) lays them
     out: each network's W then b, layer by layer. Works on a traced vector."""
@@ -237,10 +254,91 @@ def unflatten_views(flat, like):
     for params in like:
         networks.append([])
         for W, b in params:
-            networks[-1].append((flat_view(flat, start, W.shape),
-                                 flat_view(flat, start + W.size, b.shape)))
+            networks[-1].append((view(flat, start, W.shape),
+                                 view(flat, start + W.size, b.shape)))
             start += W.size + b.size
+    if start != len(flat):
+        raise ValueError(f"networks of {start} parameters do not fill a flat vector of {len(flat)}")
     return tuple(networks)
+
+
+# ----------------------------------------------------------------------------
+# The whole bound on the flat vector, as one primitive
+# ----------------------------------------------------------------------------
+
+_forward = threading.local()   # the last forward pass's arrays, for its derivative
+
+
+@primitive
+def flat_lower_bound(flat, like, data, randn, activation="relu"):
+    """vae.vae_lower_bound of the networks that unflatten_views(flat, like)
+    gives, as one autograd node: the pieces above in the same order, so the
+    same value and gradient bit for bit (tested), without the ~30 nodes that
+    autograd would trace and walk back (about 17 microseconds each) or the
+    zero-filled gradient that it adds twelve slices into. The noise is
+    randn(N, L), drawn after the encoder's pass, as in vae.fused_elbo_terms.
+    The derivative writes each layer's dW and db straight into one flat
+    gradient. -> the bound, averaged over the N images (a 0-d value)."""
+    networks = unflatten_views(flat, like, view=flat_view.fun)
+    gen_params, rec_params = networks
+    rec_acts = _forward_pass(rec_params, data, activation)
+    q_means_and_log_stds = rec_acts[-1]
+    eps = randn(len(data), q_means_and_log_stds.shape[-1] // 2)
+    z = reparameterize.fun(q_means_and_log_stds, eps)
+    gen_acts = _forward_pass(gen_params, z, activation)
+    logits = gen_acts[-1]
+    log_px_given_z, residual = np.empty(len(data), logits.dtype), np.empty_like(logits)
+    by_rows(_log_prob_and_residual_rows, log_px_given_z, residual, data, logits)
+    kl = compute_KL.fun(q_means_and_log_stds)
+    _forward.arrays = networks, rec_acts, z, gen_acts, residual
+    return np.sum(log_px_given_z - kl, axis=0) / len(data)
+
+
+def _forward_pass(params, inputs, activation):
+    """[inputs, each layer's output], as neural_net_predict computes them."""
+    acts = [inputs]
+    for i, (W, b) in enumerate(params):
+        acts.append(dense_layer.fun(acts[-1], W, b, activation if i < len(params) - 1 else None))
+    return acts
+
+
+def _backward_pass(params, gradients, acts, g, activation, to_inputs):
+    """The dense_layer derivatives from the last layer down: dW and db into
+    `gradients` (views of the flat gradient), and -> the derivative with
+    respect to the network's inputs if to_inputs (else None)."""
+    for i in range(len(params) - 1, -1, -1):
+        (W, _), (dW, db), outputs = params[i], gradients[i], acts[i + 1]
+        if i < len(params) - 1:   # g is this function's own array here: in place
+            if activation == "relu":
+                g *= outputs > 0
+            elif activation == "tanh":
+                g *= 1 - outputs * outputs
+        np.matmul(acts[i].T, g, out=dW)
+        np.sum(g, axis=0, out=db)
+        g = g @ W.T if i > 0 or to_inputs else None
+    return g
+
+
+def _flat_lower_bound_vjp(value, flat, like, data, randn, activation="relu"):
+    (gen_params, rec_params), rec_acts, z, gen_acts, residual = _forward.arrays
+    del _forward.arrays
+
+    def vjp(g):
+        gradient = np.empty_like(flat)
+        gen_grads, rec_grads = unflatten_views(gradient, like, view=flat_view.fun)
+        # The bound is sum(log p(x|z) - KL) / N: each image's terms get g / N.
+        per_image = np.broadcast_to(np.asarray(g / len(data), flat.dtype), (len(data),))
+        q_means_and_log_stds = rec_acts[-1]
+        d_logits = residual * np.expand_dims(per_image, -1)   # as bernoulli_log_prob's
+        d_z = _backward_pass(gen_params, gen_grads, gen_acts, d_logits, activation, True)
+        d_q = _reparameterize_vjp_q(z, q_means_and_log_stds, None)(d_z)
+        d_q += _compute_KL_vjp(None, q_means_and_log_stds)(-per_image)
+        _backward_pass(rec_params, rec_grads, rec_acts, d_q, activation, False)
+        return gradient
+    return vjp
+
+
+defvjp(flat_lower_bound, _flat_lower_bound_vjp)
 
 
 # ----------------------------------------------------------------------------
@@ -273,7 +371,7 @@ def adam_step(params, gradient, m, v, t, learning_rate=1e-3,
     if not split:
         _adam_part(*arrays, t, learning_rate, b1, b2, eps)
         return params, m, v
-    half = len(params) // 2
+    half = int(len(params) * (1 - ADAM_WORKER_SHARE))
     second = worker().submit(_adam_part, *(a[half:] for a in arrays), t, learning_rate,
                              b1, b2, eps)
     _adam_part(*(a[:half] for a in arrays), t, learning_rate, b1, b2, eps)
@@ -292,11 +390,13 @@ def _adam_part(params, gradient, m, v, scratch, t, learning_rate, b1, b2, eps):
     if t % DENORMAL_FLUSH_EVERY == 0:
         flush_denormals(m)
         flush_denormals(v)
-    correction = np.sqrt(1 - b2 ** t)
+    # Python floats, so that a float32 update stays float32: np.sqrt would make
+    # NumPy scalars of float64, and these two passes would run in float64.
+    correction = math.sqrt(1 - b2 ** t)
     np.sqrt(v, out=scratch)
-    scratch += eps * correction
+    scratch += float(eps) * correction
     np.divide(m, scratch, out=scratch)
-    scratch *= learning_rate * correction / (1 - b1 ** t)
+    scratch *= float(learning_rate) * correction / (1 - b1 ** t)
     params += scratch
 
 
@@ -328,10 +428,12 @@ def worker():
     return _worker[0]
 
 
+@functools.lru_cache(maxsize=None)
 def cores():
     """How many cores this process may use for elementwise work: the BLAS
     thread setting if there is one (OPENBLAS_NUM_THREADS, OMP_NUM_THREADS,
-    MKL_NUM_THREADS: 1 keeps a run on one core), else the cores it may run on."""
+    MKL_NUM_THREADS: 1 keeps a run on one core), else the cores it may run on.
+    Read once, as the BLAS library reads it once (cores.cache_clear() rereads)."""
     import os
     for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         if os.environ.get(name, "").strip().isdigit():

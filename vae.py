@@ -194,8 +194,19 @@ class Adam:
                            ADAM_B1, ADAM_B2, self.eps, scratch=self.scratch, split=self.split)
 
 
+fused_lower_bound.flat_form = fastgrad.flat_lower_bound   # the same bound, one node
+
+
 def on_flat_params(objective, like):
-    """objective as a function of the flat parameter vector, viewed as `like`."""
+    """objective as a function of the flat parameter vector, viewed as `like`.
+    An objective with a flat_form (fused_lower_bound, or a partial of it that
+    fixes keywords) is that one fused primitive instead: the same numbers."""
+    base, keywords = ((objective.func, objective.keywords) if isinstance(objective, partial)
+                      and not objective.args else (objective, {}))
+    flat_form = getattr(base, "flat_form", None)
+    if flat_form is not None:
+        return lambda flat_params, data, randn: flat_form(flat_params, like, data, randn,
+                                                          **keywords)
     return lambda flat_params, data, randn: objective(
         *fastgrad.unflatten_views(flat_params, like), data, randn)
 
@@ -222,7 +233,7 @@ def fast_step(objective, flat_params, like, update, rng):
     the generator rng (numpy.random.default_rng(seed)) in the data's dtype.
     Not stream-compatible with the skeleton. step(images, upcoming): if the
     next step's images are given, their binarisation, the stream's next draw,
-    is made by a second thread while this step computes (the same numbers)."""
+    is made by a second thread while Adam updates (the same numbers)."""
     objective_and_grad = value_and_grad(on_flat_params(objective, like))
     pending = []   # the next batch's binarised data, being drawn
 
@@ -232,19 +243,10 @@ def fast_step(objective, flat_params, like, update, rng):
 
     def step(images, upcoming=None):
         data = pending.pop().result() if pending else binarized(images)
-
-        def draw_next():
-            if upcoming is not None and not pending:
-                pending.append(fastgrad.worker().submit(binarized, upcoming))
-
-        def randn(*shape):
-            if pending:   # a second draw in one step: after the next batch's, in order
-                pending[0].result()
-            noise = rng.standard_normal(shape, dtype=images.dtype)
-            draw_next()   # this step's draws are done: the stream's next are the next batch's
-            return noise
-        elbo, gradient = objective_and_grad(flat_params, data, randn)
-        draw_next()       # (an objective that drew no noise)
+        elbo, gradient = objective_and_grad(
+            flat_params, data, lambda *shape: rng.standard_normal(shape, dtype=images.dtype))
+        if upcoming is not None:   # not earlier: beside the products, it would slow them
+            pending.append(fastgrad.worker().submit(binarized, upcoming))
         update(gradient)
         return elbo
     return step

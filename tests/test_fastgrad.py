@@ -6,6 +6,7 @@ import autograd.numpy as anp
 import autograd.numpy.random as npr
 import numpy as np
 import pytest
+from functools import partial
 from autograd import grad
 from autograd.core import VJPNode
 from autograd.misc import flatten
@@ -303,12 +304,100 @@ def test_fused_bound_gradient_through_flat_views_matches_finite_differences():
     check_grads(fused, modes=["rev"], order=1)(flatten(params)[0])
 
 
+# ---------------------------------------------------------------- the whole bound as one node
+
+def per_layer_and_flat(params, data, noise, activation):
+    """The bound through unflatten_views (about 30 autograd nodes) and
+    fastgrad.flat_lower_bound (one), as functions of the flat vector."""
+    randn = lambda *shape: noise  # noqa: E731
+
+    def per_layer(flat):
+        return vae.fused_lower_bound(*fastgrad.unflatten_views(flat, params), data, randn,
+                                     activation=activation)
+
+    def one_node(flat):
+        return fastgrad.flat_lower_bound(flat, params, data, randn, activation)
+    return per_layer, one_node
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+@pytest.mark.parametrize("rows, split", [(5, False), (101, True)])
+def test_the_bound_as_one_node_equals_the_per_layer_bound_bit_for_bit(
+        monkeypatch, dtype, activation, rows, split):
+    """Value and gradient, with an upstream derivative other than 1 (3 * bound),
+    on a batch small enough for one pass and on one large enough for two halves."""
+    monkeypatch.setattr(fastgrad, "cores", lambda: 2 if split else 1)
+    monkeypatch.setattr(fastgrad, "SPLIT_SIZE", 500)
+    params = (vae.cast_params(vae.init_net_params([3, 7, 8], scale=0.5), dtype),
+              vae.cast_params(vae.init_net_params([8, 7, 6], scale=0.5), dtype))
+    data, noise = (rand(rows, 8) > 0).astype(dtype), rand(rows, 3, seed=2).astype(dtype)
+    flat = flatten(params)[0]
+    per_layer, one_node = per_layer_and_flat(params, data, noise, activation)
+    assert one_node(flat) == per_layer(flat) and np.result_type(one_node(flat)) == dtype
+    expected = grad(lambda f: 3 * per_layer(f))(flat)
+    got = grad(lambda f: 3 * one_node(f))(flat)
+    assert got.dtype == dtype
+    np.testing.assert_array_equal(got, expected)
+    assert np.count_nonzero(expected) > expected.size // 2   # not a vacuous comparison
+
+
+def test_the_bound_as_one_node_matches_finite_differences():
+    params, data = small_model()
+    check_grads(per_layer_and_flat(params, data, rand(5, 2, seed=3), "tanh")[1],
+                modes=["rev"], order=1)(flatten(params)[0])
+
+
+def test_the_derivative_of_the_bound_as_one_node_can_be_taken_twice():
+    from autograd import make_vjp
+    params, data = small_model()
+    flat = flatten(params)[0]
+    vjp, _ = make_vjp(per_layer_and_flat(params, data, rand(5, 2), "relu")[1])(flat)
+    first = vjp(1.0).copy()
+    np.testing.assert_array_equal(vjp(1.0), first)
+    np.testing.assert_array_equal(vjp(-2.0), -2 * first)
+
+
+def test_the_bound_draws_its_noise_after_the_encoder_as_the_per_layer_bound():
+    params, data = small_model()
+    flat, shapes = flatten(params)[0], []
+    fastgrad.flat_lower_bound(flat, params, data, lambda *shape: shapes.append(shape)
+                              or np.zeros(shape))
+    assert shapes == [(5, 2)]
+
+
+def test_the_training_objective_is_one_node_for_any_activation(monkeypatch):
+    calls = []
+
+    def recording(flat, like, data, randn, activation="relu"):
+        calls.append(activation)
+        return fastgrad.flat_lower_bound(flat, like, data, randn, activation)
+    monkeypatch.setattr(vae.fused_lower_bound, "flat_form", recording)
+    params, data = small_model()
+    flat = flatten(params)[0]
+    for objective in (vae.fused_lower_bound, partial(vae.fused_lower_bound, activation="tanh")):
+        vae.on_flat_params(objective, params)(flat, data, lambda *shape: np.zeros(shape))
+    assert calls == ["relu", "tanh"]
+    other = lambda gen, rec, data, randn: vae.fused_lower_bound(gen, rec, data, randn)  # noqa
+    vae.on_flat_params(other, params)(flat, data, lambda *shape: np.zeros(shape))
+    assert calls == ["relu", "tanh"]   # another objective goes node by node
+
+
+def test_views_that_do_not_fill_the_flat_vector_are_refused():
+    params, _ = small_model()
+    with pytest.raises(ValueError, match="do not fill a flat vector"):
+        fastgrad.unflatten_views(np.zeros(flatten(params)[0].size + 1), params)
+
+
 # ---------------------------------------------------------------- float32 stays float32
 
 @pytest.mark.parametrize("step", STEPS)
-def test_float32_step_keeps_every_array_float32(monkeypatch, step):
+@pytest.mark.parametrize("one_node", [False, True])
+def test_float32_step_keeps_every_array_float32(monkeypatch, step, one_node):
     """Records the value of every traced operation and every derivative that
-    autograd computes during a training step."""
+    autograd computes during a training step: the bound node by node (the
+    pieces of fastgrad), or as the one node the loops use, whose inside is the
+    same pieces, bit for bit (test_the_bound_as_one_node_equals_...)."""
     dtypes, original_init = [], VJPNode.__init__
 
     def recording_init(self, value, fun, args, kwargs, parent_argnums, parents):
@@ -328,8 +417,12 @@ def test_float32_step_keeps_every_array_float32(monkeypatch, step):
     gen = vae.cast_params(vae.init_net_params([4, 16, vae.DATA_DIM]), "float32")
     rec = vae.cast_params(vae.init_net_params([vae.DATA_DIM, 16, 8]), "float32")
     images = np.random.RandomState(0).rand(10, vae.DATA_DIM).astype("float32")
-    gen, rec = vae.train(gen, rec, images, 1, 10, 1e-3, step=step)
-    assert len(dtypes) > 20
+    objective = (vae.fused_lower_bound if one_node else
+                 lambda gen, rec, data, randn: vae.fused_lower_bound(gen, rec, data, randn))
+    gen, rec = vae.train(gen, rec, images, 1, 10, 1e-3, step=step, objective=objective)
+    names = {name for name, _, _ in dtypes}
+    assert ("flat_lower_bound" in names) == one_node and ("dense_layer" in names) != one_node
+    assert len(dtypes) > (3 if one_node else 20)
     assert {dtype for _, _, dtype in dtypes} == {np.dtype("float32")}, [
         record for record in dtypes if record[2] != np.float32]
     assert {W.dtype for W, _ in gen + rec} == {np.dtype("float32")}
@@ -446,6 +539,25 @@ def test_adam_flushes_denormals_every_few_steps():
     np.testing.assert_array_equal(v, 0)
 
 
+def test_a_float32_update_is_computed_in_float32():
+    """Every pass in float32, scalars included: the same steps written with
+    np.float32 scalars give the same bits. (With NumPy float64 scalars two of
+    the passes would run in float64 and round twice, slowly.)"""
+    f32 = np.float32
+    params, m, v = rand(10000).astype(f32), np.zeros(10000, f32), np.zeros(10000, f32)
+    ours = (params.copy(), m.copy(), v.copy())
+    for t in range(1, 4):
+        g = (rand(10000, seed=t) * 10.0 ** -t).astype(f32)
+        fastgrad.adam_step(*ours[:1], g, *ours[1:], t, learning_rate=3e-3, eps=1e-4)
+        m = f32(0.9) * m + f32(1 - 0.9) * g
+        v = f32(0.999) * v + f32(1 - 0.999) * (g * g)
+        c = np.sqrt(1 - 0.999 ** t)   # bias corrections in float64, rounded once
+        params = params + (m / (np.sqrt(v) + f32(1e-4 * c))) * f32(3e-3 * c / (1 - 0.9 ** t))
+    for x, y in zip(ours, (params, m, v)):
+        assert x.dtype == np.float32
+        np.testing.assert_array_equal(x, y)
+
+
 def test_adam_with_a_scratch_array_equals_adam_without():
     g = rand(10)
     a, b = rand(10, seed=1), rand(10, seed=1)
@@ -543,5 +655,9 @@ def test_cores_follows_the_blas_thread_setting(monkeypatch, env, expected):
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     import os
-    assert fastgrad.cores() == (expected or len(os.sched_getaffinity(0)))
+    fastgrad.cores.cache_clear()   # it reads the setting once, as the BLAS library does
+    try:
+        assert fastgrad.cores() == (expected or len(os.sched_getaffinity(0)))
+    finally:
+        fastgrad.cores.cache_clear()
 
