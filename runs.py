@@ -3,8 +3,9 @@
 - the command line: an argparse parser whose errors are one line, and the
   argument types that refuse bad values with a message;
 - RunError: a problem stated in one line with its exit code;
-- files: atomic writes, output paths checked before any work starts, and the
-  guard that keeps a run from replacing or mixing with a finished one;
+- files: atomic writes, output paths checked before any work starts, the
+  guard that keeps a run from replacing or mixing with a finished one, and
+  the lock that keeps two processes from writing one run;
 - memory: refuse sizes that cannot fit before allocating them;
 - checkpoints: parameters, configuration and history in one .npz, validated
   when loaded;
@@ -157,6 +158,30 @@ def check_writable(folder, need_bytes=0, what="the output folder"):
         raise RunError(f"{what} {folder} has {format_bytes(free)} free, and this run "
                        f"needs about {format_bytes(need_bytes)}; free some space or "
                        "choose another folder")
+
+
+@contextmanager
+def locked(folder, prog):
+    """Within the block, this process alone writes a run into folder (which
+    must exist): an exclusive flock on the folder itself, so no lock file is
+    left behind, and the kernel releases it when the process ends, however it
+    ends. Raises RunError if another process holds it. (Where there is no
+    fcntl, on Windows, it does nothing.)"""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise RunError(f"another process is writing a run into {folder}; let it finish "
+                           f"or stop it, then run {prog} again", exit_code=2) from None
+        yield
+    finally:
+        os.close(fd)
 
 
 def run_files(folder, patterns):

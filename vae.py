@@ -20,6 +20,7 @@ Units: nats per image, summed over the 784 pixels, averaged over images.
 import os
 import sys
 import time
+from contextlib import ExitStack
 from functools import partial
 from pathlib import Path
 
@@ -631,16 +632,24 @@ def print_header(config, n_train, n_test):
 
 def run_training(args):
     """Trains per args (or continues the run --resume names), writes checkpoint,
-    metrics and figures. -> exit code."""
+    metrics and figures, holding the folder's lock (two processes resuming one
+    run would mix their epochs). -> exit code."""
+    with ExitStack() as held:   # the lock, taken below, is released on return
+        return train_into(args, held)
+
+
+def train_into(args, held):
+    """run_training; held (an ExitStack) keeps the folder's lock until it closes."""
     wall_start = time.perf_counter()
+    out = args.resume.parent if args.resume else args.output_dir or Path("output")
     if args.resume:
+        held.enter_context(runs.locked(out, "vae.py"))
         gen_params, rec_params, config, history, state = load_resumable(args)
-        out = args.resume.parent
     else:
         config = {key: getattr(args, key) for key in TRAINING_OPTIONS}
         config.update(data_dir=None if args.data_dir is None else str(args.data_dir),
                       adam={"b1": ADAM_B1, "b2": ADAM_B2})
-        history, state, out = [], None, args.output_dir or Path("output")
+        history, state = [], None
     dtype, n_train = config["dtype"], config["n_train"]
     rows = min(config["batch_size"], n_train or 60000) + EVAL_BATCH_SIZE
     runs.check_memory(runs.training_memory(layer_sizes(config), dtype, rows),
@@ -661,6 +670,8 @@ def run_training(args):
                                 "checkpoint", exit_code=2)
         runs.check_writable(out, need)
     else:
+        runs.check_writable(out)   # creates it: the lock comes before --overwrite deletes
+        held.enter_context(runs.locked(out, "vae.py"))
         runs.prepare_output_dir(out, RUN_FILES, args.overwrite, "vae.py", need)
         gen_params, rec_params = initial_params(config, dtype, config["seed"])
     train_images = train_images[:n_train].astype(dtype)

@@ -4,6 +4,8 @@ refuses what it cannot continue in one line; the literature's options
 are recorded."""
 import json
 import math
+import subprocess
+import sys
 import zipfile
 from functools import partial
 
@@ -323,3 +325,56 @@ def test_a_resume_beside_reports_on_the_current_checkpoint_is_refused(tmp_path, 
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and report in err and "move them elsewhere" in err
     assert checkpoint.read_bytes() == before
+
+
+# ---------------------------------------------------------------- one writer per run
+
+def hold_lock(folder):
+    """Another process holding the folder's run lock, as a running vae.py does."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, os, sys, time; fd = os.open(sys.argv[1], "
+         "os.O_RDONLY); fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); "
+         "time.sleep(60)", str(folder)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    return holder
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="no fcntl")
+def test_a_run_that_another_process_is_writing_is_refused_and_then_resumes_when_it_ends(
+        tmp_path, capsys):
+    checkpoint = two_epochs(tmp_path / "r", "fast")
+    before = checkpoint.read_bytes()
+    holder = hold_lock(tmp_path / "r")
+    try:
+        capsys.readouterr()
+        assert vae.main(["--resume", str(checkpoint), "--epochs", "3", "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "another process is writing a run into" in err
+        assert checkpoint.read_bytes() == before
+        # a fresh run into the same folder is refused by the same lock
+        assert vae.main(SMALL + ["--epochs", "1", "--output-dir", str(tmp_path / "r"),
+                                 "--overwrite"]) == 2
+        assert checkpoint.read_bytes() == before
+    finally:
+        holder.kill()   # however the holder ends, the kernel releases its lock
+        holder.wait()
+    assert vae.main(["--resume", str(checkpoint), "--epochs", "3", "--no-progress"]) == 0
+    assert runs.load_state(checkpoint)["epoch"] == 3
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="no fcntl")
+def test_the_lock_is_held_while_a_run_trains_and_released_after(tmp_path, monkeypatch):
+    seen = []
+    original = vae.save_model
+
+    def try_the_lock(path, *args, **kwargs):
+        with pytest.raises(runs.RunError, match="another process is writing"):
+            with runs.locked(path.parent, "vae.py"):
+                pass
+        seen.append(path)
+        original(path, *args, **kwargs)
+    monkeypatch.setattr(vae, "save_model", try_the_lock)
+    two_epochs(tmp_path / "r", "fast")
+    assert len(seen) == 2
+    with runs.locked(tmp_path / "r", "vae.py"):   # free again
+        pass
