@@ -172,7 +172,10 @@ def locked(folder, prog):
     except ImportError:
         yield
         return
-    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError as e:
+        raise RunError(f"cannot open {folder} to lock it: {e.strerror or e}") from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

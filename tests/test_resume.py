@@ -378,3 +378,9 @@ def test_the_lock_is_held_while_a_run_trains_and_released_after(tmp_path, monkey
     assert len(seen) == 2
     with runs.locked(tmp_path / "r", "vae.py"):   # free again
         pass
+
+
+def test_a_folder_that_cannot_be_opened_for_its_lock_is_said_in_one_line(tmp_path):
+    with pytest.raises(runs.RunError, match="cannot open .* to lock it"):
+        with runs.locked(tmp_path / "missing", "vae.py"):
+            pass
