@@ -358,7 +358,7 @@ def test_the_derivative_of_the_bound_as_one_node_can_be_taken_twice():
     np.testing.assert_array_equal(vjp(-2.0), -2 * first)
 
 
-def test_the_bound_draws_its_noise_after_the_encoder_as_the_per_layer_bound():
+def test_the_bound_as_one_node_draws_its_noise_once_n_images_by_l():
     params, data = small_model()
     flat, shapes = flatten(params)[0], []
     fastgrad.flat_lower_bound(flat, params, data, lambda *shape: shapes.append(shape)
