@@ -23,6 +23,7 @@ beside them as the ends of the scale.
 """
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import autograd.numpy as np
@@ -148,29 +149,26 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+def run_metrics(config, history, status, wall_seconds):
+    return {"status": status, "config": config, "epochs": history,
+            "final_test_accuracy": history[-1]["test_accuracy"] if history else None,
+            "wall_seconds": wall_seconds, "versions": runs.library_versions()}
+
+
 def run_training(args):
-    wall_start = time.perf_counter()
     config = {key: getattr(args, key) for key in (
         "epochs", "batch_size", "hidden_units", "hidden_layers", "learning_rate", "seed",
         "n_train")}
     out = args.output_dir or DEFAULT_DIR
-    checkpoint, metrics_path = out / runs.CHECKPOINT_NAME, out / runs.METRICS_NAME
+    run = runs.TrainingRun(out, partial(run_metrics, config))
     runs.prepare_output_dir(out, (runs.CHECKPOINT_NAME, runs.METRICS_NAME), args.overwrite,
                             "classifier.py")
     _, train_images, train_labels, test_images, test_labels = data.load_mnist()
     train_images, train_labels = train_images[:args.n_train], train_labels[:args.n_train]
     params = init_params(layer_sizes(config), onp.random.RandomState(args.seed))
-    history = []
     print(f"MLP classifier {'-'.join(map(str, layer_sizes(config)))} on {len(train_images)} "
           f"grey-level training images\n{'epoch':>5} {'train log-lik':>14} "
           f"{'test accuracy':>14} {'seconds':>8}")
-
-    def metrics(status):
-        runs.write_json(metrics_path, {
-            "status": status, "config": config, "epochs": history,
-            "final_test_accuracy": history[-1]["test_accuracy"] if history else None,
-            "wall_seconds": time.perf_counter() - wall_start,
-            "versions": runs.library_versions()})
 
     def on_epoch_end(epoch, params, train_log_likelihood, seconds):
         record = {"epoch": epoch, "train_log_likelihood": train_log_likelihood,
@@ -178,23 +176,18 @@ def run_training(args):
                   "seconds": seconds}
         print(f"{epoch:5d} {train_log_likelihood:14.4f} {record['test_accuracy']:14.4f} "
               f"{seconds:8.1f}", flush=True)
-        runs.save_checkpoint(checkpoint, {"classifier": params}, config, history + [record])
-        history.append(record)
-        metrics("running")
+        run.add_epoch(record, lambda history: runs.save_checkpoint(
+            run.checkpoint, {"classifier": params}, config, history))
 
     try:
         with runs.sigterm_as_interrupt():
             train(params, train_images, train_labels, args.epochs, args.batch_size,
                   args.learning_rate, args.seed, on_epoch_end, progress=not args.no_progress)
     except KeyboardInterrupt as e:
-        status, code = runs.interruption(e)
-        if history:
-            metrics(status)
-        print(f"\n{status.capitalize()}", file=sys.stderr)
-        return code
-    metrics("complete")
-    print(f"Test accuracy {history[-1]['test_accuracy']:.2%} after {args.epochs} epochs. "
-          f"Wrote {checkpoint} and {metrics_path}")
+        return run.stopped(e)
+    run.write_metrics("complete")
+    print(f"Test accuracy {run.history[-1]['test_accuracy']:.2%} after {args.epochs} epochs. "
+          f"Wrote {run.checkpoint} and {run.metrics_path}")
     return 0
 
 

@@ -322,7 +322,7 @@ def run(args):
         report["status"], code = runs.interruption(e)
         print(f"\n{report['status'].capitalize()} after {len(records)} tracked epochs",
               file=sys.stderr)
-    except vae.TrainingDiverged as e:
+    except runs.TrainingDiverged as e:
         report["status"], code = "diverged", 1
         print(f"Training stopped: {e}", file=sys.stderr)
     if len(records) < 2:

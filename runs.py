@@ -9,7 +9,9 @@
 - memory: refuse sizes that cannot fit before allocating them;
 - checkpoints: parameters, configuration and history in one .npz, validated
   when loaded;
-- SIGTERM handled like Ctrl-C.
+- SIGTERM handled like Ctrl-C;
+- a training run's records: checkpoint, then metrics.json, after every
+  epoch, and what is kept when it stops early.
 
 It knows nothing of the model: vae.py, evaluate.py and bench.py pass in
 what is theirs (file names, layer sizes).
@@ -21,7 +23,9 @@ import os
 import platform
 import shutil
 import signal
+import sys
 import threading
+import time
 import zipfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -405,3 +409,64 @@ def sigterm_as_interrupt():
 def interruption(e):
     """(status, exit code) of a KeyboardInterrupt: Ctrl-C or SIGTERM."""
     return ("terminated", 143) if isinstance(e, Terminated) else ("interrupted", 130)
+
+
+# ----------------------------------------------------------------------------
+# A training run's records
+# ----------------------------------------------------------------------------
+
+class TrainingDiverged(Exception):
+    """The training objective or the test ELBO became NaN or infinite."""
+
+
+class TrainingRun:
+    """The records a training run keeps in its folder, in an order that never
+    contradicts itself: each epoch's checkpoint first, then metrics.json
+    naming it. metrics(history, status, wall_seconds, **extra) -> metrics.json's
+    content (extra: what write_metrics passes on). history and sittings: those of the epochs done before (a resumed
+    run); wall-clock seconds add up over all sittings, this one included."""
+
+    def __init__(self, folder, metrics, history=(), sittings=()):
+        self.checkpoint, self.metrics_path = folder / CHECKPOINT_NAME, folder / METRICS_NAME
+        self.metrics, self.history, self.sittings = metrics, list(history), list(sittings)
+        self.first_epoch, self.start = len(self.history) + 1, time.perf_counter()
+
+    def wall_seconds(self):
+        return sum(s["wall_seconds"] for s in self.sittings) + time.perf_counter() - self.start
+
+    def with_this_sitting(self, last_epoch):
+        """-> the sittings, this one included up to last_epoch (for a checkpoint's state)."""
+        return self.sittings + [{"first_epoch": self.first_epoch, "last_epoch": last_epoch,
+                                 "wall_seconds": time.perf_counter() - self.start}]
+
+    def write_metrics(self, status, **extra):
+        write_json(self.metrics_path,
+                   self.metrics(self.history, status, self.wall_seconds(), **extra))
+
+    def add_epoch(self, record, save):
+        """save(history with record) writes the checkpoint; only then is the
+        epoch in the history and in metrics.json."""
+        save(self.history + [record])
+        self.history.append(record)
+        self.write_metrics("running")
+
+    def stopped(self, e, advice="", how_to_go_on=""):
+        """After training ended early with e (Ctrl-C, SIGTERM or
+        TrainingDiverged): metrics.json says how, or is removed if no epoch
+        was completed (the folder is free again), and one message says so on
+        stderr; advice follows a divergence, how_to_go_on the kept epoch.
+        -> the exit code."""
+        if isinstance(e, TrainingDiverged):
+            status, code, message = "diverged", 1, f"Training stopped: {e}. {advice}".rstrip()
+        else:
+            status, code = interruption(e)
+            message = f"\n{status.capitalize()}"
+        if self.history:
+            self.write_metrics(status)
+            message += (f"; {self.checkpoint} holds epoch {self.history[-1]['epoch']}"
+                        f"{how_to_go_on}")
+        else:
+            self.metrics_path.unlink(missing_ok=True)
+            message += "; no epoch was completed, nothing was saved"
+        print(message, file=sys.stderr)
+        return code

@@ -290,10 +290,6 @@ def restore_training_state(state, update, rng):
     return state["epoch"]
 
 
-class TrainingDiverged(Exception):
-    """The ELBO estimate became NaN or infinite."""
-
-
 def train(gen_params, rec_params, train_images, epochs, batch_size, learning_rate,
           objective=fused_lower_bound, step=skeleton_step, on_epoch_end=None,
           progress=False, seed=0, adam_eps=ADAM_EPS, resume=None):
@@ -324,7 +320,8 @@ def train(gen_params, rec_params, train_images, epochs, batch_size, learning_rat
             elbo = batch_step(train_images[n * batch_size:(n + 1) * batch_size],
                               upcoming if len(upcoming) else None)
             if not np.isfinite(elbo):
-                raise TrainingDiverged(f"the ELBO became {elbo} at epoch {epoch}, batch {n + 1}")
+                raise runs.TrainingDiverged(f"the ELBO became {elbo} at epoch {epoch}, "
+                                            f"batch {n + 1}")
             elbo_sum += float(elbo)
             batches.set_postfix(elbo=f"{elbo_sum / (n + 1):.2f}")
         if on_epoch_end is not None:
@@ -349,6 +346,23 @@ def evaluate_elbo(gen_params, rec_params, binary_images, seed=TEST_POSTERIOR_SEE
     kl = np.concatenate([kl for _, kl in terms])
     return {"elbo": float(np.mean(log_px_given_z - kl)),
             "log_px_given_z": float(np.mean(log_px_given_z)), "kl": float(np.mean(kl))}
+
+
+EPOCH_HEADER = (f"{'epoch':>5} {'train ELBO':>11} {'test ELBO':>10} {'log p(x|z)':>11} "
+                f"{'KL':>7} {'seconds':>8}")
+
+
+def epoch_record(epoch, train_elbo, test, seconds, **more):
+    """The history record of an epoch, printed as a row under EPOCH_HEADER;
+    test: evaluate_elbo's dict. Raises runs.TrainingDiverged if the test ELBO
+    is not finite."""
+    if not np.isfinite(test["elbo"]):
+        raise runs.TrainingDiverged(f"the test ELBO became {test['elbo']} after epoch {epoch}")
+    print(f"{epoch:5d} {train_elbo:11.2f} {test['elbo']:10.2f} "
+          f"{test['log_px_given_z']:11.2f} {test['kl']:7.2f} {seconds:8.1f}", flush=True)
+    return {"epoch": epoch, "train_elbo": train_elbo, "test_elbo": test["elbo"],
+            "test_log_px_given_z": test["log_px_given_z"], "test_kl": test["kl"],
+            "seconds": seconds, **more}
 
 
 # ---- Figures ---------------------------------------------------------------
@@ -519,11 +533,11 @@ def load_resumable(args):
     return gen_params, rec_params, config, history, state
 
 
-def write_metrics(path, config, history, status, wall_seconds, checkpoint):
+def run_metrics(config, checkpoint, history, status, wall_seconds):
     """metrics.json: everything needed to interpret and reproduce the run."""
     train_stream = (" from the global numpy.random stream" if config["loop"] == "skeleton"
                     else f" from numpy.random.default_rng({config['seed']})")
-    runs.write_json(path, {
+    return {
         "status": status, "config": config, "seed": config["seed"],
         "versions": runs.library_versions(),
         "units": "nats per image, summed over pixels, averaged over images; higher is better",
@@ -538,7 +552,7 @@ def write_metrics(path, config, history, status, wall_seconds, checkpoint):
                     "of this checkpoint by importance sampling",
             "command": EVALUATE_COMMAND.format(checkpoint),
             "report": str(Path(checkpoint).parent / EVALUATION_NAME)},
-    })
+    }
 
 
 TRAINING_OPTIONS = ("epochs", "batch_size", "latent_dim", "hidden_units", "hidden_layers",
@@ -626,8 +640,7 @@ def print_header(config, n_train, n_test):
           "is better.\nTrain: Monte Carlo estimate over the epoch's batches, binarised "
           f"afresh{' (before each update)' * (config['loop'] == 'fast')}. Test: all {n_test} "
           f"test images, binarised once (seed {TEST_BINARIZATION_SEED}).")
-    print(f"{'epoch':>5} {'train ELBO':>11} {'test ELBO':>10} {'log p(x|z)':>11} "
-          f"{'KL':>7} {'seconds':>8}")
+    print(EPOCH_HEADER)
 
 
 def run_training(args):
@@ -640,7 +653,6 @@ def run_training(args):
 
 def train_into(args, held):
     """run_training; held (an ExitStack) keeps the folder's lock until it closes."""
-    wall_start = time.perf_counter()
     out = args.resume.parent if args.resume else args.output_dir or Path("output")
     if args.resume:
         held.enter_context(runs.locked(out, "vae.py"))
@@ -650,6 +662,9 @@ def train_into(args, held):
         config.update(data_dir=None if args.data_dir is None else str(args.data_dir),
                       adam={"b1": ADAM_B1, "b2": ADAM_B2})
         history, state = [], None
+    checkpoint = out / CHECKPOINT_NAME
+    run = runs.TrainingRun(out, partial(run_metrics, config, checkpoint), history,
+                           [] if state is None else state.get("sittings", []))
     dtype, n_train = config["dtype"], config["n_train"]
     rows = min(config["batch_size"], n_train or 60000) + EVAL_BATCH_SIZE
     runs.check_memory(runs.training_memory(layer_sizes(config), dtype, rows),
@@ -659,7 +674,6 @@ def train_into(args, held):
     if n_train is not None and n_train > N:
         raise runs.RunError(f"--n-train {n_train} but the training set has {N} images "
                             "(see --help)", exit_code=2)
-    checkpoint, metrics_path = out / CHECKPOINT_NAME, out / METRICS_NAME
     need = 2 * 3 * count_params(config) * np.dtype(dtype).itemsize + FIGURE_BYTES
     if args.resume:   # old and new checkpoint: parameters, Adam's m and v
         reports = runs.run_files(out, REPORT_FILES)
@@ -676,43 +690,19 @@ def train_into(args, held):
         gen_params, rec_params = initial_params(config, dtype, config["seed"])
     train_images = train_images[:n_train].astype(dtype)
     test_binary = binarize(test_images, npr.RandomState(TEST_BINARIZATION_SEED)).astype(dtype)
-    sittings = [] if state is None else state.get("sittings", [])
-    first_epoch = len(history) + 1
-    write_metrics(metrics_path, config, history, "running", 0.0, checkpoint)  # claims the folder
+    run.write_metrics("running")   # claims the folder
     print_header(config, len(train_images), len(test_images))
     if args.resume:
         print(f"Resuming {checkpoint} after epoch {state['epoch']}, to epoch {config['epochs']}")
-
-    def wall_seconds():   # of every sitting, this one included
-        return sum(s["wall_seconds"] for s in sittings) + time.perf_counter() - wall_start
+    rate = LR_SCHEDULES[config["lr_schedule"]](config["learning_rate"])
 
     def on_epoch_end(epoch, gen_params, rec_params, train_elbo, seconds, state):
         test = evaluate_elbo(gen_params, rec_params, test_binary, activation=config["activation"])
-        if not np.isfinite(test["elbo"]):
-            raise TrainingDiverged(f"the test ELBO became {test['elbo']} after epoch {epoch}")
-        record = {"epoch": epoch, "train_elbo": train_elbo, "test_elbo": test["elbo"],
-                  "test_log_px_given_z": test["log_px_given_z"], "test_kl": test["kl"],
-                  "seconds": seconds, "learning_rate": rate(epoch)}
-        print(f"{epoch:5d} {train_elbo:11.2f} {test['elbo']:10.2f} "
-              f"{test['log_px_given_z']:11.2f} {test['kl']:7.2f} {seconds:8.1f}", flush=True)
-        state["sittings"] = sittings + [{"first_epoch": first_epoch, "last_epoch": epoch,
-                                         "wall_seconds": time.perf_counter() - wall_start}]
-        save_model(checkpoint, gen_params, rec_params, config, history + [record], state)
-        history.append(record)   # only now does the checkpoint hold this epoch
-        write_metrics(metrics_path, config, history, "running", wall_seconds(), checkpoint)
+        record = epoch_record(epoch, train_elbo, test, seconds, learning_rate=rate(epoch))
+        state["sittings"] = run.with_this_sitting(epoch)
+        run.add_epoch(record, lambda history: save_model(checkpoint, gen_params, rec_params,
+                                                         config, history, state))
 
-    def stop(status, message):
-        if history:
-            write_metrics(metrics_path, config, history, status, wall_seconds(), checkpoint)
-            message += (f"; {checkpoint} holds epoch {history[-1]['epoch']}: continue with "
-                        f"`python vae.py --resume {checkpoint} --epochs {config['epochs']}`, or "
-                        f"regenerate its figures with `python vae.py --from-checkpoint {checkpoint}`")
-        else:
-            metrics_path.unlink(missing_ok=True)   # nothing to keep: the folder is free again
-            message += "; no epoch was completed, nothing was saved"
-        print(message, file=sys.stderr)
-
-    rate = LR_SCHEDULES[config["lr_schedule"]](config["learning_rate"])
     try:
         with runs.sigterm_as_interrupt():
             gen_params, rec_params = train(
@@ -721,22 +711,19 @@ def train_into(args, held):
                 step=LOOPS[config["loop"]], on_epoch_end=on_epoch_end,
                 progress=not args.no_progress, seed=config["seed"],
                 adam_eps=config["adam_eps"], resume=state)
-            paths = write_figures(gen_params, rec_params, test_images, test_labels, history,
+            paths = write_figures(gen_params, rec_params, test_images, test_labels, run.history,
                                   out, config["seed"], config["activation"])
-    except KeyboardInterrupt as e:
-        status, code = runs.interruption(e)
-        stop(status, f"\n{status.capitalize()}")
-        return code
-    except TrainingDiverged as e:
-        stop("diverged", f"Training stopped: {e}. No figures were written. Try a smaller "
-                         f"--learning-rate (it was {config['learning_rate']})")
-        return 1
-    wall = wall_seconds()
-    write_metrics(metrics_path, config, history, "complete", wall, checkpoint)
-    epochs = config["epochs"]
-    print(f"Final test ELBO {history[-1]['test_elbo']:.2f} nats per image after "
+    except (KeyboardInterrupt, runs.TrainingDiverged) as e:
+        return run.stopped(
+            e, f"No figures were written. Try a smaller --learning-rate (it was "
+               f"{config['learning_rate']})",
+            f": continue with `python vae.py --resume {checkpoint} --epochs {config['epochs']}`, "
+            f"or regenerate its figures with `python vae.py --from-checkpoint {checkpoint}`")
+    run.write_metrics("complete")
+    epochs, wall = config["epochs"], run.wall_seconds()
+    print(f"Final test ELBO {run.history[-1]['test_elbo']:.2f} nats per image after "
           f"{epochs} epoch{'s' * (epochs > 1)} ({wall:.0f} s). Wrote {checkpoint}, "
-          f"{metrics_path} and {len(paths)} figures to {out}/")
+          f"{run.metrics_path} and {len(paths)} figures to {out}/")
     print(f"The ELBO is a lower bound on log p(x). To estimate log p(x) itself (importance "
           f"sampling, K=5000; about half an hour on one CPU core for the 10000 test images), "
           f"run: {EVALUATE_COMMAND.format(checkpoint)}")

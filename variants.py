@@ -19,7 +19,7 @@ Units: nats per image, summed over pixels, averaged over images. Why the
 Gaussian model's density cannot be compared with the others: docs/models.md.
 """
 import sys
-import time
+from functools import partial
 from pathlib import Path
 
 import numpy as onp
@@ -146,8 +146,8 @@ OBJECTIVES = {
 }
 
 
-def write_metrics(path, config, history, status, wall_seconds, extra=None):
-    runs.write_json(path, {
+def run_metrics(config, history, status, wall_seconds, extra=None):
+    return {
         "status": status, "model": config["model"], "objective": OBJECTIVES[config["model"]],
         "config": config, "seed": config["seed"], "versions": runs.library_versions(),
         "units": "nats per image, summed over pixels, averaged over images; higher is better",
@@ -155,18 +155,19 @@ def write_metrics(path, config, history, status, wall_seconds, extra=None):
                  {"train": vae.TRAIN_BINARIZATION + f" from numpy.random.default_rng("
                            f"{config['seed']})", "test": vae.TEST_BINARIZATION}),
         "epochs": history, "final_test_elbo": history[-1]["test_elbo"] if history else None,
-        "wall_seconds": wall_seconds, **(extra or {})})
+        "wall_seconds": wall_seconds, **(extra or {})}
 
 
 def run(args):
     """Trains the model per args and writes checkpoint, metrics and figures. -> exit code."""
-    wall_start = time.perf_counter()
     config = {key: getattr(args, key) for key in (
         "model", "epochs", "batch_size", "latent_dim", "hidden_units", "hidden_layers",
         "activation", "learning_rate", "seed", "n_train", *MODEL_OPTIONS[args.model])}
     config.update(data_dir=None if args.data_dir is None else str(args.data_dir),
                   dtype="float64", loop="fast",
                   adam={"b1": vae.ADAM_B1, "b2": vae.ADAM_B2, "eps": vae.ADAM_EPS})
+    out = args.output_dir or Path("output") / args.model
+    run = runs.TrainingRun(out, partial(run_metrics, config))
     rows = min(config["batch_size"], args.n_train or 60000) + vae.EVAL_BATCH_SIZE
     runs.check_memory(runs.training_memory(models.layer_sizes(config), "float64", rows),
                       f"this model ({vae.count_params(config):,} parameters)",
@@ -175,8 +176,6 @@ def run(args):
     if args.n_train is not None and args.n_train > N:
         raise runs.RunError(f"--n-train {args.n_train} but the training set has {N} images",
                             exit_code=2)
-    out = args.output_dir or Path("output") / args.model
-    checkpoint, metrics_path = out / vae.CHECKPOINT_NAME, out / vae.METRICS_NAME
     runs.prepare_output_dir(out, RUN_FILES, args.overwrite, "variants.py",
                             2 * vae.count_params(config) * 8 + vae.FIGURE_BYTES)
     train_images, train_labels = train_images[:args.n_train], train_labels[:args.n_train]
@@ -185,41 +184,22 @@ def run(args):
         test_images, onp.random.RandomState(vae.TEST_BINARIZATION_SEED))
     gen_params, rec_params = models.initial_params(config, args.seed)
     terms = models.elbo_terms(config, training=False)
-    write_metrics(metrics_path, config, [], "running", 0.0)
+    run.write_metrics("running")
     print(f"variants.py {args.model}: {len(train_images)} training and {len(test_images)} test "
           f"images, {vae.count_params(config):,} network parameters, seed {args.seed}\n"
           f"Objective: {OBJECTIVES[args.model]}; higher is better.")
-    print(f"{'epoch':>5} {'train ELBO':>11} {'test ELBO':>10} {'log p(x|z)':>11} "
-          f"{'KL':>7} {'seconds':>8}")
-    history = []
+    print(vae.EPOCH_HEADER)
 
-    def save(gen_params, rec_params, records):
+    def save(gen_params, rec_params, history):
         networks = {"gen": gen_params[:-1] if grey else gen_params, "rec": rec_params}
         if grey:
             networks["noise"] = gen_params[-1:]
-        runs.save_checkpoint(checkpoint, networks, config, records)
+        runs.save_checkpoint(run.checkpoint, networks, config, history)
 
     def on_epoch_end(epoch, gen_params, rec_params, train_elbo, seconds, state=None):
         test = evaluate(terms, gen_params, rec_params, test_data)
-        if not onp.isfinite(test["elbo"]):
-            raise vae.TrainingDiverged(f"the test ELBO became {test['elbo']} after epoch {epoch}")
-        record = {"epoch": epoch, "train_elbo": train_elbo, "test_elbo": test["elbo"],
-                  "test_log_px_given_z": test["log_px_given_z"], "test_kl": test["kl"],
-                  "seconds": seconds}
-        print(f"{epoch:5d} {train_elbo:11.2f} {test['elbo']:10.2f} "
-              f"{test['log_px_given_z']:11.2f} {test['kl']:7.2f} {seconds:8.1f}", flush=True)
-        save(gen_params, rec_params, history + [record])
-        history.append(record)
-        write_metrics(metrics_path, config, history, "running", time.perf_counter() - wall_start)
-
-    def stop(status, message):
-        if history:
-            write_metrics(metrics_path, config, history, status, time.perf_counter() - wall_start)
-            message += f"; {checkpoint} holds epoch {history[-1]['epoch']}"
-        else:
-            metrics_path.unlink(missing_ok=True)
-            message += "; no epoch was completed, nothing was saved"
-        print(message, file=sys.stderr)
+        run.add_epoch(vae.epoch_record(epoch, train_elbo, test, seconds),
+                      partial(save, gen_params, rec_params))
 
     try:
         with runs.sigterm_as_interrupt():
@@ -230,20 +210,14 @@ def run(args):
                 progress=not args.no_progress, seed=args.seed)
             extra = figures_and_statistics(args, gen_params, rec_params, train_images,
                                            train_labels, test_images, test_labels, test_data,
-                                           history, out)
-    except KeyboardInterrupt as e:
-        status, code = runs.interruption(e)
-        stop(status, f"\n{status.capitalize()}")
-        return code
-    except vae.TrainingDiverged as e:
-        stop("diverged", f"Training stopped: {e}. Try a smaller --learning-rate")
-        return 1
-    wall = time.perf_counter() - wall_start
-    write_metrics(metrics_path, config, history, "complete", wall, extra)
+                                           run.history, out)
+    except (KeyboardInterrupt, runs.TrainingDiverged) as e:
+        return run.stopped(e, "Try a smaller --learning-rate")
+    run.write_metrics("complete", extra=extra)
     measure = "reconstruction log-likelihood" if args.model == "autoencoder" else "ELBO"
-    print(f"Final test {measure} {history[-1]['test_elbo']:.2f} nats per image after "
-          f"{args.epochs} epoch{'s' * (args.epochs > 1)} ({wall:.0f} s). Wrote {checkpoint}, "
-          f"{metrics_path} and {len(extra['figures'])} figures to {out}/")
+    print(f"Final test {measure} {run.history[-1]['test_elbo']:.2f} nats per image after "
+          f"{args.epochs} epoch{'s' * (args.epochs > 1)} ({run.wall_seconds():.0f} s). Wrote "
+          f"{run.checkpoint}, {run.metrics_path} and {len(extra['figures'])} figures to {out}/")
     return 0
 
 

@@ -1,6 +1,6 @@
 """runs.py: the run machinery on its own, without a model: argument types,
 atomic files, the output-folder guard, the memory and disk checks, checkpoint
-validation and SIGTERM."""
+validation, SIGTERM and a training run's records."""
 import argparse
 import json
 import os
@@ -446,3 +446,78 @@ def test_run_error_defaults_to_exit_code_1():
 
 def test_library_versions_name_the_libraries():
     assert set(runs.library_versions()) == {"python", "numpy", "autograd", "scipy", "matplotlib"}
+
+
+# ---------------------------------------------------------------- a training run's records
+
+def metrics_of(history, status, wall_seconds, **extra):
+    return {"status": status, "epochs": [r["epoch"] for r in history],
+            "wall_seconds": wall_seconds, **extra}
+
+
+def read_metrics(folder):
+    return json.loads((folder / runs.METRICS_NAME).read_text())
+
+
+def test_an_epoch_is_saved_before_metrics_json_names_it(tmp_path):
+    run = runs.TrainingRun(tmp_path, metrics_of, history=[{"epoch": 1}])
+    seen = []
+
+    def save(history):   # the checkpoint: metrics.json must not name epoch 2 yet
+        seen.append(([r["epoch"] for r in history], read_metrics(tmp_path)["epochs"]))
+    run.write_metrics("running")
+    run.add_epoch({"epoch": 2}, save)
+    assert seen == [([1, 2], [1])]
+    assert read_metrics(tmp_path)["epochs"] == [1, 2] and run.history[-1] == {"epoch": 2}
+
+
+def test_a_failed_save_leaves_the_epoch_out_of_history_and_metrics(tmp_path):
+    run = runs.TrainingRun(tmp_path, metrics_of)
+    run.write_metrics("running")
+
+    def save(history):
+        raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        run.add_epoch({"epoch": 1}, save)
+    assert run.history == [] and read_metrics(tmp_path)["epochs"] == []
+
+
+def test_wall_seconds_add_up_over_sittings(tmp_path):
+    earlier = [{"first_epoch": 1, "last_epoch": 2, "wall_seconds": 100.0},
+               {"first_epoch": 3, "last_epoch": 4, "wall_seconds": 50.0}]
+    run = runs.TrainingRun(tmp_path, metrics_of, [{"epoch": e} for e in range(1, 5)], earlier)
+    assert 150.0 <= run.wall_seconds() < 160.0
+    sittings = run.with_this_sitting(6)
+    assert sittings[:2] == earlier and run.sittings == earlier   # the run's list is not changed
+    assert sittings[2]["first_epoch"] == 5 and sittings[2]["last_epoch"] == 6
+    assert 0.0 <= sittings[2]["wall_seconds"] < 10.0
+
+
+@pytest.mark.parametrize("stop, status, code", [
+    (KeyboardInterrupt(), "interrupted", 130),
+    (runs.Terminated(), "terminated", 143),
+    (runs.TrainingDiverged("the ELBO became nan"), "diverged", 1),
+])
+def test_a_stopped_run_with_epochs_keeps_them_and_says_how_it_stopped(tmp_path, capsys, stop,
+                                                                       status, code):
+    run = runs.TrainingRun(tmp_path, metrics_of)
+    run.add_epoch({"epoch": 1}, lambda history: None)
+    assert run.stopped(stop, "Try a smaller rate", ": resume it") == code
+    assert read_metrics(tmp_path)["status"] == status
+    message = capsys.readouterr().err.strip()
+    assert message.endswith(f"{run.checkpoint} holds epoch 1: resume it")
+    assert ("Try a smaller rate" in message) == (status == "diverged")
+
+
+def test_a_run_stopped_before_its_first_epoch_frees_the_folder(tmp_path, capsys):
+    run = runs.TrainingRun(tmp_path, metrics_of)
+    run.write_metrics("running")
+    assert run.stopped(KeyboardInterrupt()) == 130
+    assert not (tmp_path / runs.METRICS_NAME).exists()
+    assert "no epoch was completed, nothing was saved" in capsys.readouterr().err
+
+
+def test_write_metrics_passes_extra_fields_on(tmp_path):
+    run = runs.TrainingRun(tmp_path, metrics_of)
+    run.write_metrics("complete", figures=["a.png"])
+    assert read_metrics(tmp_path)["figures"] == ["a.png"]
