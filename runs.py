@@ -422,9 +422,10 @@ class TrainingDiverged(Exception):
 class TrainingRun:
     """The records a training run keeps in its folder, in an order that never
     contradicts itself: each epoch's checkpoint first, then metrics.json
-    naming it. metrics(history, status, wall_seconds, **extra) -> metrics.json's
-    content (extra: what write_metrics passes on). history and sittings: those of the epochs done before (a resumed
-    run); wall-clock seconds add up over all sittings, this one included."""
+    naming it. metrics(history, status, wall_seconds, **extra) -> the content
+    of metrics.json (extra: what write_metrics passes on). history and
+    sittings: those of the epochs done before (a resumed run); wall-clock
+    seconds add up over all sittings, this one included."""
 
     def __init__(self, folder, metrics, history=(), sittings=()):
         self.checkpoint, self.metrics_path = folder / CHECKPOINT_NAME, folder / METRICS_NAME
