@@ -441,8 +441,10 @@ class TrainingRun:
                                  "wall_seconds": time.perf_counter() - self.start}]
 
     def write_metrics(self, status, **extra):
-        write_json(self.metrics_path,
-                   self.metrics(self.history, status, self.wall_seconds(), **extra))
+        """-> the wall-clock seconds it wrote, for a closing line that agrees."""
+        wall = self.wall_seconds()
+        write_json(self.metrics_path, self.metrics(self.history, status, wall, **extra))
+        return wall
 
     def add_epoch(self, record, save):
         """save(history with record) writes the checkpoint; only then is the

@@ -719,8 +719,7 @@ def train_into(args, held):
                f"{config['learning_rate']})",
             f": continue with `python vae.py --resume {checkpoint} --epochs {config['epochs']}`, "
             f"or regenerate its figures with `python vae.py --from-checkpoint {checkpoint}`")
-    run.write_metrics("complete")
-    epochs, wall = config["epochs"], run.wall_seconds()
+    epochs, wall = config["epochs"], run.write_metrics("complete")
     print(f"Final test ELBO {run.history[-1]['test_elbo']:.2f} nats per image after "
           f"{epochs} epoch{'s' * (epochs > 1)} ({wall:.0f} s). Wrote {checkpoint}, "
           f"{run.metrics_path} and {len(paths)} figures to {out}/")

@@ -213,10 +213,10 @@ def run(args):
                                            run.history, out)
     except (KeyboardInterrupt, runs.TrainingDiverged) as e:
         return run.stopped(e, "Try a smaller --learning-rate")
-    run.write_metrics("complete", extra=extra)
+    wall = run.write_metrics("complete", extra=extra)
     measure = "reconstruction log-likelihood" if args.model == "autoencoder" else "ELBO"
     print(f"Final test {measure} {run.history[-1]['test_elbo']:.2f} nats per image after "
-          f"{args.epochs} epoch{'s' * (args.epochs > 1)} ({run.wall_seconds():.0f} s). Wrote "
+          f"{args.epochs} epoch{'s' * (args.epochs > 1)} ({wall:.0f} s). Wrote "
           f"{run.checkpoint}, {run.metrics_path} and {len(extra['figures'])} figures to {out}/")
     return 0
 

@@ -521,3 +521,10 @@ def test_write_metrics_passes_extra_fields_on(tmp_path):
     run = runs.TrainingRun(tmp_path, metrics_of)
     run.write_metrics("complete", figures=["a.png"])
     assert read_metrics(tmp_path)["figures"] == ["a.png"]
+
+
+def test_write_metrics_returns_the_wall_seconds_it_wrote(tmp_path):
+    earlier = [{"first_epoch": 1, "last_epoch": 1, "wall_seconds": 7.0}]
+    run = runs.TrainingRun(tmp_path, metrics_of, [{"epoch": 1}], earlier)
+    wall = run.write_metrics("complete")
+    assert wall == read_metrics(tmp_path)["wall_seconds"] and 7.0 <= wall < 17.0
