@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 import check
-import checks
+from graded import graded
+from grader import checks
 
 STUDENT = (Path(__file__).parent / "student_vae.py").read_text()
 GUARD = 'if __name__ == "__main__":\n'
@@ -89,7 +90,7 @@ needs_bwrap = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewr
 
 
 def grade(path, *extra):
-    return check.grade_file(path, check.parse_args([str(path), *OPTIONS, *extra]))
+    return graded(path, [*OPTIONS, *extra])
 
 
 def verdict(report, function, check_name):
@@ -340,8 +341,11 @@ def test_one_file_prints_a_table_and_a_folder_one_row_per_file(tmp_path, capsys)
     submission(folder, "a_good", STUDENT)
     submission(folder, "b_broken", "def f(:\n")
     code = check.main([str(folder), *OPTIONS])
-    rows = capsys.readouterr().out.strip().splitlines()
+    lines = capsys.readouterr().out.strip().splitlines()
+    rows = [line for line in lines if not line.startswith((" ", "sandbox: "))]
     assert len(rows) == 2 and "PASS" in rows[0] and "NOT LOADED" in rows[1] and code == 2
+    assert lines[2].strip().startswith("syntax error at line 1 of b_broken.py")   # its cause
+    assert lines[-1].startswith("sandbox: ")          # the level and the limits that held
 
 
 def test_json_of_one_file_is_its_report(tmp_path, capsys):
@@ -380,5 +384,5 @@ def test_a_worker_that_answers_with_garbage_is_an_error_not_a_crash(tmp_path):
 """)
     report = grade(submission(tmp_path, "garbage", source))
     relu = verdict(report, "relu", "values")
-    assert relu["status"] == "error" and "broke the protocol" in relu["message"]
+    assert relu["status"] == "error" and "answer could not be read" in relu["message"]
     assert verdict(report, "sigmoid", "values")["status"] == "pass"

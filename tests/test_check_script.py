@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 import check
+from graded import graded
 
 STUDENT = (Path(__file__).parent / "student_vae.py").read_text()
 OPTIONS = ["--import-timeout", "10", "--check-timeout", "10", "--memory", "2048"]
@@ -43,7 +44,7 @@ MISTAKES = {
 def grade(tmp_path, name, source, *extra):
     path = tmp_path / f"{name}.py"
     path.write_text(source)
-    return check.grade_file(path, check.parse_args([str(path), *OPTIONS, *extra]))
+    return graded(path, [*OPTIONS, *extra])
 
 
 def part(report, tag):
@@ -58,8 +59,7 @@ def test_a_correct_script_passes_as_a_whole(tmp_path):
 
 
 def test_the_reference_script_passes_as_a_whole():
-    report = check.grade_file(check.PROJECT / "vae.py",
-                              check.parse_args([str(check.PROJECT / "vae.py"), *OPTIONS]))
+    report = graded(check.PROJECT / "vae.py", OPTIONS)
     assert report["verdict"] == "pass", [r for r in report["results"] if r["status"] != "pass"]
     assert "comparable with the reference" in part(report, "(training)")["Adam and the loop"]["message"]
 

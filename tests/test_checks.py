@@ -14,9 +14,9 @@ import pytest
 from autograd import grad
 from autograd.misc import flatten
 
-import checks
 import vae
-from check import knock_on
+from grader import checks
+from grader.grading import knock_on
 from test_check import MISTAKES
 
 STUDENT = (Path(__file__).parent / "student_vae.py").read_text()

@@ -10,7 +10,7 @@ import autograd.numpy.random as npr
 import numpy as np
 import pytest
 
-import figures_check
+from grader import figures as figures_check
 import vae
 
 TRAIN_IMAGES, TEST_IMAGES, EPOCHS, BATCH_SIZE, LEARNING_RATE = 300, 100, 30, 200, 1e-3

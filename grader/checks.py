@@ -20,7 +20,7 @@ import numpy as np
 from autograd import grad
 from autograd.misc import flatten
 
-from check_worker import Unsupported  # noqa: F401  a value of a type the worker does not send
+from grader.protocol import Unsupported  # noqa: F401  a value of a type the worker does not send
 
 LATENT, PIXELS = 50, 784     # the assignment's latent size and image size
 HIDDEN = 40                  # hidden units of the small networks the checks use

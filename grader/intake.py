@@ -1,0 +1,234 @@
+"""Finding and reading submissions without trusting the class folder.
+
+A class folder is the students' work: any entry in it may be a link (to
+/etc/shadow, to the reference), a FIFO, a device, a directory named vae.py,
+a tree thousands of levels deep, or a name that is not UTF-8. So folders are
+walked with an explicit stack, without following links, to a bounded depth
+and number of entries; a file is read only if it is a regular file with one
+link (no symbolic or hard link to something outside the student's folder),
+opened without following links and without blocking, and no larger than a
+limit. What is read is what the worker gets: the bytes are copied into the
+sandbox, never the path.
+"""
+import ast
+import importlib.machinery
+import os
+import re
+import stat
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MAX_SOURCE = 2 ** 20          # bytes of one .py file (a solution is about 10 KB)
+MAX_HELPERS = 20              # modules of a student's own staged beside the file
+MAX_DEPTH = 6                 # folder levels below a class folder that are searched
+MAX_ENTRIES = 100000          # directory entries looked at in one class folder
+STAGED_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\.py")
+# The worker's own modules: a student's file of this name would stand in for them.
+GRADER_MODULES = {"grader", "data", "plotting"}
+
+
+class Rejected(Exception):
+    """A file that is not graded, with the one-line reason."""
+
+
+KINDS = [(stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+         (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+         (stat.S_ISSOCK, "a socket"), (stat.S_ISLNK, "a symbolic link")]
+
+
+def kind_of(mode):
+    return next((name for test, name in KINDS if test(mode)), "not a regular file")
+
+
+def read_regular(path, limit=MAX_SOURCE):
+    """The bytes of path if it is a regular file with a single link and at
+    most `limit` bytes; else Rejected."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags)
+    except OSError as e:
+        if os.path.islink(path):
+            raise Rejected("not a regular file: it is a symbolic link") from None
+        raise Rejected(f"cannot be read ({e.strerror})") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise Rejected(f"not a regular file: it is {kind_of(st.st_mode)}")
+        if st.st_nlink != 1:
+            raise Rejected(f"not graded: it has {st.st_nlink} hard links (a submission must "
+                           "be a file of its own, not a link to another file)")
+        if st.st_size > limit:
+            raise Rejected(f"too large to be a submission ({st.st_size:,} bytes; at most "
+                           f"{limit:,})")
+        chunks, size = [], 0
+        while size <= limit:
+            chunk = os.read(fd, limit + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > limit:
+            raise Rejected(f"too large to be a submission (more than {limit:,} bytes)")
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def entries(folder):
+    """[(name, path, is_dir, is_file)] of a folder, links neither dirs nor files."""
+    found = []
+    try:
+        with os.scandir(folder) as it:
+            for entry in it:
+                try:
+                    is_dir = entry.is_dir(follow_symlinks=False)
+                    is_file = not is_dir and not entry.is_symlink()
+                except OSError:
+                    is_dir = is_file = False
+                found.append((entry.name, Path(entry.path), is_dir, is_file))
+    except OSError:
+        pass
+    return sorted(found, key=lambda e: os.fsencode(e[0]))
+
+
+def skipped(name):
+    """Folders that hold no submissions: hidden ones, caches."""
+    return name.startswith(".") or name == "__pycache__"
+
+
+@dataclass
+class Found:
+    """A file to grade (path), whether its folder is one student's (so its
+    own modules beside it are the student's too), or why it is not graded."""
+    path: Path
+    own_folder: bool = True
+    problem: str = ""
+
+
+def find_submissions(paths):
+    """Files as given; in a folder, its own .py files (each a student's), and
+    in every folder below it one submission per student folder: vae.py if
+    present, else its .py files. Links are not followed; a vae.py that is
+    not a regular file is still listed, so that it gets its row."""
+    found = []
+    for path in map(Path, paths):
+        if not path.is_dir() or path.is_symlink():
+            found.append(Found(path, True))
+            continue
+        found += [Found(p, False) for name, p, _, _ in entries(path) if name.endswith(".py")]
+        found += walk(path)
+    return found
+
+
+def walk(top):
+    """Student folders below top, breadth-first with a stack (no recursion),
+    at most MAX_DEPTH levels and MAX_ENTRIES entries; virtual environments
+    (a pyvenv.cfg) and hidden folders are skipped with what is below them."""
+    found, seen, queue = [], 0, [(top, 0)]
+    while queue:
+        folder, depth = queue.pop(0)
+        listing = entries(folder)
+        seen += len(listing)
+        if seen > MAX_ENTRIES:
+            break
+        names = {name for name, *_ in listing}
+        if "pyvenv.cfg" in names and folder != top:
+            continue
+        if folder != top:
+            own = [(name, p) for name, p, is_dir, _ in listing if name.endswith(".py")]
+            vae = [p for name, p in own if name == "vae.py"]
+            found += [Found(p, True) for p in (vae or [p for _, p in own])]
+        if depth < MAX_DEPTH:
+            queue += [(p, depth + 1) for name, p, is_dir, _ in listing
+                      if is_dir and not skipped(name)]
+    return found
+
+
+@dataclass
+class Submission:
+    """What the worker gets: {staged name: bytes}, the submission's own name
+    first, and notes on what was left out."""
+    path: Path
+    name: str
+    files: dict = field(default_factory=dict)
+    notes: list = field(default_factory=list)
+    text: str = ""
+
+
+def staged_name(name, taken=()):
+    return name if STAGED_NAME.fullmatch(name) and name not in taken else "submission.py"
+
+
+def installed(name):
+    """True if `name` is a module of the standard library or of the Python
+    installation (not of this project's folder), or one of the worker's own."""
+    if name in GRADER_MODULES or name in sys.stdlib_module_names:
+        return True
+    project = str(Path(__file__).resolve().parent.parent)
+    path = [p for p in sys.path if p and os.path.abspath(p) != project]
+    try:
+        return importlib.machinery.PathFinder.find_spec(name, path) is not None
+    except (ImportError, ValueError):
+        return True
+
+
+def imported_names(tree):
+    names = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
+             for alias in node.names}
+    return names | {node.module.split(".")[0] for node in ast.walk(tree)
+                    if isinstance(node, ast.ImportFrom) and node.module and not node.level}
+
+
+def parse(text, name):
+    """The module's AST, or Rejected with a syntax error's line."""
+    try:
+        return ast.parse(text, filename=name)
+    except SyntaxError as e:
+        raise Rejected(f"syntax error at line {e.lineno} of {name}: {e.msg}") from None
+    except (RecursionError, MemoryError, ValueError) as e:
+        raise Rejected(f"{name} could not be parsed ({type(e).__name__}: it is nested too "
+                       "deeply or too large for Python)") from None
+
+
+def take(found):
+    """Reads a Found into a Submission: the file itself, and (where its folder
+    is the student's) the modules beside it that it imports. Rejected if the
+    file cannot be graded."""
+    path = found.path
+    display = os.fsdecode(path.name)
+    content = read_regular(path)
+    try:
+        text = content.decode("utf-8")
+    except UnicodeDecodeError:
+        raise Rejected(f"{display} is not a Python text file (it is not UTF-8 text)") from None
+    if "\0" in text:
+        raise Rejected(f"{display} is not a Python text file (it holds NUL bytes)")
+    tree = parse(text, display)
+    name = staged_name(display)
+    submission = Submission(path, name, {name: content}, text=text)
+    if found.own_folder:
+        stage_helpers(submission, tree)
+    return submission
+
+
+def stage_helpers(submission, tree):
+    """Adds the student's own modules that the file imports: regular .py files
+    of its folder, not links, not named like an installed module."""
+    folder = submission.path.parent
+    for module in sorted(imported_names(tree)):
+        if len(submission.files) > MAX_HELPERS:
+            submission.notes.append(f"more than {MAX_HELPERS} modules of your own: the rest "
+                                    "were not copied")
+            break
+        path = folder / f"{module}.py"
+        if module == Path(submission.name).stem or not os.path.lexists(path):
+            continue
+        if installed(module):
+            submission.notes.append(f"{module}.py beside the file was not copied: it has the "
+                                    f"name of an installed module, which it would hide")
+            continue
+        try:
+            submission.files[staged_name(path.name, submission.files)] = read_regular(path)
+        except Rejected as e:
+            submission.notes.append(f"{module}.py beside the file was not copied: {e}")
