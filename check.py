@@ -25,6 +25,7 @@ Exit code: 0 when every file passes (warnings allowed), 1 when one fails,
 2 for a usage error or a file that cannot be graded at all.
 """
 import os
+import signal
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -78,6 +79,10 @@ def limits_of(args):
                   cpus=cpus, cpu_seconds=cpu_seconds)
 
 
+def stop(signum, frame):
+    raise SystemExit(128 + signum)
+
+
 def main(argv=None):
     args = parse_args(argv)
     for stream in (sys.stdout, sys.stderr):       # a strict locale never ends the run
@@ -96,20 +101,26 @@ def main(argv=None):
         print("check.py: note: no sandbox (--sandbox none): each submission runs in its own "
               "process with time and memory limits, but can read and write your files, use "
               "the network and leave processes behind", file=sys.stderr)
+    previous = signal.signal(signal.SIGTERM, stop)       # killed politely: still clean up
+    pool = ThreadPoolExecutor(max_workers=args.jobs)
     try:
-        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-            futures = [pool.submit(grading.grade_file, f, args, isolation) for f in found]
-            reports = []
-            for future in futures:
-                reports.append(future.result())
-                if not args.json:
-                    (report.print_table if len(found) == 1 else report.print_row)(reports[-1])
+        futures = [pool.submit(grading.grade_file, f, args, isolation) for f in found]
+        reports = []
+        for future in futures:
+            reports.append(future.result())
+            if not args.json:
+                (report.print_table if len(found) == 1 else report.print_row)(reports[-1])
+        pool.shutdown()
         if args.json:
             print(report.as_json(reports, isolation, len(found) == 1))
         else:
             report.print_footer(isolation)
+    except BaseException:
+        pool.shutdown(cancel_futures=True)      # the files being graded finish, and clean up
+        raise
     finally:
         isolation.close()
+        signal.signal(signal.SIGTERM, previous)
     if any(r.get("grader_problem") for r in reports) or any(r["loaded"] is None for r in reports):
         return 2
     return 1 if any(r["verdict"] != "pass" for r in reports) else 0

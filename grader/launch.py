@@ -16,6 +16,8 @@ import os
 import sys
 
 PR_SET_NO_NEW_PRIVS = 38
+PR_SET_PDEATHSIG = 1
+SIGKILL = 9
 
 
 def fail(message):
@@ -35,8 +37,11 @@ def drop(uid, gid):
     os.setgroups([])
     os.setresgid(gid, gid, gid)
     os.setresuid(uid, uid, uid)        # from uid 0: the permitted and effective sets are cleared
-    if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
         fail("no_new_privs could not be set")
+    # Dies with the grader (a change of uid clears this, so it is set after it).
+    libc.prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0)
     caps = capabilities()
     if os.getresuid() != (uid, uid, uid) or os.getgroups() or any(
             caps[key] for key in ("CapPrm", "CapEff", "CapAmb")):

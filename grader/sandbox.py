@@ -57,6 +57,7 @@ ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "
 UID_BASE, UID_COUNT = 1_900_000_000, 4096    # the workers' users, when the grader is root
 LEVELS = ("bwrap", "user", "none")
 WORLD_WRITABLE = ("/tmp", "/var/tmp", "/dev/shm")
+NO_CGROUPS = "VAE_CHECK_NO_CGROUPS"   # set: grade as if no cgroup could be made (tests)
 CANARY_MEMORY_MB = 2048      # enough for any worker to start; --memory is tried on the first file
 
 
@@ -149,8 +150,9 @@ class Isolation:
             (self.stage / "datasets").rmdir()
             (self.stage / "datasets").symlink_to(PROJECT / "datasets")
         self.uids = Uids() if self.root and level in ("bwrap", "user") else None
-        self.cgroups, self.cgroup_note = (find_cgroups() if level != "none" else
-                                          (None, "not used without a sandbox"))
+        self.cgroups, self.cgroup_note = (
+            (None, "not used without a sandbox") if level == "none" else
+            (None, f"{NO_CGROUPS} is set") if os.environ.get(NO_CGROUPS) else find_cgroups())
         self.mounts = False          # user level: a tmpfs per private folder
         self.held = {}
 
@@ -209,6 +211,11 @@ def setup(requested, limits):
         if level == "user" and not mapped(UID_BASE + UID_COUNT - 1):
             reasons.append(f"uids {UID_BASE} and up do not exist in this user namespace")
             continue
+        if level == "user" and closed_folders():
+            reasons.append("user: the worker's own uid cannot run this Python: "
+                           f"{', '.join(closed_folders())} cannot be entered by other users "
+                           "(chmod o+x them, or use a Python installed where any user can run it)")
+            continue
         isolation = Isolation(level, limits)
         try:
             canary(isolation)
@@ -219,6 +226,16 @@ def setup(requested, limits):
     raise IsolationUnavailable("no sandbox can run here: " + "; ".join(reasons)
                                + ". Fix that, or grade with --sandbox none (no isolation: "
                                "a submission can then read and write your files)")
+
+
+def closed_folders():
+    """Folders on the way to the Python installation that other users cannot enter."""
+    closed = set()
+    for path in [Path(sys.executable), *map(Path, interpreter_paths())]:
+        for folder in [*reversed(path.resolve().parents), path.resolve()]:
+            if folder.is_dir() and not folder.stat().st_mode & 0o001:
+                closed.add(str(folder))
+    return sorted(closed)
 
 
 def canary(isolation):
@@ -538,10 +555,15 @@ def kill_user(uid, seconds=5.0):
 
 
 def processes_of(uid):
+    return processes_of_any((uid,))
+
+
+def processes_of_any(uids):
+    """Pids of the live processes whose uid is in uids."""
     found = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
-            if os.stat(f"/proc/{pid}").st_uid == uid:
+            if os.stat(f"/proc/{pid}").st_uid in uids:
                 found.append(int(pid))
         except OSError:
             pass
