@@ -11,14 +11,22 @@ student's exceptions as SubmissionError; the proxy's timeouts and crashes
 (BaseException) pass through every check. `rng`, drawn afresh for each file,
 draws every input, so no answer can be precomputed. The dimensions are the
 assignment's: submissions may hard-code them.
+
+Nothing here touches the global NumPy stream: check.py grades several files
+in parallel threads (--jobs), and one thread reseeding it while another
+draws would change verdicts. The reference's answers for a seed compose its
+contract functions with noise from a private RandomState(seed), which draws
+what npr.randn draws in the worker after npr.seed(seed) (tests/test_checks.py
+pins them bit for bit).
 """
 from functools import partial
 from typing import Any, NamedTuple
 
-import autograd.numpy.random as npr
+import autograd.numpy as anp    # in the compositions that autograd differentiates
 import numpy as np
 from autograd import grad
 from autograd.misc import flatten
+from scipy import stats
 
 from grader.protocol import Unsupported  # noqa: F401  a value of a type the worker does not send
 
@@ -86,12 +94,6 @@ def likely_cause(got, hints, rtol=1e-6):
     return next((why for target, why in hints if close(got, target, rtol)), "")
 
 
-def draw(seed, function, *args):
-    """Calls function with the global stream seeded, as f.seeded does in the worker."""
-    npr.seed(seed)
-    return function(*args)
-
-
 def new_seed(rng):
     return int(rng.integers(2 ** 31))
 
@@ -154,14 +156,39 @@ BATCH_NORMALISED = [partial(batch_normalised, eps=eps, every_layer=last)
                     for eps in (0.0, 1e-5, 1e-3) for last in (False, True)]
 
 
-def bound_with(reference, predict, seed, gen, rec, data):
-    """The reference's bound with predict in place of its network, npr.seed(seed) first."""
-    npr.seed(seed)
-    with np.errstate(all="ignore"):
-        q = predict(rec, data)
-        z = reference.sample_latent_variables_from_posterior(q)
-        logits = predict(gen, z)
-        return np.mean(reference.bernoulli_log_prob(data, logits) - reference.compute_KL(q))
+# ---- The reference's answers for a seed, from a private stream --------------------
+
+INIT_SCALE = 1e-2   # init_net_params' default scale, the assignment's
+
+
+def skeleton_randn(seed):
+    """randn(*shape) drawing what npr.randn draws in the worker after npr.seed(seed):
+    a private RandomState(seed) is the same MT19937 stream with the same normal
+    transform, and leaves the global stream, shared by the grading threads, alone."""
+    return np.random.RandomState(seed).randn
+
+
+def reference_init(randn, layer_sizes, scale=INIT_SCALE):
+    """reference.init_net_params with its draws from randn: [(W (m, n), b (n,)), ...],
+    scale * randn(m, n) then scale * randn(n), layer by layer."""
+    return [(scale * randn(m, n), scale * randn(n))
+            for m, n in zip(layer_sizes[:-1], layer_sizes[1:])]
+
+
+def reference_sample(reference, q, randn):
+    """reference.sample_latent_variables_from_posterior with eps = randn(N, L):
+    z = mean + exp(log_std) * eps. q: (N, 2L) -> (N, L)."""
+    mean, log_std = reference.unpack_gaussian_params(q)
+    return mean + anp.exp(log_std) * randn(*mean.shape)
+
+
+def reference_bound(reference, gen_params, rec_params, data, randn, predict=None):
+    """reference.vae_lower_bound with eps from randn, and predict in place of its
+    network if given: the mean over the batch of log p(x|z) - KL. -> scalar."""
+    predict = predict or reference.neural_net_predict
+    q = predict(rec_params, data)
+    logits = predict(gen_params, reference_sample(reference, q, randn))
+    return anp.mean(reference.bernoulli_log_prob(data, logits) - reference.compute_KL(q))
 
 
 # ---- sample_latent_variables_from_posterior -------------------------------------
@@ -181,6 +208,24 @@ def check_sampler_mean(f, reference, rng):
                      "by exp(log_std)")
 
 
+def standardised(z, q):
+    """The noise the sampler used, eps = (z - mean) / exp(log_std): (N, L)."""
+    return (z - q[:, :LATENT]) / np.exp(q[:, LATENT:])
+
+
+def same_noise_for_every_image(eps):
+    """What is wrong if every image got the same noise eps (N, L), else "". Rounding
+    in (z - mean) / exp(log_std) is below 1e-12 at these means and stds;
+    independent draws spread over about 8 in 20,000 images."""
+    if not np.all(np.ptp(eps, axis=0) < 1e-6):
+        return ""
+    if np.all(np.abs(eps) < 1e-6):
+        return "the samples equal the mean: no noise is added (z = mean + exp(log_std) * eps)"
+    return ("every image gets the same noise: one noise row shared by all images "
+            "(npr.randn(1, L) broadcast?); eps needs a draw per image and dimension, "
+            "npr.randn(N, L)")
+
+
 def check_sampler_moments(f, reference, rng):
     # 20,000 draws per dimension: the sample mean has standard error std/141 and
     # the sample standard deviation std/200; 5 standard errors leave false alarms
@@ -188,7 +233,11 @@ def check_sampler_moments(f, reference, rng):
     # at log_std +-0.8, which the shuffled grid always includes.
     n, mean = 20000, rng.standard_normal(LATENT)
     log_std = rng.permutation(np.linspace(-0.8, 0.8, LATENT))
-    z = as_array(f(encoder_outputs(rng, n, mean, log_std)), (n, LATENT), "z")
+    q = encoder_outputs(rng, n, mean, log_std)
+    z = as_array(f(q), (n, LATENT), "z")
+    shared = same_noise_for_every_image(standardised(z, q))
+    if shared:
+        raise Failed(shared)
     std, sample_std = np.exp(log_std), z.std(axis=0, ddof=1)
     errors = np.abs(z.mean(axis=0) - mean) / (std / np.sqrt(n))
     if not np.all(errors < 5):
@@ -206,9 +255,67 @@ def check_sampler_moments(f, reference, rng):
                     or "the noise is not scaled by exp(log_std)"))
 
 
+# check_sampler_noise's false alarms on a correct sampler, per file: KS_ALARM_RATE
+# for the normality test; for the correlations, CORRELATION_ERRORS standard errors
+# (a two-sided normal tail of 2.0e-9) for each of 1,225 pairs of dimensions
+# (2.4e-6) and 50 lag-1 correlations (1e-7). In all 3.5e-6, one file in 290,000.
+KS_ALARM_RATE = 1e-6
+CORRELATION_ERRORS = 6
+
+
+def check_sampler_noise(f, reference, rng):
+    # Moments cannot tell N(0, 1) noise from other unit-variance noise, or
+    # independent draws from shared ones: test eps = (z - mean) / exp(log_std)
+    # of 20,000 images x 50 dimensions itself (a mean and log_std per entry).
+    n = 20000
+    q = encoder_outputs(rng, n)
+    z = as_array(f.seeded(new_seed(rng), q), (n, LATENT), "z")
+    eps = standardised(z, q)
+    if not np.all(np.isfinite(eps)):
+        raise Failed(f"{np.sum(~np.isfinite(eps))} of {eps.size:,} samples are not finite")
+    shared = same_noise_for_every_image(eps)
+    if shared:
+        raise Failed(shared)
+    # Under independence each sample correlation is ~N(0, 1/n): standard error 0.0071.
+    bound = CORRELATION_ERRORS / np.sqrt(n)   # 0.042
+    centred = eps - eps.mean(axis=0)
+    # Consecutive images, dimension by dimension (lag-1 correlations).
+    lag1 = np.sum(centred[:-1] * centred[1:], axis=0) / np.sum(centred ** 2, axis=0)
+    if not np.all(np.abs(lag1) < bound):
+        j = int(np.argmax(np.abs(lag1)))
+        raise Failed(f"the noise of consecutive images is correlated (lag-1 correlation "
+                     f"{lag1[j]:.2f} in dimension {j}; independent draws stay within "
+                     f"+-{bound:.3f}): eps needs a fresh draw per image, npr.randn(N, L)")
+    # Every pair of dimensions of one image.
+    correlation = np.corrcoef(eps, rowvar=False)[np.triu_indices(LATENT, 1)]
+    if not np.all(np.abs(correlation) < bound):
+        worst = np.max(np.abs(correlation))
+        raise Failed(f"the noise of the {LATENT} dimensions of an image is correlated "
+                     f"(correlations up to {worst:.2f}; independent draws stay within "
+                     f"+-{bound:.3f}): " + (
+                         "one noise value per image shared by all its dimensions "
+                         "(npr.randn(N, 1) broadcast?)" if worst > 0.99 else
+                         "the dimensions do not get independent noise")
+                     + "; eps needs a draw per image and dimension, npr.randn(N, L)")
+    # All 1,000,000 values against N(0, 1), Kolmogorov-Smirnov, p from Kolmogorov's
+    # asymptotic distribution: at this size within 0.2% of the exact one, which
+    # takes 1-2 s near the threshold, a distance of 0.0027 (uniform noise: 0.058).
+    distance, p = stats.kstest(eps.ravel(), "norm", method="asymp")
+    if p < KS_ALARM_RATE:
+        uniform = np.max(np.abs(eps)) < np.sqrt(3) + 1e-9   # U(-a, a) of variance 1: a = sqrt(3)
+        threshold = stats.kstwobign.isf(KS_ALARM_RATE) / np.sqrt(eps.size)
+        raise Failed(f"the noise (z - mean) / exp(log_std) is not standard normal: the "
+                     f"Kolmogorov-Smirnov distance of its {eps.size:,} values from N(0, 1) is "
+                     f"{distance:.3f}, where normal noise stays within {threshold:.4f} in all "
+                     "but one file in a million; " + (
+                         "it all lies within +-sqrt(3) = +-1.732, as uniform noise scaled to "
+                         "unit variance does (npr.rand?); " if uniform else "")
+                     + "eps must be drawn with npr.randn(N, L)")
+
+
 def check_sampler_stream(f, reference, rng):
     seed, q = new_seed(rng), encoder_outputs(rng, 6)
-    expected = draw(seed, reference.sample_latent_variables_from_posterior, q)
+    expected = reference_sample(reference, q, skeleton_randn(seed))
     if not close(as_array(f.seeded(seed, q), expected.shape, "z"), expected, 1e-9):
         raise Failed("the samples are valid but not the skeleton's draws: eps should come "
                      "from one npr.randn(N, L) call on the global stream, so that a run "
@@ -324,14 +431,15 @@ def check_bound_value(f, reference, rng):
     # value in the hidden layers, 0.21 to 0.22 when the last layer is normalised too.
     seed, (gen, rec, data) = noise_off_inputs(rng, 4)
     got = float(as_array(f.seeded(seed, gen, rec, data), (), "a scalar"))
-    expected = draw(seed, reference.vae_lower_bound, gen, rec, data)
+    expected = reference_bound(reference, gen, rec, data, skeleton_randn(seed))
     if close(got, expected, 1e-8):
         return
     hints = [(-expected, "the sign is flipped: it returns KL - log p(x|z), the bound is "
                          "log p(x|z) - KL"),
              (len(data) * expected, "looks like a sum over the batch instead of the mean")]
-    normalised = [(bound_with(reference, predict, seed, gen, rec, data), BATCH_NORM)
-                  for predict in BATCH_NORMALISED]
+    with np.errstate(all="ignore"):
+        normalised = [(reference_bound(reference, gen, rec, data, skeleton_randn(seed), predict),
+                       BATCH_NORM) for predict in BATCH_NORMALISED]
     cause = likely_cause(got, hints) or likely_cause(got, normalised, 1e-3)
     raise Failed(f"with the posterior noise switched off expected {expected:.4f}, got "
                  f"{got:.4f} ({got / expected:.3g} times as much); {cause}".rstrip("; "))
@@ -347,6 +455,37 @@ def check_bound_batch_mean(f, reference, rng):
                      f"{single:.4f}, got {batch:.4f} ({ratio:.2f} times): "
                      + ("it sums over the batch instead of averaging" if abs(ratio - 5) < 1e-6
                         else "it is not the mean over the batch"))
+
+
+SPREAD_SEEDS = 6
+SPREAD_RATIO = 1e-3   # the least spread of the student's values, over the reference's
+
+
+def check_bound_samples(f, reference, rng):
+    # One z ~ q(z|x) per image makes the bound vary with the seed: over 6 seeds
+    # the reference's values have a standard deviation of 5 to 49 nats (median 23,
+    # 300 draws of these networks). A correct student's is another such draw (or
+    # the same, on the skeleton's stream): below SPREAD_RATIO of the reference's with
+    # the probability that an F(5, 5) variable is below 1e-6, 5e-15.
+    gen, rec = networks(rng)
+    data = binary_images(rng, 4)
+    seeds = [new_seed(rng) for _ in range(SPREAD_SEEDS)]
+    got = np.array([float(as_array(f.seeded(seed, gen, rec, data), (), "a scalar"))
+                    for seed in seeds])
+    if not np.all(np.isfinite(got)):
+        raise Failed(f"with the posterior noise on, the bound is not finite: {got}")
+    expected = [reference_bound(reference, gen, rec, data, skeleton_randn(seed)) for seed in seeds]
+    spread, reference_spread = np.std(got), np.std(expected)
+    if spread >= SPREAD_RATIO * reference_spread:
+        return
+    why = ("it does not sample z ~ q(z|x) (is z the mean?), or it draws the same noise on "
+           "every call (a generator seeded inside the function?)")
+    if spread <= 1e-12 * np.max(np.abs(got)):   # rounding: BLAS sums depend on alignment
+        raise Failed(f"the bound returns the same value for every seed ({got[0]:.4f} for "
+                     f"{SPREAD_SEEDS} seeds, where the reference's values have a standard "
+                     f"deviation of {reference_spread:.2f}): {why}")
+    raise Failed(f"the bound barely varies with the seed (standard deviation {spread:.2g} over "
+                 f"{SPREAD_SEEDS} seeds, the reference's {reference_spread:.2f}): " + why)
 
 
 USE_AUTOGRAD = ("use autograd.numpy (import autograd.numpy as np), not plain numpy, in every "
@@ -374,7 +513,8 @@ def check_bound_gradient(f, reference, rng):
                          + USE_AUTOGRAD) from e
         raise Failed("calling it for the gradient " + describe_error(e), "error") from e
     flat, unflatten = flatten((gen, rec))
-    expected = grad(lambda p: draw(seed, reference.vae_lower_bound, *unflatten(p), data))(flat)
+    expected = grad(lambda p: reference_bound(reference, *unflatten(p), data,
+                                              skeleton_randn(seed)))(flat)
     got = as_array(got, expected.shape, "a gradient")
     if not np.allclose(got, expected, rtol=1e-6, atol=1e-9):
         worst = np.argmax(np.abs(got - expected))
@@ -386,7 +526,7 @@ def check_bound_stream(f, reference, rng):
     gen, rec = networks(rng)
     seed, data = new_seed(rng), binary_images(rng, 4)
     got = float(as_array(f.seeded(seed, gen, rec, data), (), "a scalar"))
-    if not close(got, draw(seed, reference.vae_lower_bound, gen, rec, data), 1e-9):
+    if not close(got, reference_bound(reference, gen, rec, data, skeleton_randn(seed)), 1e-9):
         raise Failed("with the posterior noise on, the value differs from the reference's "
                      "for the same seed: the sampler differs (see its checks) or the noise is "
                      "not drawn as one npr.randn(N, L) per call, as in the skeleton", "warning")
@@ -430,7 +570,7 @@ def check_init_shapes(f, reference, rng):
 
 def check_init_stream(f, reference, rng):
     seed, sizes = new_seed(rng), layer_sizes(rng)
-    got, expected = f.seeded(seed, sizes), draw(seed, reference.init_net_params, sizes)
+    got, expected = f.seeded(seed, sizes), reference_init(skeleton_randn(seed), sizes)
     if layer_shapes(got) != layer_shapes(expected) or not all(
             np.allclose(a, b) for layer, ref in zip(got, expected) for a, b in zip(layer, ref)):
         raise Failed("valid shapes, but not the skeleton's draws (scale * npr.randn, W then b, "
@@ -486,6 +626,7 @@ CHECKS = {
         ("returns (N, L)", check_sampler_shape),
         ("returns the mean when log_std = -50", check_sampler_mean),
         ("mean and std of 20,000 samples", check_sampler_moments),
+        ("noise N(0, I): normal and independent", check_sampler_noise),
         ("same draws as the skeleton", check_sampler_stream)],
     "bernoulli_log_prob": [
         ("values at moderate logits", check_bernoulli_values),
@@ -500,6 +641,7 @@ CHECKS = {
         ("returns a scalar", check_bound_scalar),
         ("value with the posterior noise off", check_bound_value),
         ("mean over the batch", check_bound_batch_mean),
+        ("samples z (its value varies with the seed)", check_bound_samples),
         ("gradient through autograd", check_bound_gradient),
         ("same draws as the skeleton", check_bound_stream)],
     "neural_net_predict": [
@@ -511,9 +653,10 @@ CHECKS = {
 }
 
 # Run only when the function's earlier checks passed: whether a wrong function
-# draws the skeleton's numbers, or is exact at extreme logits, means little.
-AFTER_SUCCESS_ONLY = {check_sampler_stream, check_bound_stream, check_init_stream,
-                      check_bernoulli_extremes}
+# draws the skeleton's numbers, or is exact at extreme logits, means little;
+# the noise of a sampler with the wrong mean or std is not N(0, I) for that reason.
+AFTER_SUCCESS_ONLY = {check_sampler_noise, check_sampler_stream, check_bound_stream,
+                      check_init_stream, check_bernoulli_extremes}
 
 
 # ---- Running the checks and wording their results --------------------------------

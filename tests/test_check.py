@@ -26,6 +26,22 @@ MISTAKES = {
         [("mean + np.exp(log_std) * npr", "mean + np.exp(0.5 * log_std) * npr")],
         "sample_latent_variables_from_posterior", "mean and std of 20,000 samples", "fail",
         "log_std was used as log-variance"),
+    "uniform_noise_in_the_sampler": (   # unit variance: the mean and std are right
+        [("npr.randn(*mean.shape)", "(npr.rand(*mean.shape) - 0.5) * np.sqrt(12)")],
+        "sample_latent_variables_from_posterior", "noise N(0, I): normal and independent", "fail",
+        "as uniform noise scaled to unit variance does"),
+    "one_noise_value_per_image": (      # shared by its dimensions: each is N(0, 1) alone
+        [("npr.randn(*mean.shape)", "npr.randn(mean.shape[0], 1)")],
+        "sample_latent_variables_from_posterior", "noise N(0, I): normal and independent", "fail",
+        "one noise value per image shared by all its dimensions"),
+    "one_noise_row_for_all_images": (
+        [("npr.randn(*mean.shape)", "npr.randn(1, mean.shape[1])")],
+        "sample_latent_variables_from_posterior", "mean and std of 20,000 samples", "fail",
+        "one noise row shared by all images"),
+    "bound_at_the_posterior_mean": (    # right with the noise off
+        [("    z = sample_latent_variables_from_posterior(q)\n", "    z = q[:, :q.shape[1] // 2]\n")],
+        "vae_lower_bound", "samples z (its value varies with the seed)", "fail",
+        "the bound returns the same value for every seed"),
     "log_std_as_log_variance_in_kl": (
         [("np.exp(2 * log_std) + mean ** 2 - 1 - 2 * log_std", "np.exp(log_std) + mean ** 2 - 1 - log_std")],
         "compute_KL", "mean 1, log_std log 2: 2 - log 2 each", "fail", "log_std was used as log-variance"),

@@ -5,6 +5,7 @@ import copy
 import inspect
 import types
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import autograd.numpy
@@ -119,11 +120,11 @@ def student(*replacements):
     return module
 
 
-def grade(module, seed=0):
+def grade(module, seed=0, proxy=LocalProxy):
     """[{"function", "check", "status", "message"}] as check.py's loop makes them."""
     rng, results = np.random.default_rng(seed), []
     for name, named_checks in checks.CHECKS.items():
-        f, failed = LocalProxy(module, name), False
+        f, failed = proxy(module, name), False
         for check_name, check in named_checks:
             if failed and check in checks.AFTER_SUCCESS_ONLY:
                 status, message = "skipped", ""
@@ -363,3 +364,201 @@ def test_timeouts_and_crashes_of_the_proxy_pass_through():
     with pytest.raises(Timeout):
         checks.run_check(checks.check_kl_values, Stuck(vae, "compute_KL"), vae,
                          np.random.default_rng(0))
+
+
+# ---- The reference's answers from a private stream, bit for bit -------------------
+# The checks compose the reference's contract functions with noise from a private
+# RandomState(seed) instead of seeding the global stream. If vae.py changed how
+# it draws, these would fail before a verdict did.
+
+SEEDS = (0, 1, 4321, 2 ** 31 - 1)
+
+
+def after_seeding(seed, function, *args, **options):
+    """function(*args, **options) right after npr.seed(seed), as the worker calls it."""
+    npr.seed(seed)
+    return function(*args, **options)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("n, latent", [(1, 1), (6, 50), (200, 3)])
+def test_the_private_sampler_draws_the_reference_s_samples_bit_for_bit(seed, n, latent):
+    q = np.random.default_rng(seed).standard_normal((n, 2 * latent))
+    expected = after_seeding(seed, vae.sample_latent_variables_from_posterior, q)
+    assert np.array_equal(checks.reference_sample(vae, q, checks.skeleton_randn(seed)), expected)
+
+
+def bound_inputs(seed, n, noise_off):
+    rng = np.random.default_rng(seed)
+    gen, rec = checks.networks(rng, noise_off)
+    return gen, rec, checks.binary_images(rng, n)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("n, noise_off", [(1, False), (4, False), (4, True)])
+def test_the_private_bound_is_the_reference_s_bit_for_bit(seed, n, noise_off):
+    gen, rec, data = bound_inputs(seed, n, noise_off)
+    expected = after_seeding(seed, vae.vae_lower_bound, gen, rec, data)
+    got = checks.reference_bound(vae, gen, rec, data, checks.skeleton_randn(seed))
+    assert np.array_equal(got, expected)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("noise_off", [False, True])
+def test_the_private_bound_s_gradient_is_the_reference_s_bit_for_bit(seed, noise_off):
+    gen, rec, data = bound_inputs(seed, 3, noise_off)
+    flat, unflatten = flatten((gen, rec))
+    expected = grad(lambda p: after_seeding(seed, vae.vae_lower_bound, *unflatten(p), data))(flat)
+    got = grad(lambda p: checks.reference_bound(vae, *unflatten(p), data,
+                                                checks.skeleton_randn(seed)))(flat)
+    assert np.any(got != 0) and np.array_equal(got, expected)
+
+
+@pytest.mark.parametrize("seed", SEEDS[:2])
+@pytest.mark.parametrize("predict", checks.BATCH_NORMALISED,
+                         ids=lambda p: f"eps={p.keywords['eps']},last={p.keywords['every_layer']}")
+def test_the_private_bound_with_another_network_is_the_reference_s_with_it(
+        seed, predict, monkeypatch):
+    # Noise on: with it off, the encoder's constant log_std column normalises to
+    # 0 / 0 at eps 0, and NaN equals nothing.
+    gen, rec, data = bound_inputs(seed, 4, noise_off=False)
+    monkeypatch.setattr(vae, "neural_net_predict", predict)   # vae_lower_bound looks it up
+    with np.errstate(all="ignore"):
+        expected = after_seeding(seed, vae.vae_lower_bound, gen, rec, data)
+        got = checks.reference_bound(vae, gen, rec, data, checks.skeleton_randn(seed), predict)
+    assert np.isfinite(expected) and np.array_equal(got, expected)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("sizes, options", [([3, 5, 2], {}), ([50, 40, 784], {}),
+                                            ([4, 4], {"scale": 0.3})])
+def test_the_private_init_draws_the_reference_s_parameters_bit_for_bit(seed, sizes, options):
+    expected = after_seeding(seed, vae.init_net_params, sizes, **options)
+    got = checks.reference_init(checks.skeleton_randn(seed), sizes, **options)
+    assert len(got) == len(expected) == len(sizes) - 1
+    for (W, b), (W_expected, b_expected) in zip(got, expected):
+        assert np.array_equal(W, W_expected) and np.array_equal(b, b_expected)
+
+
+@contextmanager
+def global_stream_kept():
+    state = npr.get_state()
+    try:
+        yield
+    finally:
+        npr.set_state(state)
+
+
+class OwnProcess(LocalProxy):
+    """LocalProxy whose calls leave the global stream as they found it, as the
+    worker does: it seeds and draws from the stream of a process of its own."""
+
+    def call(self, *args, **options):
+        with global_stream_kept():
+            return super().call(*args, **options)
+
+    def bound_gradient(self, *args):
+        with global_stream_kept():
+            return super().bound_gradient(*args)
+
+
+def global_stream():
+    """The global stream's state, comparable with ==."""
+    _, key, pos, has_gauss, gauss = npr.get_state()
+    return key.tolist(), pos, has_gauss, gauss
+
+
+@pytest.mark.parametrize("graded", ["reference", "student", "batch_norm"])
+def test_the_checks_neither_draw_from_nor_reseed_the_global_stream(graded):
+    # check.py grades files in parallel threads, which share the global stream;
+    # batch normalisation takes the hints' path through the bound's checks too.
+    module = {"reference": lambda: vae, "student": student,
+              "batch_norm": lambda: student(*BATCH_NORM["hidden"])}[graded]()
+    npr.seed(2024)
+    npr.randn()   # a cached second normal is part of the state too
+    before = global_stream()
+    statuses = {r["status"] for r in grade(module, proxy=OwnProcess)}
+    assert global_stream() == before
+    assert "error" not in statuses and (statuses == {"pass"}) == (graded == "reference")
+
+
+# ---- The sampler's noise and the bound's sampling -------------------------------------
+
+SAMPLER, BOUND = "sample_latent_variables_from_posterior", "vae_lower_bound"
+MOMENTS, NOISE = "mean and std of 20,000 samples", "noise N(0, I): normal and independent"
+SAMPLES = "samples z (its value varies with the seed)"
+EPS = "npr.randn(*mean.shape)"          # the student's noise, to replace
+Z = "    z = sample_latent_variables_from_posterior(q)\n"
+OTHER_GENERATOR = [   # correct, but not the skeleton's stream
+    (EPS, "GENERATOR.standard_normal(mean.shape)"),
+    ("def sample_latent_variables_from_posterior(encoder_output):\n",
+     "GENERATOR = np.random.default_rng(7)\n\n\n"
+     "def sample_latent_variables_from_posterior(encoder_output):\n")]
+
+
+def test_a_sampler_drawing_from_another_generator_passes_all_but_the_stream_checks():
+    statuses = {(r["function"], r["check"]): r["status"] for r in grade(student(*OTHER_GENERATOR))}
+    warned = {key for key, status in statuses.items() if status != "pass"}
+    assert warned == {(SAMPLER, "same draws as the skeleton"),
+                      (BOUND, "same draws as the skeleton"),
+                      ("bernoulli_log_prob", "exact at logits +-1000")}
+    assert {statuses[key] for key in warned} == {"warning"}
+    assert statuses[(SAMPLER, NOISE)] == statuses[(BOUND, SAMPLES)] == "pass"
+
+
+@pytest.mark.parametrize("name", ["uniform_noise_in_the_sampler", "one_noise_value_per_image"])
+def test_noise_of_unit_variance_that_is_not_n_0_i_passes_the_moments_not_the_noise_check(name):
+    module = student(*MISTAKES[name][0])
+    assert result(module, SAMPLER, MOMENTS) == ("pass", "")
+    assert result(module, SAMPLER, NOISE)[0] == "fail"
+
+
+FORGED_NOISE = {   # name: (the student's eps replaced, words of the noise check's message)
+    "repeated for pairs of images": (
+        "np.repeat(npr.randn((len(mean) + 1) // 2, mean.shape[1]), 2, axis=0)[:len(mean)]",
+        "the noise of consecutive images is correlated (lag-1 correlation 0.5"),
+    "half shared by the dimensions": (   # correlation 1/2 between any two dimensions
+        "(npr.randn(*mean.shape) + npr.randn(len(mean), 1)) / np.sqrt(2)",
+        "the dimensions do not get independent noise"),
+    "one row for all images": ("npr.randn(1, mean.shape[1])", "one noise row shared by all images")}
+
+
+@pytest.mark.parametrize("name", FORGED_NOISE)
+def test_forged_noise_fails_the_noise_check_with_its_mistake_named(name):
+    eps, words = FORGED_NOISE[name]
+    status, message = result(student((EPS, eps)), SAMPLER, NOISE)
+    assert status == "fail" and words in message, message
+
+
+def test_a_sampler_that_adds_no_noise_is_named():
+    module = student(("mean + np.exp(log_std) * " + EPS, "mean"))
+    assert result(module, SAMPLER, MOMENTS) == (
+        "fail", "the samples equal the mean: no noise is added (z = mean + exp(log_std) * eps)")
+
+
+def test_the_noise_check_runs_only_after_the_mean_and_std_are_right():
+    results = grade(student(*MISTAKES["log_std_as_log_variance_in_sampler"][0]))
+    statuses = {(r["function"], r["check"]): r["status"] for r in results}
+    assert statuses[(SAMPLER, MOMENTS)] == "fail" and statuses[(SAMPLER, NOISE)] == "skipped"
+
+
+def test_a_bound_at_the_posterior_mean_passes_with_the_noise_off_and_fails_sampling():
+    results = grade(student(*MISTAKES["bound_at_the_posterior_mean"][0]))
+    bound = {r["check"]: r["status"] for r in results if r["function"] == BOUND}
+    assert bound["value with the posterior noise off"] == "pass"
+    assert bound["gradient through autograd"] == "pass"
+    assert bound[SAMPLES] == "fail" and bound["same draws as the skeleton"] == "skipped"
+
+
+def test_noise_from_a_generator_seeded_on_every_call_fails_the_bound_s_sampling_check():
+    status, message = result(student((EPS, "np.random.RandomState(0).randn(*mean.shape)")),
+                             BOUND, SAMPLES)
+    assert status == "fail" and "the same value for every seed" in message
+    assert "a generator seeded inside the function" in message
+
+
+def test_a_bound_with_nearly_no_noise_barely_varies():
+    module = student((Z, "    L = q.shape[1] // 2\n"
+                          "    z = q[:, :L] + 1e-7 * npr.randn(len(q), L)\n"))
+    status, message = result(module, BOUND, SAMPLES)
+    assert status == "fail" and message.startswith("the bound barely varies with the seed")
