@@ -10,7 +10,8 @@ Levels, strongest first (docs/grading.md, "Threat model"):
   IPC and UTS namespaces. Run by root, bwrap sets up the mounts and the
   worker then becomes a user of its own (a uid from UID_BASE, one per
   worker: per-user limits separate classmates) with no capabilities and no
-  new privileges, before any Python site code runs (grader/launch.py); run
+  new privileges, before any Python site code runs (grader/launch.py), and
+  enters a user namespace in which it cannot make another; run
   by anyone else, bwrap's user namespace maps the worker to the instructor's
   uid with no capabilities and no further user namespaces.
 - user: where bwrap cannot start (a container whose seccomp profile forbids
@@ -406,8 +407,11 @@ class Worker:
             args += ["--setenv", key, value]
         worker = [sys.executable, "-I", "/grader/grader/worker.py", config]
         if isolation.root:
+            # Become the worker's uid, then (a second bwrap, unprivileged) enter a user
+            # namespace of its own in which no further user namespace can be made.
             worker = [sys.executable, "-I", "-S", "/grader/grader/launch.py",
-                      json.dumps({"drop": [self.uid, self.uid]})] + worker
+                      json.dumps({"drop": [self.uid, self.uid]}), args[0],
+                      "--unshare-user", "--disable-userns", "--bind", "/", "/", "--"] + worker
         return args + ["--"] + worker
 
     def make_private(self):

@@ -61,12 +61,6 @@ def probe(report, function="relu"):
     return json.loads(found.group(1))
 
 
-def worker_processes():
-    """Processes of the workers' uids still alive."""
-    return [pid for pid in sandbox.processes_of_any(range(sandbox.UID_BASE,
-                                                          sandbox.UID_BASE + sandbox.UID_COUNT))]
-
-
 @pytest.fixture
 def private_tmp():
     """A TMPDIR of the test's own for check.py (workers may pass through it),
@@ -135,11 +129,12 @@ def test_the_worker_holds_no_privilege_and_writes_nothing_outside_its_folder(tmp
     assert found["groups"] in ([], [found["gid"]])
     assert found["capeff"] == 0 and found["capprm"] == 0 and found["nnp"] == "1"
     assert found["sysctl"] != "written" and found["remount"] != 0
+    assert found["userns"] != 0 or name == "user"      # bwrap: no nested user namespace
     # bwrap shows it nothing of this machine to write; as a plain user it may write
     # where anyone may, and what it leaves there in /tmp is removed with it.
     assert found["written"] == ([] if name == "bwrap" else [str(outside)])
     assert report["isolation"]["level"] == name
-    assert not left and worker_processes() == []
+    assert not left and sandbox.processes_of(found["uid"]) == []
 
 
 def test_two_workers_at_once_run_as_two_users(tmp_path):
@@ -164,7 +159,7 @@ def test_limits_hold_for_the_worker_and_its_children(level):
         assert found["tmp"] <= 64 and found["shm"] <= 64
     else:   # the machine's own /tmp and /dev/shm: not capped (the report says so), but
         assert "shared" in report["isolation"]["disk"]  # emptied of its files afterwards
-    assert worker_processes() == []
+    assert sandbox.processes_of(found["uid"]) == []        # its children died with it
     assert not [p for p in [*Path("/tmp").glob("fill-*"), *Path("/dev/shm").glob("fill-*")]
                 if p.stat().st_uid >= sandbox.UID_BASE]
 
@@ -331,3 +326,34 @@ def test_jobs_never_change_a_verdict(tmp_path):
     assert verdicts[0] == verdicts[1]
     assert verdicts[0][("t_from_2", "(training)", "Adam and the loop")] == "fail"
     assert verdicts[0][("honest", "(training)", "Adam and the loop")] == "pass"
+
+
+# ---------------------------------------------------------------- an instructor without root
+
+INSTRUCTOR = 4243
+
+
+def test_an_instructor_without_root_gets_bwrap_in_a_user_namespace(tmp_path, user_project):
+    """The unprivileged path: bwrap's user namespace, no cgroup, the rlimits."""
+    home = Path(tempfile.mkdtemp(prefix="instructor-"))
+    try:
+        shutil.copytree(user_project, home / "project", symlinks=True)
+        for name in ("privileges.py", "exhaustion.py"):
+            shutil.copyfile(FIXTURES / name, home / name)
+        for path in [home, *home.rglob("*")]:
+            os.lchown(path, INSTRUCTOR, INSTRUCTOR)
+        os.chmod(home, 0o700)
+        done = subprocess.run(
+            ["setpriv", "--reuid", str(INSTRUCTOR), "--regid", str(INSTRUCTOR), "--clear-groups",
+             sys.executable, str(home / "project" / "check.py"), home / "privileges.py",
+             home / "exhaustion.py", *FAST, *SMALL, "--json"],
+            capture_output=True, timeout=600, cwd=home, env={**os.environ, "HOME": str(home)})
+        output = json.loads(done.stdout)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+    assert output["isolation"]["level"] == "bwrap"
+    assert "user namespace" in output["isolation"]["user"] and "cgroup" in output["isolation"]
+    privileges, exhaustion = (probe(report) for report in output["files"])
+    assert privileges["capeff"] == 0 and privileges["nnp"] == "1" and privileges["userns"] != 0
+    assert privileges["sysctl"] != "written" and privileges["written"] == []
+    assert exhaustion["processes"] < 16 and exhaustion["tmp"] <= 64 and exhaustion["here"] <= 64
