@@ -224,8 +224,12 @@ def grade_script(submission, options, isolation, budget):
     arrays = []
     tree = protocol.encode([data["train_images"], data["train_labels"], data["test_images"],
                             data["test_labels"]], arrays)
+    # The coordinates whose Adam steps are replayed, new for every file (read_trace uses this copy).
+    followed = np.random.default_rng(secrets.randbits(64)).choice(size, training.TRACED,
+                                                                   replace=False)
     try:
-        answer, out = worker.request({"op": "run_script", "size": size, "data": tree}, arrays,
+        answer, out = worker.request({"op": "run_script", "size": size, "data": tree,
+                                      "trace": protocol.encode(followed, arrays)}, arrays,
                                      options.script_timeout)
     except WorkerLost as e:
         why = (f"did not finish within {options.script_timeout:g} s on "
@@ -246,12 +250,14 @@ def grade_script(submission, options, isolation, budget):
                       for name, tree in answer["candidates"].items()}
         calls = [(protocol.decode(call["images"], out), call["filename"], call["kwargs"])
                  for call in answer["calls"]]
+        trace = training.read_trace(answer.get("gradients"), out, followed, size)
     except Exception as e:   # noqa: BLE001  the worker's answer, not the grader's failure
         return [ran, result("(script)", "what it sent back", "error",
                             f"the worker's answer could not be read ({type(e).__name__}: {e})")]
-    replays = shared("replays", lambda: training.replays(reference, data["train_images"]))
-    trained, params = training.judge_training(candidates, data["train_images"], reference,
-                                              replays)
+    reference_run = shared("reference run", lambda: training.skeleton_run(
+        reference, data["train_images"]))
+    trained, params = training.judge_training(candidates, trace, data["train_images"],
+                                              reference, reference_run)
     gen_params, rec_params = params if params is not None else (None, None)
     judged = figures.judge_figures(calls, gen_params, rec_params, data["test_images"], reference)
     return [ran] + trained + judged

@@ -205,6 +205,11 @@ ANSWERS = {
         "properties": {
             **COMMON, "error": ERROR,
             "candidates": {"type": "object", "maxProperties": 16, "additionalProperties": TREE},
+            "gradients": {   # the loop's gradient evaluations (script.py's GradientTrace); none: 0
+                "type": "object", "additionalProperties": False,
+                "required": ["count", "first", "last", "points", "gradients"],
+                "properties": {"count": {"type": "integer", "minimum": 0, "maximum": 2 ** 20},
+                               "first": TREE, "last": TREE, "points": TREE, "gradients": TREE}},
             "calls": {"type": "array", "maxItems": 100, "items": {
                 "type": "object", "required": ["images", "filename", "kwargs"],
                 "properties": {"images": TREE, "filename": TEXT, "kwargs": {

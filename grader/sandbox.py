@@ -250,11 +250,10 @@ def canary(isolation):
                                                                  CANARY_MEMORY_MB))
     try:
         worker = Worker(Submission(PROJECT / "canary.py", "canary.py", {"canary.py": b""}),
-                        isolation, Budget(60), limits)
+                        isolation, Budget(60), limits, canary=True)
     except OSError as e:
         raise IsolationUnavailable(f"the worker could not be started ({e})") from None
     try:
-        worker.wait_ready(30)
         answer, _ = worker.request({"op": "identity", "paths": secret}, [], 30, "identity")
     except WorkerLost as e:
         raise IsolationUnavailable(f"the canary worker {e} ({worker.output_tail() or 'no output'})"
@@ -321,8 +320,9 @@ def interpreter_paths():
 class Worker:
     """One worker process for one submission, talked to over two pipes."""
 
-    def __init__(self, submission, isolation, budget, limits=None):
-        """limits: the isolation's unless given (the canary's are its own)."""
+    def __init__(self, submission, isolation, budget, limits=None, canary=False):
+        """limits: the isolation's unless given (the canary's are its own); canary:
+        a worker that only answers one identity request (grader/worker.py)."""
         self.isolation, self.budget, self.next_id = isolation, budget, 0
         self.limits = limits = limits or isolation.limits
         self.submission, level = submission, isolation.level
@@ -337,7 +337,8 @@ class Worker:
             inside = (Path("/submission") if level == "bwrap" else self.make_private())
             config = json.dumps({"requests": request_read, "answers": answer_write,
                                  "submission": str(inside / submission.name),
-                                 "limits": limits.for_worker(count_processes=level != "none")})
+                                 "limits": limits.for_worker(count_processes=level != "none"),
+                                 "canary": canary})
             if level == "bwrap":
                 files = {name: memfd(name, content) for name, content in submission.files.items()}
                 fds += files.values()

@@ -562,3 +562,13 @@ def test_a_bound_with_nearly_no_noise_barely_varies():
                           "    z = q[:, :L] + 1e-7 * npr.randn(len(q), L)\n"))
     status, message = result(module, BOUND, SAMPLES)
     assert status == "fail" and message.startswith("the bound barely varies with the seed")
+
+
+@pytest.mark.parametrize("shift", [0.0, 0.003, 0.05])
+def test_the_ks_test_of_the_noise_is_scipy_s(shift):
+    from scipy import stats
+    values = np.random.RandomState(3).randn(100000) + shift
+    distance, p = checks.ks_normal(values)
+    expected = stats.kstest(values, "norm", method="asymp")
+    assert np.isclose(distance, expected.statistic, rtol=1e-12)
+    assert np.isclose(p, expected.pvalue, rtol=1e-9, atol=1e-300)

@@ -1,0 +1,133 @@
+"""grader/intake.py and grader/report.py: class folders are walked and files
+read without trusting them, and nothing a submission names reaches the
+terminal raw. Fast: no worker is started."""
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from grader import intake, report
+from grader.intake import Found, Rejected
+
+HONEST = "import autograd.numpy as np\n\ndef relu(x):\n    return np.maximum(0, x)\n"
+
+
+def test_a_regular_file_is_read(tmp_path):
+    path = tmp_path / "vae.py"
+    path.write_text(HONEST)
+    assert intake.read_regular(path) == HONEST.encode()
+
+
+@pytest.mark.parametrize("make, words", [
+    (lambda p, t: p.symlink_to(t / "real.py"), "it is a symbolic link"),
+    (lambda p, t: p.symlink_to(t / "missing.py"), "it is a symbolic link"),
+    (lambda p, t: p.symlink_to("/dev/zero"), "it is a symbolic link"),
+    (lambda p, t: os.link(t / "real.py", p), "2 hard links"),
+    (lambda p, t: os.mkfifo(p), "a FIFO"),
+    (lambda p, t: p.mkdir(), "a directory"),
+    (lambda p, t: p.write_bytes(b"#" * (intake.MAX_SOURCE + 1)), "too large"),
+])
+def test_anything_but_a_single_regular_file_is_rejected_in_one_line(tmp_path, make, words):
+    (tmp_path / "real.py").write_text(HONEST)
+    path = tmp_path / "vae.py"
+    make(path, tmp_path)
+    with pytest.raises(Rejected, match=words):
+        intake.read_regular(path)
+
+
+def test_a_device_is_not_read(tmp_path):
+    with pytest.raises(Rejected, match="a character device"):
+        intake.read_regular(Path("/dev/zero"))
+
+
+def test_a_class_is_walked_per_student_without_following_links(tmp_path):
+    class_ = tmp_path / "class"
+    (class_ / "alice").mkdir(parents=True)
+    (class_ / "alice" / "vae.py").write_text(HONEST)
+    (class_ / "alice" / "helpers.py").write_text("X = 1\n")       # hers, not a submission
+    (class_ / "bob" / "work").mkdir(parents=True)
+    (class_ / "bob" / "work" / "solution.py").write_text(HONEST)
+    (class_ / "loose.py").write_text(HONEST)
+    (class_ / ".git").mkdir()
+    (class_ / ".git" / "x.py").write_text(HONEST)
+    (class_ / "venv").mkdir()
+    (class_ / "venv" / "pyvenv.cfg").write_text("")
+    (class_ / "venv" / "lib.py").write_text(HONEST)
+    (class_ / "elsewhere").symlink_to(tmp_path / "outside", target_is_directory=True)
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "vae.py").write_text(HONEST)
+    found = {f.path.relative_to(class_).as_posix(): f.own_folder
+             for f in intake.find_submissions([class_])}
+    assert found == {"loose.py": False, "alice/vae.py": True, "bob/work/solution.py": True}
+
+
+def test_a_deep_tree_is_walked_to_a_bounded_depth_without_recursion(tmp_path):
+    folder = tmp_path / "class"
+    folder.mkdir()
+    fd = os.open(folder, os.O_RDONLY)
+    for _ in range(3000):                       # deeper than Python's recursion limit
+        os.mkdir("d", dir_fd=fd)
+        fd, old = os.open("d", os.O_RDONLY, dir_fd=fd), fd
+        os.close(old)
+    with open(os.open("vae.py", os.O_CREAT | os.O_WRONLY, dir_fd=fd), "w") as f:
+        f.write(HONEST)
+    os.close(fd)
+    assert intake.find_submissions([folder]) == []             # below MAX_DEPTH: not looked at
+    subprocess.run(["rm", "-rf", str(folder)], check=True)   # shutil.rmtree would recurse
+
+
+def test_a_directory_named_vae_py_is_listed_so_that_it_gets_its_row(tmp_path):
+    (tmp_path / "class" / "carol" / "vae.py").mkdir(parents=True)
+    (found,) = [f for f in intake.find_submissions([tmp_path / "class"])
+                if f.path.name == "vae.py"]
+    with pytest.raises(Rejected, match="a directory"):
+        intake.take(found)
+
+
+@pytest.mark.parametrize("text, words", [
+    ("def f(:\n", "syntax error at line 1"),
+    ("x = " + " + ".join(["1"] * 200000) + "\n", "could not be parsed"),
+    ("(" * 100000 + ")" * 100000, "syntax error|could not be parsed"),
+])
+def test_a_file_python_cannot_parse_is_rejected_not_raised(tmp_path, text, words):
+    path = tmp_path / "vae.py"
+    path.write_text(text)
+    with pytest.raises(Rejected, match=words):
+        intake.take(Found(path))
+
+
+def test_only_the_students_own_regular_modules_are_staged(tmp_path):
+    folder = tmp_path / "alice"
+    folder.mkdir()
+    (folder / "vae.py").write_text("import helpers\nimport autograd\nimport numpy\nimport data\n"
+                                   "import shadow\nimport missing\n" + HONEST)
+    (folder / "helpers.py").write_text("X = 1\n")
+    (folder / "autograd.py").write_text("raise SystemExit\n")      # would hide autograd
+    (folder / "data.py").write_text("raise SystemExit\n")          # would hide the grader's
+    (folder / "shadow.py").symlink_to("/etc/shadow")
+    submission = intake.take(Found(folder / "vae.py"))
+    assert set(submission.files) == {"vae.py", "helpers.py"}
+    notes = " ".join(submission.notes)
+    assert "autograd.py" in notes and "data.py" in notes and "shadow.py" in notes
+    loose = intake.take(Found(folder / "vae.py", own_folder=False))   # a classmate's file
+    assert set(loose.files) == {"vae.py"}
+
+
+def test_an_odd_name_is_staged_under_a_safe_one(tmp_path):
+    path = tmp_path / os.fsdecode(b"\xe9l\xe8ve; rm -rf.py")
+    path.write_text(HONEST)
+    assert intake.take(Found(path)).name == "submission.py"
+
+
+@pytest.mark.parametrize("text, shown", [
+    ("plain words, 2 - log 2", "plain words, 2 - log 2"),
+    ("\x1b[2K\r\x1b[32mPASS", "\\x1b[2K\\x0d\\x1b[32mPASS"),
+    ("bell\x07 del\x7f csi\x9b", "bell\\x07 del\\x7f csi\\x9b"),
+    ("\u202eevil\u2066", "\\u202eevil\\u2066"),
+    (os.fsdecode(b"\xe9tudiant.py"), "\\xe9tudiant.py"),
+    ("tab\tnew\nline", "tab\\x09new\\x0aline"),
+    ("π ≤ 4", "π ≤ 4"),
+])
+def test_what_a_submission_says_is_shown_escaped(text, shown):
+    assert report.shown(text) == shown
