@@ -28,7 +28,6 @@ import os
 import signal
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import runs
 from grader import grading, intake, report

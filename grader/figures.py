@@ -15,15 +15,16 @@ File names are not prescribed, so figures are recognised by their content.
 Figures that depend on noise are compared in logit space, logit(p) with p
 clipped to [1e-6, 1 - 1e-6] (|logit| <= 13.8): there posterior samples of
 different test images are told apart better than in pixel space (the
-numbers are at RECONSTRUCTION_RATIO).
+numbers are at RECONSTRUCTION_RATIO), and the model's decodings from noise
+or from other parameters (at PRIOR_RATIO in grader/prior.py).
 """
 import numpy as np
 
 from data import DATA_DIM, IMAGE_SIDE
+from grader.pixels import SAME, logit_distance, same
+from grader.prior import Prior, prior_problem
 from vae import INTERPOLATION_PAIRS, INTERPOLATION_STEPS, NUM_PRIOR_SAMPLES, NUM_RECONSTRUCTIONS
 
-SAME = 1e-6            # atol: the same image up to float32 round-off (float32 eps 6e-8)
-PIXEL_CLIP = 1e-6      # pixels clipped to [1e-6, 1 - 1e-6] before the logit
 CALIBRATION_SAMPLES = 500   # posterior samples per test image that measure its spread
 CALIBRATION_SEED = 0
 MIN_SPREAD = 1e-3      # floor of a spread, in logits, for a collapsed posterior
@@ -98,27 +99,12 @@ def figures_of(calls):
     return figures
 
 
-def same(images, expected):
-    """True if the two arrays have one shape and agree within SAME everywhere."""
-    return images.shape == expected.shape and bool(np.max(np.abs(images - expected)) <= SAME)
-
-
 def in_unit_interval(images):
     return bool(np.all((images >= 0) & (images <= 1)))   # False for NaN too
 
 
 def binary(images):
     return bool(np.all((images == 0) | (images == 1)))
-
-
-def logits(pixels):
-    p = np.clip(pixels, PIXEL_CLIP, 1 - PIXEL_CLIP)
-    return np.log(p) - np.log1p(-p)
-
-
-def logit_distance(a, b):
-    """Mean |logit(a) - logit(b)| over pixels: (..., D), (..., D) -> (...)."""
-    return np.mean(np.abs(logits(a) - logits(b)), axis=-1)
 
 
 def mean_distance(images):
@@ -179,7 +165,7 @@ class Model:
 
 # ---- 1. Samples from the prior ---------------------------------------------------
 
-def judge_prior_samples(figures, test_images):
+def judge_prior_samples(figures, test_images, prior, no_prior):
     check = "25 prior samples"
     candidates = [(f, x) for f, x in figures if len(x) == NUM_PRIOR_SAMPLES]
     samples = [(f, x) for f, x in candidates if not smooth_path(x)]
@@ -196,8 +182,14 @@ def judge_prior_samples(figures, test_images):
         elif test_images is not None and any(
                 np.max(np.abs(test_images - image), axis=-1).min() <= SAME for image in images):
             problems.append("the 25 images include test images, not samples from the prior")
+        elif prior is None:
+            return result(check, "pass", f"{filename}: 25 Bernoulli means in [0, 1]; "
+                          f"{no_prior}, so the samples could not be compared with the model")
+        elif (problem := prior_problem(images, prior)) is not None:
+            problems.append(problem)
         else:
-            return result(check, "pass", f"{filename}: 25 Bernoulli means in [0, 1]")
+            return result(check, "pass", f"{filename}: 25 Bernoulli means, decodings of your "
+                          "trained model")
     return result(check, "fail", f"{samples[0][0]}: {problems[0]}")
 
 
@@ -352,16 +344,24 @@ def judge_interpolations(figures, model, no_model):
 
 # ---- All three -------------------------------------------------------------------
 
-def judge_figures(calls, gen_params, rec_params, test_images, reference):
+def judge_figures(calls, gen_params, rec_params, test_images, reference,
+                  no_params="the trained parameters were not found"):
     """One result per figure of the assignment: 25 prior samples, 10 test
     images and their reconstructions, five interpolations. calls: recorded
     save_images calls (images, filename, kwargs); gen_params, rec_params: the
     trained networks or None; test_images: (N, D) the script was given;
-    reference: the vae module. Never raises: a check that cannot run is a warning."""
+    reference: the vae module; no_params: why gen_params and rec_params are
+    None. Never raises: a check that cannot run is a warning."""
     with np.errstate(all="ignore"):   # student images may hold inf and NaN
         figures = figures_of(calls)
         test_images = as_images(test_images)
-        originals, model, no_model = None, None, "the trained parameters were not found"
+        originals, model, no_model = None, None, no_params
+        prior, no_prior = None, no_model
+        if gen_params is not None:
+            try:
+                prior = Prior(gen_params, reference)
+            except Exception as e:   # parameters of another layout, or NaN
+                no_prior = f"the trained parameters do not decode ({type(e).__name__}: {e})"
         if test_images is None or len(test_images) < NUM_RECONSTRUCTIONS:
             no_model = "fewer than 10 test images were given"
         else:
@@ -371,7 +371,8 @@ def judge_figures(calls, gen_params, rec_params, test_images, reference):
                     model = Model(gen_params, rec_params, test_images, reference)
                 except Exception as e:   # parameters of another layout
                     no_model = f"the trained parameters do not decode ({type(e).__name__}: {e})"
-        checks = {"25 prior samples": lambda: judge_prior_samples(figures, test_images),
+        checks = {"25 prior samples":
+                      lambda: judge_prior_samples(figures, test_images, prior, no_prior),
                   "10 test images and their reconstructions":
                       lambda: judge_reconstructions(figures, model, originals, no_model),
                   "five interpolations": lambda: judge_interpolations(figures, model, no_model)}

@@ -259,7 +259,12 @@ def grade_script(submission, options, isolation, budget):
     trained, params = training.judge_training(candidates, trace, data["train_images"],
                                               reference, reference_run)
     gen_params, rec_params = params if params is not None else (None, None)
-    judged = figures.judge_figures(calls, gen_params, rec_params, data["test_images"], reference)
+    found = any(r["check"] == "trained parameters found" and r["status"] == "pass"
+                for r in trained)
+    judged = figures.judge_figures(
+        calls, gen_params, rec_params, data["test_images"], reference,
+        "the training was not verified (see training)" if found
+        else "the trained parameters were not found")
     return [ran] + trained + judged
 
 

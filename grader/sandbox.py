@@ -46,7 +46,7 @@ import time
 from pathlib import Path
 
 from grader import protocol
-from grader.limits import Limits, find_cgroups
+from grader.limits import find_cgroups
 
 PROJECT = Path(__file__).resolve().parent.parent
 STAGED = ("grader/__init__.py", "grader/protocol.py", "grader/worker.py", "grader/script.py",

@@ -6,11 +6,14 @@ first 300 training images, 30 epochs of batches of 200: 60 Adam steps), the
 calls are built as vae.write_figures builds them, with noise from
 numpy.random.RandomState.
 """
+import re
+
 import autograd.numpy.random as npr
 import numpy as np
 import pytest
 
 from grader import figures as figures_check
+from grader import pixels, prior
 import vae
 
 TRAIN_IMAGES, TEST_IMAGES, EPOCHS, BATCH_SIZE, LEARNING_RATE = 300, 100, 30, 200, 1e-3
@@ -31,6 +34,17 @@ def model(mnist):
     gen_params, rec_params = vae.train(gen_params, rec_params, mnist[1][:TRAIN_IMAGES],
                                        EPOCHS, BATCH_SIZE, LEARNING_RATE)
     return gen_params, rec_params, mnist[3][:TEST_IMAGES]
+
+
+@pytest.fixture(scope="module")
+def longer_run(mnist):
+    """gen_params of the same run trained for 60 epochs instead of 30: the same
+    model after 60 more Adam steps, better trained, nearest to the student's."""
+    npr.seed(0)
+    gen_params = vae.init_net_params(GEN_SIZES)
+    rec_params = vae.init_net_params(REC_SIZES)
+    return vae.train(gen_params, rec_params, mnist[1][:TRAIN_IMAGES], 2 * EPOCHS, BATCH_SIZE,
+                     LEARNING_RATE)[0]
 
 
 # ---- The reference's figures (vae.write_figures), piece by piece ------------------
@@ -134,6 +148,131 @@ def test_test_images_shown_as_prior_samples_fail(model):
     calls = replaced(correct_calls(model), 0, model[2][10:35])
     verdict = judged(calls, model, PRIOR)
     assert verdict["status"] == "fail" and "test images" in verdict["message"]
+
+
+# ---- 1b. Prior samples are decodings of the trained model -----------------------------
+
+def reported_ratio(message):
+    """The N of "image k is N times as far" in a verdict."""
+    return float(re.search(r"image \d+ is (\d+) times as far", message).group(1))
+
+
+def prior_verdict(model, images):
+    return judged(replaced(correct_calls(model), 0, images), model, PRIOR)
+
+
+def decodings_of(gen_params, seed=1):
+    """25 images sigmoid(decoder(z)) of any generator, z ~ N(0, I)."""
+    z = np.random.RandomState(seed).randn(25, LATENT_DIM)
+    return vae.sigmoid(vae.neural_net_predict(gen_params, z))
+
+
+def assert_not_decodings(verdict):
+    assert verdict["status"] == "fail"
+    assert "the 25 images are not decodings of your trained model" in verdict["message"]
+    assert ("were they drawn as noise, before training or with other parameters?"
+            in verdict["message"])
+    assert reported_ratio(verdict["message"]) > prior.PRIOR_RATIO
+
+
+def assert_copies(verdict, copies):
+    assert verdict["status"] == "fail"
+    assert ("decodings of your trained model but not 25 samples: " + copies) in verdict["message"]
+    assert "draw a new z ~ N(0, I) for each image" in verdict["message"]
+
+
+@pytest.mark.parametrize("seed", range(1, 6))
+def test_prior_samples_pass_whatever_the_noise(model, seed):
+    images = prior_call(model, np.random.RandomState(seed))[0]
+    verdict = prior_verdict(model, images)
+    assert verdict["status"] == "pass"
+    assert verdict["message"].endswith("25 Bernoulli means, decodings of your trained model")
+
+
+def test_a_sample_far_from_every_bank_decoding_passes_by_the_fit(model):
+    # About 1 prior sample in 140 is more than PRIOR_RATIO scales from its
+    # nearest of the 4000 decodings (z far out in 50 dimensions); fitting z
+    # from there brings it back (this one from 101 to 0.5; the numbers are at
+    # grader/prior.py's PRIOR_RATIO).
+    bank = prior.Prior(model[0], vae)
+    z = np.random.RandomState(0).randn(3000, LATENT_DIM)
+    nearest = bank.nearest(pixels.logits(decode(model, z)))[0] / bank.scale
+    far = z[np.argmax(nearest)]
+    assert nearest.max() > prior.PRIOR_RATIO
+    others = np.random.RandomState(1).randn(24, LATENT_DIM)
+    images = decode(model, np.concatenate([far[None], others]))
+    assert prior_verdict(model, images)["status"] == "pass"
+
+
+def test_uniform_noise_fails(model):
+    assert_not_decodings(prior_verdict(model, np.random.RandomState(1).uniform(size=(25, 784))))
+
+
+def test_decodings_of_the_untrained_model_fail(model):
+    npr.seed(0)     # the skeleton's initialisation: generator first, scale 1e-2
+    initial = vae.init_net_params(GEN_SIZES)
+    images = decodings_of(initial)
+    assert np.abs(images - 0.5).max() < 0.05    # about 0.5 everywhere
+    assert_not_decodings(prior_verdict(model, images))
+
+
+def test_training_images_fail(model, mnist):
+    assert_not_decodings(prior_verdict(model, mnist[1][:25]))
+
+
+def test_decodings_of_a_better_trained_model_fail(model, longer_run):
+    assert_not_decodings(prior_verdict(model, decodings_of(longer_run)))
+
+
+def test_one_decoding_repeated_fails(model):
+    images = np.repeat(decode(model, np.random.RandomState(1).randn(1, LATENT_DIM)), 25, axis=0)
+    assert_copies(prior_verdict(model, images), "all 25 are one image")
+
+
+def test_the_decoded_mean_image_repeated_fails(model):
+    images = np.repeat(decode(model, np.zeros((1, LATENT_DIM))), 25, axis=0)
+    assert_copies(prior_verdict(model, images), "all 25 are one image")
+
+
+def test_without_parameters_prior_samples_are_not_compared_with_the_model(model):
+    noise = np.random.RandomState(1).uniform(size=(25, 784))
+    calls = replaced(correct_calls(model), 0, noise)
+    verdict = figures_check.judge_figures(calls, None, None, model[2], vae)[0]
+    assert verdict["status"] == "pass"
+    assert verdict["message"].endswith("the trained parameters were not found, so the samples "
+                                       "could not be compared with the model")
+
+
+def test_parameters_that_decode_to_nan_leave_the_samples_unjudged(model):
+    gen_params = [(W.copy(), b.copy()) for W, b in model[0]]
+    gen_params[-1][1][0] = np.nan
+    verdict = figures_check.judge_figures(correct_calls(model), gen_params, model[1], model[2],
+                                          vae)[0]
+    assert verdict["status"] == "pass"
+    assert verdict["message"].endswith("the trained parameters do not decode (ValueError: they "
+                                       "decode to NaN or inf), so the samples could not be "
+                                       "compared with the model")
+
+
+def test_decoder_jacobian_equals_the_network_and_central_differences(model):
+    z = np.random.RandomState(0).randn(3, LATENT_DIM)
+    logits, jacobian = prior.decoder_jacobian(model[0], z)
+    assert np.allclose(logits, vae.neural_net_predict(model[0], z), rtol=0, atol=1e-12)
+    h = 1e-6     # the network is piecewise linear: only round-off, about 1e-16 / h
+    steps = h * np.eye(LATENT_DIM)
+    central = np.stack([(vae.neural_net_predict(model[0], z + step)
+                         - vae.neural_net_predict(model[0], z - step)) / (2 * h)
+                        for step in steps], axis=1)
+    assert np.allclose(jacobian, central, rtol=0, atol=1e-7)
+
+
+def test_judging_leaves_the_global_random_stream_alone(model):
+    # check.py grades files in parallel threads: the grader's draws are private
+    before = np.random.get_state()
+    figures_check.judge_figures(correct_calls(model), *model, vae)
+    after = np.random.get_state()
+    assert before[0] == after[0] and np.array_equal(before[1], after[1])
+    assert before[2:] == after[2:]
 
 
 # ---- 2. Reconstructions --------------------------------------------------------------
