@@ -374,16 +374,20 @@ class Worker:
         modules; sized tmpfs mounts for /submission, /tmp and /dev/shm; the
         student's files copied in from memory; no network."""
         isolation, limits = self.isolation, self.limits
-        args = [shutil.which("bwrap") or "bwrap", "--die-with-parent", "--new-session", "--unshare-ipc", "--unshare-pid",
-                "--unshare-net", "--unshare-uts", "--unshare-cgroup-try", "--cap-drop", "ALL"]
+        args = [shutil.which("bwrap") or "bwrap", "--die-with-parent", "--new-session",
+                "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts",
+                "--unshare-cgroup-try", "--cap-drop", "ALL"]
         if not isolation.root:
             args += ["--unshare-user", "--disable-userns"]
         else:   # only to become the worker's uid (grader/launch.py); lost with it
             args += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
+        mib = 2 ** 20
+        # /tmp first: Python may live below it, and later mounts go over earlier ones.
+        args += ["--perms", "1777", "--size", str(limits.disk_mb * mib), "--tmpfs", "/tmp"]
         bound = [path for path in ["/usr", "/etc/alternatives", *interpreter_paths()]
                  if Path(path).exists()]
         for folder in sorted({str(parent) for path in bound for parent in Path(path).parents
-                              if str(parent) != "/"}):     # bwrap would make them 0700
+                              if str(parent) not in ("/", "/tmp")}):   # bwrap would make them 0700
             args += ["--perms", "0755", "--dir", folder]
         for path in bound:
             args += ["--ro-bind", path, path]
@@ -393,11 +397,9 @@ class Worker:
                 args += ["--symlink", os.readlink(link), str(link)]
             elif link.is_dir():
                 args += ["--ro-bind", str(link), str(link)]
-        mib = 2 ** 20
         args += ["--ro-bind", str(isolation.stage), "/grader",
                  "--ro-bind", str(PROJECT / "datasets"), "/grader/datasets",
                  "--proc", "/proc", "--dev", "/dev",
-                 "--perms", "1777", "--size", str(limits.disk_mb * mib), "--tmpfs", "/tmp",
                  "--perms", "1777", "--size", str(limits.shm_mb * mib), "--tmpfs", "/dev/shm",
                  "--perms", "1777", "--size", str(limits.disk_mb * mib), "--tmpfs", "/submission"]
         for name, fd in files.items():

@@ -320,9 +320,11 @@ def test_a_flood_of_output_keeps_the_grader_s_memory_bounded(tmp_path):
     source = STUDENT.replace(GUARD, "import sys as _sys\nfor _ in range(300):\n"
                                     "    _sys.stdout.write('x' * 10 ** 6)\n" + GUARD)
     tracemalloc.start()
-    report = grade(submission(tmp_path, "flood", source), "--import-timeout", "20")
-    peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
+    try:
+        report = grade(submission(tmp_path, "flood", source), "--import-timeout", "20")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
     assert peak < 64 * 2 ** 20, peak           # 300 MB were printed
     assert report["verdict"] == "pass"
 
