@@ -30,7 +30,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import runs
-from grader import grading, intake, report
+from grader import intake
 from grader.limits import Limits
 from grader.sandbox import PROJECT, IsolationUnavailable, setup  # noqa: F401  PROJECT: tests
 
@@ -67,7 +67,8 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     missing = [p for p in args.paths if not os.path.lexists(p)]
     if missing:
-        parser.error(f"no such file or folder: {', '.join(map(report.shown, missing))}")
+        from grader.report import shown
+        parser.error(f"no such file or folder: {', '.join(map(shown, missing))}")
     return args
 
 
@@ -91,11 +92,14 @@ def main(argv=None):
     if not found:
         print("check.py: error: no .py files found", file=sys.stderr)
         return 2
-    try:
-        isolation = setup(args.sandbox, limits_of(args))
-    except IsolationUnavailable as e:
-        print(f"check.py: error: {report.shown(e)}", file=sys.stderr)
+    with ThreadPoolExecutor(max_workers=1) as starter:
+        trying = starter.submit(setup, args.sandbox, limits_of(args))   # the canary runs...
+        from grader import grading, report    # ...while the reference and the checks load
+        problem = trying.exception()
+    if isinstance(problem, IsolationUnavailable):
+        print(f"check.py: error: {report.shown(problem)}", file=sys.stderr)
         return 2
+    isolation = trying.result()
     if isolation.level == "none":
         print("check.py: note: no sandbox (--sandbox none): each submission runs in its own "
               "process with time and memory limits, but can read and write your files, use "

@@ -84,7 +84,8 @@ def lost_why(worker, lost, seconds, what):
 # ---- The import, and loading the functions ---------------------------------------------
 
 def probe(submission, options, isolation, budget):
-    """What importing the whole file does. -> problems (sentences)."""
+    """What importing the whole file does. -> (problems (sentences), the
+    worker that imported it when there were none, for grading, else None)."""
     worker = start_worker(submission, isolation, budget, options.import_timeout)
     problems = []
     try:
@@ -99,14 +100,19 @@ def probe(submission, options, isolation, budget):
         problems.append(f"importing it did not finish within {options.import_timeout:g} s (it "
                         "trains or loops at import time)" if str(e) == "timeout" else
                         "importing it ended the process: " + worker.what_happened(e))
-    finally:
+    if problems:
         worker.close()
-    return problems
+        return problems, None
+    return problems, worker
 
 
-def load(submission, mode, options, isolation, budget):
-    """A worker holding the submission, and what it says of its functions."""
-    worker = start_worker(submission, isolation, budget, options.import_timeout)
+def load(submission, mode, options, isolation, budget, worker=None):
+    """A worker holding the submission, and what it says of its functions;
+    worker: one that has imported it already (mode "full" then reuses that)."""
+    if worker is None:
+        worker = start_worker(submission, isolation, budget, options.import_timeout)
+    elif mode == "full":
+        mode = "imported"
     try:
         answer, _ = worker.request({"op": "load", "mode": mode, "names": FUNCTION_NAMES}, [],
                                    options.import_timeout)
@@ -140,11 +146,11 @@ def knock_on(results):
             and r["status"] in ("fail", "error") else r for r in results]
 
 
-def grade_functions(submission, mode, options, isolation, budget, rng):
+def grade_functions(submission, mode, options, isolation, budget, rng, worker=None):
     """Runs every check; a lost worker fails the check, skips the rest of that
     function and is replaced for the next one (within the file's budget)."""
     import vae as reference
-    worker, functions, notes = load(submission, mode, options, isolation, budget)
+    worker, functions, notes = load(submission, mode, options, isolation, budget, worker)
     if worker is None:
         return None, notes
     results = []
@@ -293,7 +299,7 @@ def grade_into(report, found, options, isolation):
     submission = intake.take(found)
     report["notes"] += submission.notes
     budget = Budget(options.timeout)
-    problems = probe(submission, options, isolation, budget)
+    problems, imported = probe(submission, options, isolation, budget)
     module_result = result("(module)", "import has no side effects", "pass")
     if problems:
         module_result.update(status="fail", message="; ".join(problems) + ". Put the training "
@@ -303,7 +309,7 @@ def grade_into(report, found, options, isolation):
     report["results"].append(module_result)
     mode = "definitions" if problems else "full"
     rng = np.random.default_rng(secrets.randbits(64))    # fresh inputs for every file
-    results, notes = grade_functions(submission, mode, options, isolation, budget, rng)
+    results, notes = grade_functions(submission, mode, options, isolation, budget, rng, imported)
     if results is None:
         report["results"].append(result("(module)", "load", "error",
                                         "the file could not be loaded: " + "; ".join(notes)))

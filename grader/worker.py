@@ -185,8 +185,11 @@ def serve(read, write, path):
             elif request["op"] == "run_script":
                 answer, out = run_script(path, request, arrays)
             elif request["op"] == "load":
-                module, notes = ((import_whole(path), []) if request["mode"] == "full"
-                                 else load_definitions(path))
+                if request["mode"] == "imported" and module is not None:
+                    notes = []                   # the module the "import" request made
+                else:
+                    module, notes = ((import_whole(path), []) if request["mode"] == "full"
+                                     else load_definitions(path))
                 answer = {"ok": True, "notes": notes[:1000],
                           "functions": describe_functions(module, request["names"])}
             else:
