@@ -32,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 import runs
 from grader import intake
 from grader.limits import Limits
-from grader.sandbox import PROJECT, IsolationUnavailable, setup  # noqa: F401  PROJECT: tests
+from grader.isolation import PROJECT, IsolationUnavailable, setup  # noqa: F401  PROJECT: tests
 
 
 def parse_args(argv=None):

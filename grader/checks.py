@@ -12,125 +12,25 @@ student's exceptions as SubmissionError; the proxy's timeouts and crashes
 draws every input, so no answer can be precomputed. The dimensions are the
 assignment's: submissions may hard-code them.
 
-Nothing here touches the global NumPy stream: check.py grades several files
-in parallel threads (--jobs), and one thread reseeding it while another
-draws would change verdicts. The reference's answers for a seed compose its
-contract functions with noise from a private RandomState(seed), which draws
-what npr.randn draws in the worker after npr.seed(seed) (tests/test_checks.py
-pins them bit for bit).
+Nothing here touches the global NumPy stream (--jobs grades files in
+parallel threads): inputs and the reference's answers for a seed come from
+grader/draws.py; verdicts are worded by grader/verdicts.py.
 """
 from functools import partial
-from typing import Any, NamedTuple
 
-import autograd.numpy as anp    # in the compositions that autograd differentiates
 import numpy as np
 from autograd import grad
 from autograd.misc import flatten
 from scipy import special
 
-from grader.protocol import Unsupported  # noqa: F401  a value of a type the worker does not send
+from grader.draws import (LATENT, PIXELS, binary_images, encoder_outputs, networks, new_seed,
+                          noise_off_inputs, reference_bound, reference_init, reference_sample,
+                          skeleton_randn)
+from grader.verdicts import (Failed, SubmissionError, as_array, close, describe_error, described,
+                             likely_cause)
 
-LATENT, PIXELS = 50, 784     # the assignment's latent size and image size
-HIDDEN = 40                  # hidden units of the small networks the checks use
 GRADED = ("sample_latent_variables_from_posterior", "bernoulli_log_prob", "compute_KL",
           "vae_lower_bound")
-
-
-class Failed(Exception):
-    """A check's verdict other than pass: status "fail", "warning" or "error"."""
-
-    def __init__(self, message, status="fail"):
-        super().__init__(message)
-        self.status = status
-
-
-class SubmissionError(Exception):
-    """The student's code raised `type` (e.g. "TypeError") with `message`, at
-    `line` of the submission (None if no line of it was running) reading `text`."""
-
-    def __init__(self, type, message, line=None, text=""):
-        super().__init__(f"{type}: {message}")
-        self.type, self.message, self.line, self.text = type, message, line, text
-
-
-class Result(NamedTuple):
-    value: Any
-    warnings: int = 0     # Python warnings raised during the call
-
-
-# ---- Helpers -----------------------------------------------------------------
-
-def described(value):
-    """A short description of what a function returned."""
-    if value is None:
-        return "None (is the function still a stub, or missing its return?)"
-    if isinstance(value, np.ndarray):
-        return f"shape {value.shape}" if value.ndim else f"the scalar {float(value):.6g}"
-    if isinstance(value, list):
-        return f"a list of {len(value)} items"
-    return f"an object of type {getattr(value, 'type_name', type(value).__name__)}"
-
-
-def as_array(value, shape, what):
-    """The value as a float array of the expected shape, or a fail verdict."""
-    array = value
-    if isinstance(value, list):           # a list of numbers is fine too
-        try:
-            array = np.array(value, dtype=float)
-        except (TypeError, ValueError):
-            pass
-    if not isinstance(array, np.ndarray) or array.shape != shape:
-        raise Failed(f"expected {what} of shape {shape}, got {described(value)}")
-    return array.astype(float)
-
-
-def close(got, expected, rtol):
-    return bool(np.all(np.isfinite(got))) and np.allclose(got, expected, rtol=rtol,
-                                                          atol=rtol * 1e-3)
-
-
-def likely_cause(got, hints, rtol=1e-6):
-    """The explanation of the first (value, explanation) hint that got matches, or ""."""
-    return next((why for target, why in hints if close(got, target, rtol)), "")
-
-
-def new_seed(rng):
-    return int(rng.integers(2 ** 31))
-
-
-def layers(rng, sizes, scale):
-    return [(scale * rng.standard_normal((m, n)), scale * rng.standard_normal(n))
-            for m, n in zip(sizes[:-1], sizes[1:])]
-
-
-def networks(rng, noise_off=False):
-    """Generator (L, HIDDEN, D) and recognition (D, HIDDEN, 2L) parameters that
-    give moderate logits. noise_off: the encoder's log_std is -50, so z = mean
-    to within exp(-50) ~ 2e-22 and the bound is deterministic."""
-    gen = layers(rng, [LATENT, HIDDEN, PIXELS], 0.2)
-    rec = layers(rng, [PIXELS, HIDDEN, 2 * LATENT], 0.05)
-    if noise_off:
-        W, b = rec[-1]
-        rec[-1] = (np.hstack([W[:, :LATENT], np.zeros((HIDDEN, LATENT))]),
-                   np.concatenate([b[:LATENT], np.full(LATENT, -50.0)]))
-    return gen, rec
-
-
-def binary_images(rng, n):
-    return (rng.random((n, PIXELS)) < 0.3).astype(float)
-
-
-def encoder_outputs(rng, n, mean=None, log_std=None):
-    """(n, 2L): mean, then log_std; each drawn from rng unless given."""
-    mean = rng.standard_normal((n, LATENT)) if mean is None else mean
-    log_std = 0.5 * rng.standard_normal((n, LATENT)) if log_std is None else log_std
-    return np.hstack([np.broadcast_to(mean, (n, LATENT)), np.broadcast_to(log_std, (n, LATENT))])
-
-
-def noise_off_inputs(rng, n):
-    """seed, (gen_params, rec_params, data) for a deterministic bound of n images."""
-    gen, rec = networks(rng, noise_off=True)
-    return new_seed(rng), (gen, rec, binary_images(rng, n))
 
 
 # Batch normalisation, a mistake the assignment's network does not have: the
@@ -154,41 +54,6 @@ def batch_normalised(params, inputs, eps, every_layer=False):
 # batch_normalised with the usual eps, with and without the last layer.
 BATCH_NORMALISED = [partial(batch_normalised, eps=eps, every_layer=last)
                     for eps in (0.0, 1e-5, 1e-3) for last in (False, True)]
-
-
-# ---- The reference's answers for a seed, from a private stream --------------------
-
-INIT_SCALE = 1e-2   # init_net_params' default scale, the assignment's
-
-
-def skeleton_randn(seed):
-    """randn(*shape) drawing what npr.randn draws in the worker after npr.seed(seed):
-    a private RandomState(seed) is the same MT19937 stream with the same normal
-    transform, and leaves the global stream, shared by the grading threads, alone."""
-    return np.random.RandomState(seed).randn
-
-
-def reference_init(randn, layer_sizes, scale=INIT_SCALE):
-    """reference.init_net_params with its draws from randn: [(W (m, n), b (n,)), ...],
-    scale * randn(m, n) then scale * randn(n), layer by layer."""
-    return [(scale * randn(m, n), scale * randn(n))
-            for m, n in zip(layer_sizes[:-1], layer_sizes[1:])]
-
-
-def reference_sample(reference, q, randn):
-    """reference.sample_latent_variables_from_posterior with eps = randn(N, L):
-    z = mean + exp(log_std) * eps. q: (N, 2L) -> (N, L)."""
-    mean, log_std = reference.unpack_gaussian_params(q)
-    return mean + anp.exp(log_std) * randn(*mean.shape)
-
-
-def reference_bound(reference, gen_params, rec_params, data, randn, predict=None):
-    """reference.vae_lower_bound with eps from randn, and predict in place of its
-    network if given: the mean over the batch of log p(x|z) - KL. -> scalar."""
-    predict = predict or reference.neural_net_predict
-    q = predict(rec_params, data)
-    logits = predict(gen_params, reference_sample(reference, q, randn))
-    return anp.mean(reference.bernoulli_log_prob(data, logits) - reference.compute_KL(q))
 
 
 # ---- sample_latent_variables_from_posterior -------------------------------------
@@ -672,28 +537,3 @@ CHECKS = {
 # the noise of a sampler with the wrong mean or std is not N(0, I) for that reason.
 AFTER_SUCCESS_ONLY = {check_sampler_noise, check_sampler_stream, check_bound_stream,
                       check_init_stream, check_bernoulli_extremes}
-
-
-# ---- Running the checks and wording their results --------------------------------
-
-def describe_error(e):
-    """'raised ValueError: ... at line 17: `return np.dot(inputs, W) + b`'."""
-    message = e.message if len(e.message) <= 300 else e.message[:300] + " ..."
-    where = "" if e.line is None else f" at line {e.line}" + (f": `{e.text}`" if e.text else "")
-    said = f"raised {e.type}: {message}{where}"
-    if e.type == "NameError":
-        said += ("; the function uses a global variable that only exists when the file runs "
-                 "as a script: pass it in or derive it from the arguments")
-    return said
-
-
-def run_check(check, f, reference, rng):
-    """-> (status, message): "pass", a Failed verdict's status, or "error" when
-    the student's code raised. The proxy's timeouts and crashes pass through."""
-    try:
-        check(f, reference, rng)
-    except Failed as verdict:
-        return verdict.status, str(verdict)
-    except SubmissionError as e:
-        return "error", describe_error(e)
-    return "pass", ""

@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from grader import checks, figures, intake, protocol, training
+from grader import checks, figures, intake, protocol, training, verdicts
 from grader.sandbox import Budget, GraderProblem, WorkerLost, start_worker
 
 STATUSES = ("pass", "fail", "warning", "error", "skipped")
@@ -49,13 +49,13 @@ class Remote:
             self.left -= time.monotonic() - start
         if not answer["ok"]:
             error = answer["error"]
-            raise checks.SubmissionError(error["type"], error["message"], error.get("line"),
+            raise verdicts.SubmissionError(error["type"], error["message"], error.get("line"),
                                          error.get("text") or "")
         try:
             value = protocol.decode(answer["value"], out)
         except Exception as e:   # noqa: BLE001  whatever is wrong with it: the worker's
             raise WorkerLost(f"the worker's answer could not be read ({e})") from None
-        return checks.Result(value, answer["warnings"])
+        return verdicts.Result(value, answer["warnings"])
 
     def __call__(self, *args):
         return self.call(*args).value
@@ -174,7 +174,7 @@ def grade_functions(submission, mode, options, isolation, budget, rng, worker=No
                     continue
                 remote = Remote(worker, name, functions[name], options.check_timeout)
                 try:
-                    status, message = checks.run_check(check, remote, reference, rng)
+                    status, message = verdicts.run_check(check, remote, reference, rng)
                 except WorkerLost as e:
                     status, lost = "error", True
                     message = (f"did not finish within {remote.seconds:g} s (an endless loop?)"

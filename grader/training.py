@@ -16,7 +16,7 @@ end. Only a verified training is passed on to judge the figures.
 
 Nothing here draws from the global NumPy stream (other threads grade other
 files): the skeleton's initialisation and run are composed from the
-reference's contract functions and private RandomStates (with grader/checks.py's
+reference's contract functions and private RandomStates (with grader/draws.py's
 compositions), which give the same numbers (tests/test_check_script.py). The
 run, replayed once per session, says whether the parameters are the reference's.
 """
@@ -27,7 +27,7 @@ import autograd.numpy as np
 from autograd import grad
 from autograd.misc import flatten
 
-from grader.checks import INIT_SCALE, reference_bound, reference_init
+from grader.draws import INIT_SCALE, reference_bound, reference_init
 from grader.script import traced_width
 
 TRAIN_IMAGES, TEST_IMAGES = 300, 100

@@ -153,7 +153,7 @@ def call(module, request, arrays):
 
 def identity(paths):
     """Who this process is: its uid, its effective capabilities, and which of
-    the paths it can open (the canary of grader/sandbox.py asks)."""
+    the paths it can open (the canary of grader/isolation.py asks)."""
     with open("/proc/self/status") as status:
         caps = next(int(line.split()[1], 16) for line in status if line.startswith("CapEff"))
     readable = []
@@ -215,7 +215,7 @@ def main(argv):
         answers.write(data)
         answers.flush()
 
-    if config.get("canary"):                  # grader/sandbox.py: who is this worker?
+    if config.get("canary"):                  # grader/isolation.py: who is this worker?
         request, _ = read_frame(requests.read)
         write(frame({**identity(request["paths"]), "id": request["id"]}))
         return 0

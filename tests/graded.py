@@ -5,7 +5,7 @@ from pathlib import Path
 
 import check
 from grader import grading, intake
-from grader.sandbox import setup
+from grader.isolation import setup
 
 _isolations = {}
 

@@ -16,7 +16,7 @@ from autograd import grad
 from autograd.misc import flatten
 
 import vae
-from grader import checks
+from grader import checks, draws, protocol, verdicts
 from grader.grading import knock_on
 from test_check import MISTAKES
 
@@ -65,7 +65,7 @@ class LocalProxy:
             warnings.simplefilter("always")
             with np.errstate(all=errstate) if errstate else np.errstate():
                 value = self.guarded(lambda: draw_or_call(seed, self.function, *args))
-        return checks.Result(decoded(value), len(caught))
+        return verdicts.Result(decoded(value), len(caught))
 
     def bound_gradient(self, seed, gen_params, rec_params, data):
         flat, unflatten = flatten((gen_params, rec_params))
@@ -79,7 +79,7 @@ class LocalProxy:
             frames = [frame for frame in extract(e) if frame[0] == self.filename]
             line = frames[-1][1] if frames else None
             text = self.lines[line - 1].strip() if line else ""
-            raise checks.SubmissionError(type(e).__name__, str(e), line, text) from None
+            raise verdicts.SubmissionError(type(e).__name__, str(e), line, text) from None
 
 
 def extract(error):
@@ -105,7 +105,7 @@ def decoded(value):
     numeric = isinstance(value, (int, float, np.generic, np.ndarray))
     if numeric and np.asarray(value).dtype.kind in "biuf":
         return np.array(value)
-    return checks.Unsupported(type(value).__name__)
+    return protocol.Unsupported(type(value).__name__)
 
 
 def student(*replacements):
@@ -129,7 +129,7 @@ def grade(module, seed=0, proxy=LocalProxy):
             if failed and check in checks.AFTER_SUCCESS_ONLY:
                 status, message = "skipped", ""
             else:
-                status, message = checks.run_check(check, f, vae, rng)
+                status, message = verdicts.run_check(check, f, vae, rng)
             failed = failed or status in ("fail", "error")
             results.append({"function": name, "check": check_name, "status": status,
                             "message": message})
@@ -139,7 +139,7 @@ def grade(module, seed=0, proxy=LocalProxy):
 def result(module, function, check_name, seed=0):
     check = dict(checks.CHECKS[function])[check_name]
     rng = np.random.default_rng(seed)
-    return checks.run_check(check, LocalProxy(module, function), vae, rng)
+    return verdicts.run_check(check, LocalProxy(module, function), vae, rng)
 
 
 def test_the_reference_passes_every_check():
@@ -259,15 +259,15 @@ def test_a_missing_log_is_named_at_extreme_logits_too():
 
 
 def test_a_student_error_is_described_by_its_line():
-    error = checks.SubmissionError("ValueError", "shapes (5,40) and (784,40) not aligned", 17,
+    error = verdicts.SubmissionError("ValueError", "shapes (5,40) and (784,40) not aligned", 17,
                                    "return np.dot(inputs, W) + b")
-    assert checks.describe_error(error) == ("raised ValueError: shapes (5,40) and (784,40) not "
+    assert verdicts.describe_error(error) == ("raised ValueError: shapes (5,40) and (784,40) not "
                                             "aligned at line 17: `return np.dot(inputs, W) + b`")
 
 
 def test_an_error_outside_the_submission_has_no_line():
-    error = checks.SubmissionError("TypeError", "f() missing 1 required positional argument: 'N'")
-    assert "at line" not in checks.describe_error(error)
+    error = verdicts.SubmissionError("TypeError", "f() missing 1 required positional argument: 'N'")
+    assert "at line" not in verdicts.describe_error(error)
 
 
 def test_an_error_in_a_check_names_the_student_line():
@@ -337,7 +337,7 @@ def test_each_file_gets_fresh_inputs(function, check):
     calls = []
     for seed in (1, 2):
         f = Recorder(LocalProxy(vae, function))
-        assert checks.run_check(check, f, vae, np.random.default_rng(seed)) == ("pass", "")
+        assert verdicts.run_check(check, f, vae, np.random.default_rng(seed)) == ("pass", "")
         calls.append(f.calls)
     assert len(calls[0]) == len(calls[1]) > 0
     for first, second in zip(*calls):   # every argument of every call, seeds included
@@ -362,7 +362,7 @@ def test_timeouts_and_crashes_of_the_proxy_pass_through():
             raise Timeout()
 
     with pytest.raises(Timeout):
-        checks.run_check(checks.check_kl_values, Stuck(vae, "compute_KL"), vae,
+        verdicts.run_check(checks.check_kl_values, Stuck(vae, "compute_KL"), vae,
                          np.random.default_rng(0))
 
 
@@ -385,13 +385,13 @@ def after_seeding(seed, function, *args, **options):
 def test_the_private_sampler_draws_the_reference_s_samples_bit_for_bit(seed, n, latent):
     q = np.random.default_rng(seed).standard_normal((n, 2 * latent))
     expected = after_seeding(seed, vae.sample_latent_variables_from_posterior, q)
-    assert np.array_equal(checks.reference_sample(vae, q, checks.skeleton_randn(seed)), expected)
+    assert np.array_equal(draws.reference_sample(vae, q, draws.skeleton_randn(seed)), expected)
 
 
 def bound_inputs(seed, n, noise_off):
     rng = np.random.default_rng(seed)
-    gen, rec = checks.networks(rng, noise_off)
-    return gen, rec, checks.binary_images(rng, n)
+    gen, rec = draws.networks(rng, noise_off)
+    return gen, rec, draws.binary_images(rng, n)
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -399,7 +399,7 @@ def bound_inputs(seed, n, noise_off):
 def test_the_private_bound_is_the_reference_s_bit_for_bit(seed, n, noise_off):
     gen, rec, data = bound_inputs(seed, n, noise_off)
     expected = after_seeding(seed, vae.vae_lower_bound, gen, rec, data)
-    got = checks.reference_bound(vae, gen, rec, data, checks.skeleton_randn(seed))
+    got = draws.reference_bound(vae, gen, rec, data, draws.skeleton_randn(seed))
     assert np.array_equal(got, expected)
 
 
@@ -409,8 +409,8 @@ def test_the_private_bound_s_gradient_is_the_reference_s_bit_for_bit(seed, noise
     gen, rec, data = bound_inputs(seed, 3, noise_off)
     flat, unflatten = flatten((gen, rec))
     expected = grad(lambda p: after_seeding(seed, vae.vae_lower_bound, *unflatten(p), data))(flat)
-    got = grad(lambda p: checks.reference_bound(vae, *unflatten(p), data,
-                                                checks.skeleton_randn(seed)))(flat)
+    got = grad(lambda p: draws.reference_bound(vae, *unflatten(p), data,
+                                                draws.skeleton_randn(seed)))(flat)
     assert np.any(got != 0) and np.array_equal(got, expected)
 
 
@@ -425,7 +425,7 @@ def test_the_private_bound_with_another_network_is_the_reference_s_with_it(
     monkeypatch.setattr(vae, "neural_net_predict", predict)   # vae_lower_bound looks it up
     with np.errstate(all="ignore"):
         expected = after_seeding(seed, vae.vae_lower_bound, gen, rec, data)
-        got = checks.reference_bound(vae, gen, rec, data, checks.skeleton_randn(seed), predict)
+        got = draws.reference_bound(vae, gen, rec, data, draws.skeleton_randn(seed), predict)
     assert np.isfinite(expected) and np.array_equal(got, expected)
 
 
@@ -434,7 +434,7 @@ def test_the_private_bound_with_another_network_is_the_reference_s_with_it(
                                             ([4, 4], {"scale": 0.3})])
 def test_the_private_init_draws_the_reference_s_parameters_bit_for_bit(seed, sizes, options):
     expected = after_seeding(seed, vae.init_net_params, sizes, **options)
-    got = checks.reference_init(checks.skeleton_randn(seed), sizes, **options)
+    got = draws.reference_init(draws.skeleton_randn(seed), sizes, **options)
     assert len(got) == len(expected) == len(sizes) - 1
     for (W, b), (W_expected, b_expected) in zip(got, expected):
         assert np.array_equal(W, W_expected) and np.array_equal(b, b_expected)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from grader import sandbox
+from grader import isolation, sandbox
 
 PROJECT = Path(__file__).resolve().parents[2]
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -75,7 +75,7 @@ def private_tmp():
 def user_project(tmp_path_factory):
     """A private copy of the project from which --sandbox user can grade."""
     opened = []
-    for folder in sandbox.closed_folders():
+    for folder in isolation.closed_folders():
         mode = os.stat(folder).st_mode
         os.chmod(folder, stat.S_IMODE(mode) | 0o001)
         opened.append((folder, stat.S_IMODE(mode)))
@@ -161,7 +161,7 @@ def test_limits_hold_for_the_worker_and_its_children(level):
         assert "shared" in report["isolation"]["disk"]  # emptied of its files afterwards
     assert sandbox.processes_of(found["uid"]) == []        # its children died with it
     assert not [p for p in [*Path("/tmp").glob("fill-*"), *Path("/dev/shm").glob("fill-*")]
-                if p.stat().st_uid >= sandbox.UID_BASE]
+                if p.stat().st_uid >= isolation.UID_BASE]
 
 
 def test_ram_that_no_rlimit_counts_is_held_by_the_cgroup(tmp_path):
@@ -176,7 +176,7 @@ def test_ram_that_no_rlimit_counts_is_held_by_the_cgroup(tmp_path):
 
 def test_without_a_cgroup_the_report_says_which_limits_held():
     code, report = graded_json(FIXTURES / "exhaustion.py", *FAST, *SMALL,
-                               env={sandbox.NO_CGROUPS: "1"})
+                               env={isolation.NO_CGROUPS: "1"})
     held = report["isolation"]
     assert "no cgroup" in held["cgroup"] and "rlimit" in held["memory"]
     found = probe(report)
