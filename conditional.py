@@ -489,11 +489,15 @@ def write_figures(per_image, x, observed, gen_params, activation, out, stem):
             return image
         rows += [x[n], np.where(observed, x[n], 0.5), complete(per_image["predictive_mean"][n]),
                  *(complete(s) for s in per_image["sampled"][n])]
-    paths = [out / f"{stem}_{FIGURE_KINDS[0]}.png"]
-    plotting.save_images(np.array(rows), paths[0], ims_per_row=3 + per_image["sampled"].shape[1],
-                         vmin=0, vmax=1)
+    paths, samples = [out / f"{stem}_{FIGURE_KINDS[0]}.png"], per_image["sampled"].shape[1]
+    name = "model image" if stem.endswith("_model") else "test image"
+    plotting.save_labelled_grid(
+        np.array(rows), paths[0], 3 + samples,
+        ["original", "observed", "predictive\nmean", *(f"sample {k + 1}" for k in range(samples))],
+        [f"{name} {n}" for n in range(shown)], "completions of the missing pixels\n(grey: "
+        "not observed; each sample decoded from one z ~ q)")
     if "exact_mean" in per_image:
-        panels = [(f"test image {n}", *contour_panel(
+        panels = [(f"{name} {n}", *contour_panel(
                       gen_params, x[n], observed, per_image["q"][n], per_image["encoder_q"][n],
                       per_image["exact_mean"][n], per_image["exact_cov"][n], activation))
                   for n in range(min(CONTOUR_IMAGES, len(x)))]
@@ -503,7 +507,8 @@ def write_figures(per_image, x, observed, gen_params, activation, out, stem):
     others = np.abs(np.delete(maps, marked, axis=1))
     limit = max(0.05, np.ceil(others.max() * 20) / 20)   # the scale's end, a multiple of 0.05
     paths.append(out / f"{stem}_{FIGURE_KINDS[2]}.png")
-    plotting.save_correlation_maps(maps, titles, marked, paths[-1], limit)
+    plotting.save_correlation_maps(maps, titles, marked, paths[-1], limit, title=(
+        f"{name} 0: correlation of the marked missing pixel (x) with every missing pixel"))
     return paths
 
 

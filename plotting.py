@@ -137,11 +137,13 @@ def _save_figure(figure, filename):
     _save(figure, filename)
 
 
-def save_learning_curve(epochs, train_elbo, test_elbo, filename):
-    """Plot ELBO (nats per image, higher is better) against epoch.
+def save_learning_curve(epochs, train_elbo, test_elbo, filename, measure="ELBO"):
+    """Plot the training objective (nats per image, higher is better) against epoch.
 
     epochs: (E,) 1-based epoch numbers. train_elbo: (E,) training-set
     estimates. test_elbo: (E,) test-set values, or None to leave the line out.
+    measure: what the values are, named on the y axis ("ELBO", or e.g. an
+    autoencoder's "reconstruction log-likelihood", which bounds nothing).
     """
     epochs = np.asarray(epochs)
     train_elbo = np.asarray(train_elbo)
@@ -150,7 +152,7 @@ def save_learning_curve(epochs, train_elbo, test_elbo, filename):
         curves.append((np.asarray(test_elbo), "test set"))
     for values, label in curves:
         if values.shape != epochs.shape or epochs.ndim != 1:
-            raise ValueError(f"expected {label} ELBO of shape {epochs.shape} "
+            raise ValueError(f"expected {label} {measure} of shape {epochs.shape} "
                              f"like the 1-D epochs, got shape {values.shape}")
     figure, axes = _new_axes()
     for values, label in curves:
@@ -159,7 +161,8 @@ def save_learning_curve(epochs, train_elbo, test_elbo, filename):
     axes.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     axes.set_xlim(epochs.min() - 0.5, epochs.max() + 0.5)
     axes.set_xlabel("epoch")
-    axes.set_ylabel("ELBO (nats per image, higher is better)")
+    axes.set_ylabel(f"{measure}{' ' if len(measure) < 12 else chr(10)}"
+                    "(nats per image, higher is better)")
     axes.set_title("learning curve")
     axes.grid(True, alpha=0.3)
     axes.legend()
@@ -189,21 +192,161 @@ def save_latent_scatter(means, digits, filename):
     _save_figure(figure, filename)
 
 
-def save_manifold(pixel_means, filename, n_per_side):
-    """Write decoded images over a square grid of latent values as one PNG.
+def _grid_figure(grid_shape, scale, margins):
+    """(figure, axes): one axes showing a grid of grid_shape = (H, W) pixels at
+    scale screen pixels per grid pixel, exactly (no resampling), inside
+    margins = (left, right, bottom, top) in inches (multiples of 1/FIGURE_DPI)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    left, right, bottom, top = margins
+    height, width = (side * scale / FIGURE_DPI for side in grid_shape)
+    size = (left + width + right, bottom + height + top)
+    figure = Figure(figsize=size, dpi=FIGURE_DPI)
+    FigureCanvasAgg(figure)
+    axes = figure.add_axes((left / size[0], bottom / size[1], width / size[0], height / size[1]))
+    return figure, axes
+
+
+def _show_grid(axes, images, ims_per_row, padding=5, row_labels=None, column_labels=None,
+               title=None, fontsize=8):
+    """Draw image_grid(images) in axes as save_images colours it with vmin=0,
+    vmax=1 (white 0, black 1), one image pixel per data unit. Labels name the
+    rows (left) and the columns (top); without them the axes have no ticks."""
+    grid = image_grid(images, ims_per_row, padding, pad_value=0.0)
+    axes.imshow(grid, cmap="binary", vmin=0, vmax=1, interpolation="nearest")
+    height, width = DIGIT_DIMENSIONS
+
+    def centres(count, side):
+        return padding + np.arange(count) * (side + padding) + (side - 1) / 2
+    axes.set_yticks(centres(len(row_labels), height) if row_labels else [],
+                    row_labels or [], fontsize=fontsize)
+    axes.set_xticks(centres(len(column_labels), width) if column_labels else [],
+                    column_labels or [], fontsize=fontsize)
+    axes.xaxis.tick_top()
+    axes.tick_params(length=0)
+    if title:
+        axes.set_title(title, fontsize=fontsize + 1)
+
+
+def _a_digit(digit):
+    return f"{'an' if digit == 8 else 'a'} {digit}"
+
+
+def explained_figure(prior, originals, reconstructions, interpolations, digits):
+    """The figures of the assignment (as save_images writes them, padding 5,
+    white 0 and black 1) with what a reader needs: titles naming each file and
+    what it shows, the data / reconstruction rows, and each interpolation's
+    start and end test images with their digits. -> Figure.
+
+    prior: (P, D) decoded prior samples (5 per row); originals,
+    reconstructions: (R, D) the first R test images and their reconstructions;
+    interpolations: {(a, b): (S, D) frames from test image a to test image b};
+    digits: (N,) the test set's labels, N > every index shown.
+    """
+    scale, column, gap, padding = 2, 3.4, 0.6, 5   # screen pixels per pixel; inches; pixels
+    panels = [("samples_from_prior.png\n"
+               f"{len(prior)} samples z from the prior, decoded", prior)]
+    panels += [(f"interpolation_{a}_{b}.png\ntest image {a} ({_a_digit(digits[a])}) \u2192 "
+                f"test image {b} ({_a_digit(digits[b])})", frames)
+               for (a, b), frames in interpolations.items()]
+    n = len(originals)
+
+    def size(count, per_row):     # (width, height) in inches of a grid of count images
+        return [(cells * (IMAGE_SIDE + padding) + padding) * scale / FIGURE_DPI
+                for cells in (per_row, -(-count // per_row))]
+    recon_w, recon_h = size(2 * n, n)
+    width = 3 * column + 2 * gap + 0.4
+    heights = [0.7, recon_h, 0.2] + [0.55, column] * -(-len(panels) // 3) + [0.6]
+    total = sum(heights)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    figure = Figure(figsize=(width, total), dpi=FIGURE_DPI)
+    FigureCanvasAgg(figure)
+
+    def place(x, top, w, h):      # inches from the left and from the top
+        return figure.add_axes((x / width, 1 - (top + h) / total, w / width, h / total))
+    _show_grid(place(round((width - recon_w) / 2, 2), heights[0], recon_w, recon_h),
+               np.concatenate([originals, reconstructions]), n, padding,
+               row_labels=["data", "reconstruction"],
+               column_labels=[f"{k} ({digits[k]})" for k in range(n)],
+               title=f"reconstructions.png: the first {n} test images (above: index and "
+                     "digit), each encoded and decoded")
+    for k, (title, images) in enumerate(panels):
+        top = sum(heights[:3]) + (k // 3) * (0.55 + column) + 0.55
+        _show_grid(place(0.2 + (k % 3) * (column + gap), top, *size(len(images), 5)), images,
+                   5, padding, title=title, fontsize=9)
+    figure.text(0.5, 0.1 / total, "Each interpolation decodes z = (1 - s) z_a + s z_b between "
+                "the encoder's means z_a and z_b for s from 0 (top left) to 1 (bottom right), "
+                "read left to right, top to bottom.\nEvery image shows pixel means "
+                "sigmoid(logits) of the decoder: white 0, black 1.", ha="center",
+                va="bottom", fontsize=9)
+    return figure
+
+
+def save_figures_explained(prior, originals, reconstructions, interpolations, digits,
+                           filename):
+    """Write explained_figure(...) as a PNG (beside the files it explains)."""
+    _save(explained_figure(prior, originals, reconstructions, interpolations, digits),
+          filename)
+
+
+def manifold_figure(pixel_means, n_per_side, z_values):
+    """Decoded images over a square grid of latent values, with axes. -> Figure.
 
     pixel_means: (n_per_side**2, H*W) intensities in [0, 1], row-major: the
-    image for latent grid row i, column j is pixel_means[i*n_per_side + j] and
-    is drawn in grid row i (top = 0), column j (left = 0). No padding, so the
-    PNG is n_per_side*H*2 x n_per_side*W*2 pixels (MANIFOLD_PIXELS_PER_CELL = 2:
-    a 20x20 manifold is then 1120 pixels wide).
+    image for latent grid row i, column j is pixel_means[i*n_per_side + j],
+    drawn in row i (top = 0), column j (left = 0). z_values: (n_per_side,) the
+    grid's values of each coordinate, increasing: column j is at
+    z_1 = z_values[j], row i at z_2 = z_values[n_per_side - 1 - i] (z_2 grows
+    upwards). The ticks at the cells' centres show these values. No padding;
+    each image pixel is MANIFOLD_PIXELS_PER_CELL x MANIFOLD_PIXELS_PER_CELL
+    screen pixels (a 20x20 manifold's images then span 1120 pixels).
     """
     pixel_means = np.asarray(pixel_means)
+    z_values = np.asarray(z_values, dtype=float)
     if len(pixel_means) != n_per_side ** 2:
         raise ValueError(f"expected n_per_side**2 = {n_per_side ** 2} images, "
                          f"got shape {pixel_means.shape}")
-    save_images(pixel_means, filename, ims_per_row=n_per_side, padding=0,
-                vmin=0.0, vmax=1.0, pixels_per_cell=MANIFOLD_PIXELS_PER_CELL)
+    if z_values.shape != (n_per_side,):
+        raise ValueError(f"expected n_per_side = {n_per_side} z values, "
+                         f"got shape {z_values.shape}")
+    side = n_per_side * IMAGE_SIDE
+    figure, axes = _grid_figure((side, side), MANIFOLD_PIXELS_PER_CELL, (0.8, 0.2, 0.7, 0.5))
+    grid = image_grid(pixel_means, n_per_side, padding=0)
+    axes.imshow(grid, cmap="binary", vmin=0, vmax=1, interpolation="nearest")
+    decimals = 2 if np.abs(z_values).max() < 100 else 0
+    labels = [f"{z:.{decimals}f}" for z in z_values]
+    centres = np.arange(n_per_side) * IMAGE_SIDE + (IMAGE_SIDE - 1) / 2
+    axes.set_xticks(centres, labels, fontsize=8)
+    axes.set_yticks(centres, labels[::-1], fontsize=8)
+    axes.set_xlabel("$z_1$")
+    axes.set_ylabel("$z_2$")
+    axes.set_title("decoded pixel means over a grid of z: each column's $z_1$ below, "
+                   "each row's $z_2$ on the left", fontsize=10)
+    return figure
+
+
+def save_manifold(pixel_means, filename, n_per_side, z_values):
+    """Write manifold_figure(pixel_means, n_per_side, z_values) as a PNG."""
+    _save(manifold_figure(pixel_means, n_per_side, z_values), filename)
+
+
+def save_labelled_grid(images, filename, ims_per_row, column_labels=None, row_labels=None,
+                       title=None):
+    """An image grid (as save_images with vmin=0, vmax=1) with a header above
+    each column and a label left of each row, each image pixel drawn as 2 x 2
+    screen pixels. images: (N, H*W) in [0, 1]; labels: lists of strings."""
+    images = _check_images(images, DIGIT_DIMENSIONS)
+    rows = -(-len(images) // ims_per_row)
+    grid_shape = (rows * (IMAGE_SIDE + 5) + 5, ims_per_row * (IMAGE_SIDE + 5) + 5)
+    lines = max((label.count("\n") + 1 for label in column_labels or []), default=0)
+    left = 0.1 + 0.07 * max((len(label) for label in row_labels or []), default=0)
+    top = 0.1 + 0.16 * lines + (0.2 + 0.15 * (title.count("\n") + 1) if title else 0)
+    figure, axes = _grid_figure(grid_shape, 2,
+                                (round(left, 2), 0.1, 0.1, round(top, 2)))
+    _show_grid(axes, images, ims_per_row, row_labels=row_labels,
+               column_labels=column_labels, title=title)
+    _save(figure, filename)
 
 
 def save_posterior_contours(panels, filename):
@@ -247,12 +390,12 @@ def save_posterior_contours(panels, filename):
 
 
 def save_correlation_maps(maps, titles, marked, filename, limit=1.0,
-                          digit_dimensions=DIGIT_DIMENSIONS):
+                          digit_dimensions=DIGIT_DIMENSIONS, title=None):
     """Maps of correlations, one panel each, red positive and blue negative
     on a colour scale from -limit to limit, with one pixel marked by a cross.
 
     maps: (P, H*W); titles: P strings; marked: the flat index of the pixel
-    whose correlations the maps show.
+    whose correlations the maps show; title: above the panels, or None.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -261,14 +404,16 @@ def save_correlation_maps(maps, titles, marked, filename, limit=1.0,
     figure = Figure(figsize=(2.6 * len(maps) + 0.8, 2.9), dpi=FIGURE_DPI)
     FigureCanvasAgg(figure)
     row, col = divmod(marked, digit_dimensions[1])
-    for k, (image, title) in enumerate(zip(maps, titles)):
+    for k, (image, panel_title) in enumerate(zip(maps, titles)):
         axes = figure.add_subplot(1, len(maps), k + 1)
         shown = axes.imshow(np.reshape(image, digit_dimensions), cmap="RdBu_r",
                              vmin=-limit, vmax=limit)
         axes.plot(col, row, marker="x", color="black", markersize=6)
-        axes.set_title(title, fontsize=8)
+        axes.set_title(panel_title, fontsize=8)
         axes.set_xticks([])
         axes.set_yticks([])
+    if title:
+        figure.suptitle(title, fontsize=9)
     figure.tight_layout(rect=(0, 0, 0.86, 1))
     figure.colorbar(shown, cax=figure.add_axes((0.88, 0.15, 0.02, 0.7)), label="correlation")
     _save(figure, filename)

@@ -204,10 +204,20 @@ def format_summary(s, check, n):
 
 
 def save_figure(records, marked, path):
+    """Writes gap_figure(records, marked) to path."""
+    import plotting
+    figure = gap_figure(records, marked)
+    runs.atomic_write(path, lambda f: figure.savefig(f, format="png",
+                                                     metadata=plotting.PNG_METADATA))
+
+
+def gap_figure(records, marked):
     """Top: tracked ELBO and log p(x) per epoch; bottom: the gap (+- one se),
-    with the epochs `marked` (the mean ELBO rose and the mean gap grew)."""
+    with the epochs `marked` (the mean ELBO rose and the mean gap grew);
+    whole epochs on the shared x axis. -> Figure."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
     import plotting
 
     epochs = [r["epoch"] for r in records]
@@ -228,13 +238,13 @@ def save_figure(records, marked, path):
     bottom.plot(marked, [gap[epochs.index(e)] for e in marked], "o", color="C3",
                 markersize=3, label="the ELBO rose and the gap grew")
     bottom.set_xlabel("epoch")
+    bottom.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     for axes in (top, bottom):
-        axes.set_ylabel("nats per image")
+        axes.set_ylabel("nats per image\n(mean of the tracked images)")
         axes.grid(True, alpha=0.3)
         axes.legend()
     figure.tight_layout()
-    runs.atomic_write(path, lambda f: figure.savefig(f, format="png",
-                                                     metadata=plotting.PNG_METADATA))
+    return figure
 
 
 # ---- The command line --------------------------------------------------------

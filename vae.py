@@ -53,7 +53,8 @@ CHECKPOINT_NAME, METRICS_NAME = runs.CHECKPOINT_NAME, runs.METRICS_NAME
 EVALUATION_NAME = "evaluation_test_sample.json"   # evaluate.py's report, default options
 EVALUATE_COMMAND = "python evaluate.py {}"        # estimates log p(x) of a checkpoint
 FIGURE_NAMES = ("samples_from_prior.png", "reconstructions.png", "interpolation_*_*.png",
-                "learning_curve.png", "latent_scatter.png", "latent_manifold.png")
+                "figures_explained.png", "learning_curve.png", "latent_scatter.png",
+                "latent_manifold.png")
 REPORT_FILES = ("evaluation_*.json", "evaluation_*.npz", "conditional_*.json",
                 "conditional_*.png")   # evaluate.py's and conditional.py's, on one checkpoint
 RUN_FILES = (CHECKPOINT_NAME, METRICS_NAME, *FIGURE_NAMES, *REPORT_FILES)
@@ -390,10 +391,11 @@ class GaussianLatent:
 
 
 def write_figures(gen_params, rec_params, test_images, test_labels, history,
-                  output_dir, seed, activation="relu", latent=GaussianLatent):
+                  output_dir, seed, activation="relu", latent=GaussianLatent, measure="ELBO"):
     """Writes every figure of a trained model into output_dir and returns the
     paths. Random draws come from RandomState(seed), so a checkpoint gives the
-    same pictures as the run that wrote it. activation: a key of ACTIVATIONS."""
+    same pictures as the run that wrote it. activation: a key of ACTIVATIONS;
+    measure: the learning curve's name for the history's train/test values."""
     import plotting
 
     out, rs = Path(output_dir), npr.RandomState(seed)
@@ -411,26 +413,32 @@ def write_figures(gen_params, rec_params, test_images, test_labels, history,
 
     paths = [out / "samples_from_prior.png", out / "reconstructions.png"]
     # 1. z ~ p(z), shown as Bernoulli means.
-    plotting.save_images(decode(latent.sample_prior(rs, (NUM_PRIOR_SAMPLES, latent_dim))), paths[0],
-                         vmin=0, vmax=1)
+    prior = decode(latent.sample_prior(rs, (NUM_PRIOR_SAMPLES, latent_dim)))
+    plotting.save_images(prior, paths[0], vmin=0, vmax=1)
     # 2. Originals in the top row, reconstructions (encode, sample, decode) below.
     originals = test_images[:NUM_RECONSTRUCTIONS]   # fewer if the test set is tiny
     z = latent.reparameterize(neural_net_predict(rec_params, originals, activation),
                               rs.randn(len(originals), latent_dim))
-    plotting.save_images(np.concatenate([originals, decode(z)]), paths[1],
+    reconstructions = decode(z)
+    plotting.save_images(np.concatenate([originals, reconstructions]), paths[1],
                          ims_per_row=len(originals), vmin=0, vmax=1)
     # 3. Straight lines between encoder means: z = (1 - s) z_a + s z_b, so each
     #    file starts at image a and ends at image b.
-    s = np.linspace(0, 1, INTERPOLATION_STEPS)[:, None]
+    s, frames = np.linspace(0, 1, INTERPOLATION_STEPS)[:, None], {}
     for a, b in [pair for pair in INTERPOLATION_PAIRS if max(pair) < len(test_images)]:
         z_a, z_b = encoder_means(test_images[[a, b]])
         paths.append(out / f"interpolation_{a}_{b}.png")
-        plotting.save_images(decode((1 - s) * z_a + s * z_b), paths[-1], vmin=0, vmax=1)
+        frames[a, b] = decode((1 - s) * z_a + s * z_b)
+        plotting.save_images(frames[a, b], paths[-1], vmin=0, vmax=1)
+    # The same grids with titles, row labels and the test images' digits.
+    paths.append(out / "figures_explained.png")
+    plotting.save_figures_explained(prior, originals, reconstructions, frames,
+                                    np.argmax(test_labels[:NUM_RECONSTRUCTIONS], axis=1), paths[-1])
     if history:
         paths.append(out / "learning_curve.png")
         plotting.save_learning_curve([r["epoch"] for r in history],
                                      [r["train_elbo"] for r in history],
-                                     [r["test_elbo"] for r in history], paths[-1])
+                                     [r["test_elbo"] for r in history], paths[-1], measure)
     if latent_dim == 2:
         # Kingma & Welling 2014, Fig. 4: equal-probability grid, z = Phi^-1(p)
         # with p = (k + 1/2) / 20; z_1 grows to the right, z_2 upwards.
@@ -439,7 +447,7 @@ def write_figures(gen_params, rec_params, test_images, test_labels, history,
         paths += [out / "latent_scatter.png", out / "latent_manifold.png"]
         plotting.save_latent_scatter(encoder_means(test_images),
                                      np.argmax(test_labels, axis=1), paths[-2])
-        plotting.save_manifold(decode(z), paths[-1], MANIFOLD_SIDE)
+        plotting.save_manifold(decode(z), paths[-1], MANIFOLD_SIDE, grid)
     return paths
 
 

@@ -145,6 +145,8 @@ OBJECTIVES = {
                    "binarised pixels (nats per image; not a bound on log p(x))",
 }
 
+MEASURES = {"autoencoder": "reconstruction log-likelihood"}   # the others' is the ELBO
+
 
 def run_metrics(config, history, status, wall_seconds, extra=None):
     return {
@@ -240,7 +242,8 @@ def figures_and_statistics(args, gen_params, rec_params, train_images, train_lab
             f"the codes of the {len(binary)} training images, binarised once with "
             f"RandomState({vae.TEST_BINARIZATION_SEED})"), "file": str(out / MIXTURE_NAME)}
     paths = vae.write_figures(gen_params[:-1] if grey else gen_params, rec_params, test_images,
-                              test_labels, history, out, args.seed, args.activation, latent)
+                              test_labels, history, out, args.seed, args.activation, latent,
+                              measure=MEASURES.get(args.model, "ELBO"))
     if args.model == "autoencoder" and args.latent_dim == 2:
         paths.append(out / "mixture.png")
         plotting.save_mixture(codes, onp.argmax(train_labels, axis=1), mixture["means"],

@@ -272,6 +272,27 @@ def test_fewer_predictive_samples_than_shown_completions_still_work(checkpoint_2
                              "--no-progress", "--output-dir", str(tmp_path)]) == 0
 
 
+@pytest.mark.parametrize("images", ["test", "model"])
+def test_the_figures_name_their_columns_rows_and_images(checkpoint_2d, tmp_path, monkeypatch,
+                                                        images):
+    import plotting
+    figures = {}
+    monkeypatch.setattr(plotting, "_save", lambda figure, f: figures.setdefault(
+        f.name.split("_")[-1], figure))
+    assert conditional.main([str(checkpoint_2d), "--n", "2", "--steps", "5",
+                             "--predictive-samples", "2", "--grid-points", "40", "--images",
+                             images, "--no-progress", "--output-dir", str(tmp_path)]) == 0
+    completions = figures["completions.png"].axes[0]
+    assert [t.get_text() for t in completions.get_xticklabels()] == [
+        "original", "observed", "predictive\nmean", "sample 1", "sample 2"]
+    assert [t.get_text() for t in completions.get_yticklabels()] == [
+        f"{images} image 0", f"{images} image 1"]
+    assert completions.get_title().startswith("completions of the missing pixels\n")
+    assert [a.get_title() for a in figures["posteriors.png"].axes] == [
+        f"{images} image 0", f"{images} image 1"]
+    assert figures["correlations.png"].get_suptitle().startswith(f"{images} image 0: ")
+
+
 def test_model_images_get_their_own_files_beside_the_test_images_run(report_2d, checkpoint_2d):
     folder = checkpoint_2d.parent
     before = {p: p.read_bytes() for p in folder.glob("conditional_top_*.png")}

@@ -1,6 +1,7 @@
 """Tests for plotting.py: grid layout, PNG writers, logits -> pixel means."""
 
 import warnings
+from pathlib import Path
 
 import matplotlib.image
 import numpy as np
@@ -182,7 +183,7 @@ def write_scatter(path):
 
 
 def write_manifold(path):
-    plotting.save_manifold(random_images(9), path, n_per_side=3)
+    plotting.save_manifold(random_images(9), path, n_per_side=3, z_values=[-1.0, 0.0, 1.0])
 
 
 @pytest.mark.parametrize("write", [
@@ -200,16 +201,98 @@ def test_figure_writers_write_deterministic_png(tmp_path, write):
     assert first.read_bytes() == second.read_bytes()
 
 
-def test_manifold_png_size_matches_n_per_side(tmp_path):
-    path = tmp_path / "manifold.png"
-    plotting.save_manifold(random_images(16), path, n_per_side=4)
-    side = 4 * IMAGE_SIDE * plotting.MANIFOLD_PIXELS_PER_CELL  # n_per_side * IMAGE_SIDE * cell
-    assert read_png(path).shape == (side, side, 4)
+def test_the_manifold_s_images_fill_exactly_their_pixels_and_its_axes_name_z(tmp_path):
+    z = np.array([-1.28, -0.52, 0.0, 0.52, 1.28])
+    figure = plotting.manifold_figure(random_images(25), 5, z)
+    axes = figure.axes[0]
+    box = axes.get_window_extent()
+    side = 5 * IMAGE_SIDE * plotting.MANIFOLD_PIXELS_PER_CELL   # no resampling
+    assert (round(box.width), round(box.height)) == (side, side)
+    assert (axes.get_xlabel(), axes.get_ylabel()) == ("$z_1$", "$z_2$")
+    centres = np.arange(5) * IMAGE_SIDE + (IMAGE_SIDE - 1) / 2
+    np.testing.assert_array_equal(axes.get_xticks(), centres)
+    np.testing.assert_array_equal(axes.get_yticks(), centres)
+    assert [t.get_text() for t in axes.get_xticklabels()] == [
+        "-1.28", "-0.52", "0.00", "0.52", "1.28"]
+    # Row 0 is drawn at the top: the largest z_2 first.
+    assert [t.get_text() for t in axes.get_yticklabels()] == [
+        "1.28", "0.52", "0.00", "-0.52", "-1.28"]
+    np.testing.assert_array_equal(axes.images[0].get_array(),
+                                  plotting.image_grid(random_images(25), 5, padding=0))
 
 
 def test_manifold_rejects_wrong_count(tmp_path):
     with pytest.raises(ValueError, match="n_per_side"):
-        plotting.save_manifold(random_images(8), tmp_path / "m.png", n_per_side=3)
+        plotting.save_manifold(random_images(8), tmp_path / "m.png", n_per_side=3,
+                               z_values=[0, 1, 2])
+    with pytest.raises(ValueError, match="z values"):
+        plotting.save_manifold(random_images(9), tmp_path / "m.png", n_per_side=3,
+                               z_values=[0, 1])
+    assert not (tmp_path / "m.png").exists()
+
+
+def saved_figures(monkeypatch):
+    """{file name: Figure} of every figure the writers save, instead of the PNGs."""
+    figures = {}
+
+    def keep(figure, filename):
+        figure.canvas.draw()    # lay out as when saved
+        figures[Path(filename).name] = figure
+    monkeypatch.setattr(plotting, "_save", keep)
+    return figures
+
+
+@pytest.mark.parametrize("measure, label", [
+    ("ELBO", "ELBO (nats per image, higher is better)"),
+    ("reconstruction log-likelihood",
+     "reconstruction log-likelihood\n(nats per image, higher is better)")])
+def test_the_learning_curve_names_its_measure_and_ticks_whole_epochs(monkeypatch, measure,
+                                                                     label):
+    figures = saved_figures(monkeypatch)
+    plotting.save_learning_curve([1, 2, 3], [-200.0, -150.0, -140.0], None, "curve.png",
+                                 measure)
+    axes = figures["curve.png"].axes[0]
+    assert axes.get_ylabel() == label
+    ticks = [t for t in axes.get_xticks() if axes.get_xlim()[0] <= t <= axes.get_xlim()[1]]
+    assert ticks == [1, 2, 3]
+
+
+def test_the_explained_figure_names_each_file_and_its_test_images():
+    rng = np.random.default_rng(3)
+    prior, originals, reconstructions = (rng.uniform(size=(n, PIXELS)) for n in (25, 10, 10))
+    frames = {(0, 1): rng.uniform(size=(25, PIXELS)), (8, 9): rng.uniform(size=(25, PIXELS))}
+    digits = np.array([7, 2, 1, 0, 4, 1, 4, 9, 8, 9])
+    figure = plotting.explained_figure(prior, originals, reconstructions, frames, digits)
+    recon, *panels = figure.axes
+    assert recon.get_title().startswith("reconstructions.png: the first 10 test images")
+    assert [t.get_text() for t in recon.get_yticklabels()] == ["data", "reconstruction"]
+    assert [t.get_text() for t in recon.get_xticklabels()][:3] == ["0 (7)", "1 (2)", "2 (1)"]
+    assert [a.get_title() for a in panels] == [
+        "samples_from_prior.png\n25 samples z from the prior, decoded",
+        "interpolation_0_1.png\ntest image 0 (a 7) \u2192 test image 1 (a 2)",
+        "interpolation_8_9.png\ntest image 8 (an 8) \u2192 test image 9 (a 9)"]
+    # Each panel shows the grid save_images writes (padding 5, vmin 0), unresampled.
+    shown = [recon.images[0].get_array()] + [a.images[0].get_array() for a in panels]
+    for grid, (images, per_row) in zip(shown, [
+            (np.concatenate([originals, reconstructions]), 10), (prior, 5),
+            (frames[0, 1], 5), (frames[8, 9], 5)]):
+        np.testing.assert_array_equal(grid, plotting.image_grid(images, per_row, pad_value=0.0))
+    figure.canvas.draw()
+    for axes, grid in zip(figure.axes, shown):
+        box = axes.get_window_extent()
+        assert (round(box.height), round(box.width)) == tuple(2 * n for n in grid.shape)
+
+
+def test_a_labelled_grid_has_its_headers_and_row_labels(monkeypatch):
+    figures = saved_figures(monkeypatch)
+    plotting.save_labelled_grid(random_images(6), "g.png", 3, ["a", "b\nc", "d"],
+                                ["first", "second"], "title")
+    axes = figures["g.png"].axes[0]
+    assert [t.get_text() for t in axes.get_xticklabels()] == ["a", "b\nc", "d"]
+    assert [t.get_text() for t in axes.get_yticklabels()] == ["first", "second"]
+    assert axes.get_title() == "title"
+    np.testing.assert_array_equal(axes.get_xticks(), 5 + np.arange(3) * 33 + 13.5)
+    np.testing.assert_array_equal(axes.get_yticks(), 5 + np.arange(2) * 33 + 13.5)
 
 
 @pytest.mark.parametrize("writer", ["grid", "figure"])

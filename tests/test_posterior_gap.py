@@ -178,3 +178,16 @@ def test_bad_options_are_refused_in_one_line(argv, tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1, err
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("epochs", [2, 3, 7])
+def test_the_figure_s_epoch_axis_has_whole_epochs_only(epochs):
+    records = [{"epoch": e, "elbo": {"mean": -200.0 + e}, "log_px": {"mean": -199.0 + e},
+                "gap": {"mean": 1.0 + 0.1 * e, "se": 0.05}} for e in range(epochs)]
+    figure = posterior_gap.gap_figure(records, [1])
+    figure.canvas.draw()
+    top, bottom = figure.axes
+    low, high = bottom.get_xlim()
+    ticks = [t for t in bottom.get_xticks() if low <= t <= high]
+    assert len(ticks) >= 2 and all(t == int(t) for t in ticks)
+    assert bottom.get_xlabel() == "epoch"

@@ -23,12 +23,14 @@ import vae
 REPO = Path(__file__).resolve().parents[1]
 SMALL = ["--n-train", "200", "--epochs", "2", "--batch-size", "100", "--hidden-units", "20",
          "--latent-dim", "5", "--no-progress"]   # 2 Adam steps per epoch
-FIGURES = ["samples_from_prior.png", "reconstructions.png", "learning_curve.png"] + [
+FIGURES = ["samples_from_prior.png", "reconstructions.png", "learning_curve.png",
+           "figures_explained.png"] + [
     f"interpolation_{a}_{b}.png" for a, b in vae.INTERPOLATION_PAIRS]
 # What a one-epoch run on the 7 training and 3 test images of idx_folder writes:
 # with 3 test images, only the first interpolation pair exists.
 TINY_RUN_FILES = {"samples_from_prior.png", "reconstructions.png", "learning_curve.png",
-                  "interpolation_0_1.png", vae.CHECKPOINT_NAME, vae.METRICS_NAME}
+                  "interpolation_0_1.png", "figures_explained.png", vae.CHECKPOINT_NAME,
+                  vae.METRICS_NAME}
 
 
 def run(tmp_path, name, *extra):
@@ -132,6 +134,47 @@ def test_same_seed_gives_identical_outputs(small_run, tmp_path):
     strip = lambda m: [{k: v for k, v in e.items() if k != "seconds"} for e in m["epochs"]]  # noqa: E731
     assert strip(json.loads((small_run / vae.METRICS_NAME).read_text())) == strip(
         json.loads((again / vae.METRICS_NAME).read_text()))
+
+
+def test_the_graded_figures_are_save_images_of_the_assignment_s_arrays(small_run, mnist,
+                                                                       tmp_path):
+    """The course's format, byte for byte: each graded PNG is what save_images
+    writes for the arrays the assignment describes (../shared/ASSIGNMENT.md)."""
+    import plotting
+    gen, rec, config, _ = vae.load_model(small_run / vae.CHECKPOINT_NAME)
+    test_images, rs, steps = mnist[3], np.random.RandomState(config["seed"]), 25
+    decode = lambda z: vae.sigmoid(vae.neural_net_predict(gen, z))          # noqa: E731
+    encode = lambda x: vae.unpack_gaussian_params(vae.neural_net_predict(rec, x))  # noqa: E731
+    expected = {"samples_from_prior.png": (decode(rs.randn(25, config["latent_dim"])), {})}
+    mean, log_std = encode(test_images[:10])
+    expected["reconstructions.png"] = (np.concatenate([
+        test_images[:10], decode(mean + np.exp(log_std) * rs.randn(*mean.shape))]),
+        {"ims_per_row": 10})
+    s = np.linspace(0, 1, steps)[:, None]
+    for a, b in vae.INTERPOLATION_PAIRS:
+        z_a, z_b = encode(test_images[[a, b]])[0]
+        expected[f"interpolation_{a}_{b}.png"] = (decode((1 - s) * z_a + s * z_b), {})
+    for name, (images, options) in expected.items():
+        plotting.save_images(images, tmp_path / name, vmin=0, vmax=1, **options)
+        assert (tmp_path / name).read_bytes() == (small_run / name).read_bytes(), name
+
+
+def test_the_explained_figure_names_the_test_images_and_their_digits(small_run, mnist,
+                                                                    tmp_path, monkeypatch):
+    import plotting
+    figures = {}
+    monkeypatch.setattr(plotting, "_save", lambda figure, f: figures.setdefault(Path(f).name,
+                                                                                 figure))
+    gen, rec, config, history = vae.load_model(small_run / vae.CHECKPOINT_NAME)
+    vae.write_figures(gen, rec, mnist[3], mnist[4], history, tmp_path, config["seed"])
+    titles = [axes.get_title() for axes in figures["figures_explained.png"].axes]
+    # The first ten MNIST test images are 7 2 1 0 4 1 4 9 5 9.
+    assert titles[0].startswith("reconstructions.png: the first 10 test images")
+    assert titles[1:] == ["samples_from_prior.png\n25 samples z from the prior, decoded"] + [
+        f"interpolation_{a}_{b}.png\ntest image {a} (a {x}) \u2192 test image {b} (a {y})"
+        for (a, b), (x, y) in zip(vae.INTERPOLATION_PAIRS,
+                                  [(7, 2), (1, 0), (4, 1), (4, 9), (5, 9)])]
+    assert figures["learning_curve.png"].axes[0].get_ylabel().startswith("ELBO ")
 
 
 def test_another_seed_gives_other_parameters(small_run, tmp_path):

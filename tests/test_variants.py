@@ -2,6 +2,7 @@
 autoencoder with a mixture, against scipy.stats and Monte Carlo, their derivatives
 against finite differences, and short runs."""
 import json
+from pathlib import Path
 
 import autograd.numpy as anp
 import numpy as np
@@ -261,6 +262,19 @@ def test_a_run_writes_figures_checkpoint_and_metrics(model, tmp_path):
     images, config = models.prior_samples(out / "checkpoint.npz", 7)
     assert config["model"] == model and images.shape == (7, 784)
     assert np.all((images >= 0) & (images <= 1)) and images.std() > 0
+
+
+@pytest.mark.parametrize("model, measure", [("autoencoder", "reconstruction log-likelihood"),
+                                            ("laplace", "ELBO")])
+def test_the_learning_curve_names_the_model_s_objective(model, measure, tmp_path, monkeypatch):
+    import plotting
+    figures = {}
+    monkeypatch.setattr(plotting, "_save", lambda figure, f: figures.setdefault(
+        Path(f).name, figure))
+    assert variants.main([model, *TINY, "--latent-dim", "3", "--output-dir",
+                          str(tmp_path / model)]) == 0
+    label = figures["learning_curve.png"].axes[0].get_ylabel()
+    assert label.split("\n")[0].removesuffix(" (nats per image, higher is better)") == measure
 
 
 def test_prior_samples_of_a_vae_py_checkpoint_are_its_decoded_prior_draws(tmp_path):
