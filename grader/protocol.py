@@ -238,3 +238,26 @@ def check_answer(kind, header, request_id=None):
         raise ProtocolError(f"{where[:60]}: {error.message[:200]}")
     if request_id is not None and header.get("id") != request_id:
         raise ProtocolError("an answer to another request")
+
+
+# ---- What an answer says of the submission's values and errors -----------------
+
+def text(value, limit=500):
+    """str(value), cut to `limit`; a value whose str() fails says so."""
+    try:
+        return str(value)[:limit]
+    except BaseException:   # a student's exception with a hostile __str__
+        return f"(a {type(value).__name__} that cannot be printed)"
+
+
+def error_info(e, path):
+    """What went wrong, and where in the submission: its deepest frame there."""
+    import traceback
+    try:
+        frames = [f for f in traceback.extract_tb(e.__traceback__) if f.filename == str(path)]
+    except BaseException:
+        frames = []
+    where = frames[-1] if frames else None
+    return {"type": text(type(e).__name__, 100), "message": text(e),
+            "line": where.lineno if where else None,
+            "text": text((where.line or "").strip(), 200) if where else ""}

@@ -4,8 +4,7 @@ recorded for the grader to judge (grader/training.py, grader/figures.py)."""
 import functools
 import sys
 
-from grader.protocol import encode
-from grader.worker import error_info, text
+from grader.protocol import encode, error_info, text
 
 MAX_CALLS = 100           # save_images calls recorded
 MAX_IMAGES = 500          # images kept of one call

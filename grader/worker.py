@@ -23,7 +23,8 @@ from pathlib import Path
 if __name__ == "__main__":           # run as a script: the staged folder holds `grader`
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-from grader.protocol import Unsupported, decode, encode, frame, read_frame  # noqa: E402, F401
+from grader.protocol import (Unsupported, decode, encode, error_info, frame,  # noqa: E402, F401
+                             read_frame, text)
 
 
 def limit_self(limits):
@@ -44,27 +45,6 @@ def limit_self(limits):
         if value or which in (resource.RLIMIT_CORE, resource.RLIMIT_MEMLOCK,
                               resource.RLIMIT_MSGQUEUE):
             resource.setrlimit(which, (value, value))
-
-
-def text(value, limit=500):
-    """str(value), cut to `limit`; a value whose str() fails says so."""
-    try:
-        return str(value)[:limit]
-    except BaseException:   # a student's exception with a hostile __str__
-        return f"(a {type(value).__name__} that cannot be printed)"
-
-
-def error_info(e, path):
-    """What went wrong, and where in the submission: its deepest frame there."""
-    import traceback
-    try:
-        frames = [f for f in traceback.extract_tb(e.__traceback__) if f.filename == str(path)]
-    except BaseException:
-        frames = []
-    where = frames[-1] if frames else None
-    return {"type": text(type(e).__name__, 100), "message": text(e),
-            "line": where.lineno if where else None,
-            "text": text((where.line or "").strip(), 200) if where else ""}
 
 
 def load_definitions(path):
