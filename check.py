@@ -35,21 +35,47 @@ from grader.limits import Limits
 from grader.isolation import PROJECT, IsolationUnavailable, setup  # noqa: F401  PROJECT: tests
 
 
+# The shortest time limits that a correct file can meet: below them, check.py
+# would blame a correct student for an endless loop. (seconds, why)
+TIMEOUT_FLOORS = {
+    "check_timeout": (1.0, "a worker alone takes about 0.3 s to start, and a correct "
+                           "function's check can need a fresh one"),
+    "import_timeout": (5.0, "importing NumPy and autograd alone takes about 1 s"),
+    "script_timeout": (10.0, "the script trains on 300 images and saves its figures"),
+    "timeout": (10.0, "the budget of one file covers its imports, checks and script"),
+}
+
+
+def at_least_s(option):
+    return f"at least {TIMEOUT_FLOORS[option][0]:g} s"
+
+
+def at_least(option):
+    """An argparse type for the option's seconds: refused below its floor, in
+    one line that says the floor and why."""
+    floor, why = TIMEOUT_FLOORS[option]
+    return runs.checked(float, lambda v: floor <= v < float("inf"),
+                        f"a finite number of seconds, {at_least_s(option)} ({why})")
+
+
 def parse_args(argv=None):
     parser = runs.OneLineErrorParser(description="Grade vae.py submissions against the reference.")
     add = parser.add_argument
     add("paths", nargs="+", metavar="SUBMISSION",
         help="a student's vae.py, several files, or folders of them (searched recursively)")
     add("--json", action="store_true", help="print JSON instead of tables")
-    add("--timeout", type=runs.positive_float, default=180.0,
+    add("--timeout", type=at_least("timeout"), default=180.0,
         help="seconds one file's workers may take in all: import, functions, reloads and "
-             "script (default: %(default)s)")
-    add("--import-timeout", type=runs.positive_float, default=20.0,
-        help="seconds that starting a worker or importing a file may take (default: %(default)s)")
-    add("--check-timeout", type=runs.positive_float, default=30.0,
-        help="seconds for one check of one function (default: %(default)s)")
-    add("--script-timeout", type=runs.positive_float, default=60.0,
-        help="seconds for running the file as a script on the data subset (default: %(default)s)")
+             f"script ({at_least_s('timeout')}; default: %(default)s)")
+    add("--import-timeout", type=at_least("import_timeout"), default=20.0,
+        help="seconds that starting a worker or importing a file may take "
+             f"({at_least_s('import_timeout')}; default: %(default)s)")
+    add("--check-timeout", type=at_least("check_timeout"), default=30.0,
+        help=f"seconds for one check of one function ({at_least_s('check_timeout')}; "
+             "default: %(default)s)")
+    add("--script-timeout", type=at_least("script_timeout"), default=60.0,
+        help="seconds for running the file as a script on the data subset "
+             f"({at_least_s('script_timeout')}; default: %(default)s)")
     add("--functions-only", action="store_true",
         help="grade the functions only, not the training loop and the figures")
     add("--memory", type=runs.positive_int, default=4096,

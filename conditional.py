@@ -535,7 +535,9 @@ def correlation_maps(mixtures, observed):
 def run(args):
     """Fits, prints the report, then writes it and the figures. -> exit code."""
     wall_start = time.perf_counter()
-    gen_params, rec_params, config, history = vae.load_model(args.checkpoint)
+    gen_params, rec_params, config, history, note = vae.read_model(args.checkpoint)
+    if note:   # a run is training into its folder: said first
+        print(note, flush=True)
     gen_params = vae.cast_params(gen_params, np.float64)
     rec_params = vae.cast_params(rec_params, np.float64)
     out = args.output_dir or args.checkpoint.parent
@@ -580,6 +582,8 @@ def run(args):
                  "se: standard error of the mean over images",
         "summary": summarize(per_image, args),
     }
+    if note:   # the report's first key, as it was the first line printed
+        report = {"note": note, **report}
     print(format_report(report), flush=True)
     paths = write_figures(per_image, x, observed, gen_params, config["activation"], out, stem)
     report.update(figures=[str(p) for p in paths], wall_seconds=time.perf_counter() - wall_start,

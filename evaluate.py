@@ -430,7 +430,9 @@ def write_report(path, report, per_image, exact):
 def run(args):
     """Evaluates per args, prints the table, then writes the JSON. -> exit code."""
     wall_start = time.perf_counter()
-    gen_params, rec_params, config, history = vae.load_model(args.checkpoint)
+    gen_params, rec_params, config, history, note = vae.read_model(args.checkpoint)
+    if note:   # a run is training into its folder: said first
+        print(note, flush=True)
     latent_dim = config["latent_dim"]
     if args.exact and latent_dim != 2:
         raise runs.RunError(f"--exact needs a 2-dimensional latent space; {args.checkpoint} "
@@ -474,6 +476,8 @@ def run(args):
         "wall_seconds": time.perf_counter() - wall_start,
         "versions": runs.library_versions(),
     }
+    if note:   # the report's first key, as it was the first line printed
+        report = {"note": note, **report}
     print(format_report(report), flush=True)
     code = 0 if report["status"] == "complete" else 130
     path = report_path(args, n, len(images))

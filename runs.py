@@ -5,7 +5,7 @@
 - RunError: a problem stated in one line with its exit code;
 - files: atomic writes, output paths checked before any work starts, the
   guard that keeps a run from replacing or mixing with a finished one, and
-  the lock that keeps two processes from writing one run;
+  the lock that keeps two processes from writing one run, and who holds it;
 - memory: refuse sizes that cannot fit before allocating them;
 - checkpoints: parameters, configuration and history in one .npz, validated
   when loaded;
@@ -17,6 +17,7 @@ It knows nothing of the model: vae.py, evaluate.py and bench.py pass in
 what is theirs (file names, layer sizes).
 """
 import argparse
+import errno
 import json
 import math
 import os
@@ -189,6 +190,53 @@ def locked(folder, prog):
         yield
     finally:
         os.close(fd)
+
+
+def lock_holder(folder):
+    """Whether a process holds folder's run lock (see locked), asked without
+    waiting: -> None if it is free (or there is no fcntl), else the holder's
+    pid, 0 if unknown. On Linux the holder is found in /proc/locks, without
+    touching the lock; elsewhere a shared lock is tried for an instant."""
+    try:
+        import fcntl
+        st = os.stat(folder)
+    except (ImportError, OSError):
+        return None
+    inode = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    try:
+        with open("/proc/locks") as f:
+            for line in f:   # "1: FLOCK  ADVISORY  WRITE 1234 fe:00:5358154 0 EOF"
+                words = line.split()
+                if words[1:2] == ["FLOCK"] and words[3:4] == ["WRITE"] and words[5:6] == [inode]:
+                    return int(words[4])
+        return None   # not listed: free (a try would stop a run starting at that instant)
+    except (OSError, ValueError):
+        pass
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return None
+    except OSError:
+        return 0
+    finally:
+        os.close(fd)   # releases the shared lock, if it was taken
+
+
+def being_trained(checkpoint, epoch, planned=None, holder_before=None):
+    """A note for a report on checkpoint, read at epoch (of planned), if a run
+    holds the lock on its folder (a vae.py training it right now) or held it
+    before the checkpoint was read (holder_before, lock_holder's answer then),
+    else None."""
+    pid = lock_holder(Path(checkpoint).parent)
+    pid = holder_before if pid is None else pid
+    if pid is None:
+        return None
+    return (f"note: {Path(checkpoint).parent} is being trained right now"
+            f"{f' (pid {pid})' if pid else ''}; this report is of epoch {epoch}"
+            f"{f' (of {planned} planned)' if planned else ''} of the checkpoint as it was read")
 
 
 def run_files(folder, patterns):
@@ -454,20 +502,34 @@ class TrainingRun:
         self.write_metrics("running")
 
     def stopped(self, e, advice="", how_to_go_on=""):
-        """After training ended early with e (Ctrl-C, SIGTERM or
-        TrainingDiverged): metrics.json says how, or is removed if no epoch
-        was completed (the folder is free again), and one message says so on
-        stderr; advice follows a divergence, how_to_go_on the kept epoch.
-        -> the exit code."""
+        """After training ended early with e (Ctrl-C, SIGTERM, TrainingDiverged
+        or an OSError such as a full disk): metrics.json says how, or is
+        removed if no epoch was completed (the folder is free again), and one
+        message says so on stderr; advice follows a divergence, how_to_go_on
+        the kept epoch. If metrics.json cannot be written (the disk is full),
+        the message says so, still in one line. -> the exit code."""
+        full = isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)
         if isinstance(e, TrainingDiverged):
             status, code, message = "diverged", 1, f"Training stopped: {e}. {advice}".rstrip()
+        elif full:
+            status, code = "stopped: disk full", 1
+            message = (f"Training stopped: the disk is full ({e.strerror}) in "
+                       f"{self.checkpoint.parent}")
+        elif isinstance(e, OSError):
+            status, code = f"stopped: {e.strerror or e}", 1
+            message = (f"Training stopped: {e.strerror or e}"
+                       f"{f' ({e.filename})' if e.filename else ''}")
         else:
             status, code = interruption(e)
             message = f"\n{status.capitalize()}"
         if self.history:
-            self.write_metrics(status)
             message += (f"; {self.checkpoint} holds epoch {self.history[-1]['epoch']}"
-                        f"{how_to_go_on}")
+                        f"{how_to_go_on}{', once some space is free' * full}")
+            try:
+                self.write_metrics(status)
+            except OSError as failed:
+                message += (f" ({self.metrics_path} could not be updated: "
+                            f"{failed.strerror or failed})")
         else:
             self.metrics_path.unlink(missing_ok=True)
             message += "; no epoch was completed, nothing was saved"

@@ -487,14 +487,19 @@ DEFAULT_ACTIVATION = "relu"   # of checkpoints written before --activation exist
 def load_model(path):
     """-> (gen_params, rec_params, config, history) of a checkpoint written by
     vae.py, validated (runs.load_checkpoint); raises runs.RunError."""
-    networks, config, history = runs.load_checkpoint(
-        path, lambda config: dict(zip(("gen", "rec"), layer_sizes(config))))
+    def sizes(config):   # another model is named before its shapes are judged
+        model = config.get("model", "vae")
+        if model != "vae":
+            raise runs.RunError(
+                f"{path} holds a{'n' * (str(model)[:1] in 'aeiou')} {model} model written by "
+                f"variants.py (`python variants.py {model}`), and this script reads vae.py's "
+                "model only; that run's figures and metrics.json are beside it, and "
+                f"`python classifier.py --score {path}` scores its prior samples")
+        return dict(zip(("gen", "rec"), layer_sizes(config)))
+    networks, config, history = runs.load_checkpoint(path, sizes)
     if not all(HISTORY_KEYS <= set(record) for record in history):
         raise runs.RunError(f"{path} is not a checkpoint written by vae.py (an epoch of "
                             f"its history lacks one of {', '.join(sorted(HISTORY_KEYS))})")
-    if config.get("model", "vae") != "vae":
-        raise runs.RunError(f"{path} holds a {config['model']} model written by variants.py; "
-                            "this script reads checkpoints of vae.py's model only")
     config.setdefault("activation", DEFAULT_ACTIVATION)
     config.setdefault("init", "normal")        # as written before these options existed
     config.setdefault("lr_schedule", "constant")
@@ -503,6 +508,16 @@ def load_model(path):
         raise runs.RunError(f"{path} names the activation {config['activation']!r}; this "
                             f"vae.py knows {', '.join(ACTIVATIONS)}")
     return networks["gen"], networks["rec"], config, history
+
+
+def read_model(path):
+    """load_model, for a report on the checkpoint: -> (gen_params, rec_params,
+    config, history, note), note a line saying that a run is training into
+    the checkpoint's folder right now (runs.being_trained), or None."""
+    holder = runs.lock_holder(Path(path).parent)
+    gen_params, rec_params, config, history = load_model(path)
+    return gen_params, rec_params, config, history, runs.being_trained(
+        path, len(history), config.get("epochs"), holder)
 
 
 def save_model(path, gen_params, rec_params, config, history, state=None):
@@ -682,6 +697,11 @@ def train_into(args, held):
     if n_train is not None and n_train > N:
         raise runs.RunError(f"--n-train {n_train} but the training set has {N} images "
                             "(see --help)", exit_code=2)
+    if config["batch_size"] > (n_train or N):   # one batch would hold them all, said nowhere
+        raise runs.RunError(f"--batch-size {config['batch_size']} is larger than the "
+                            f"{n_train or N} training images"
+                            f"{' (--n-train)' if n_train else ''}; choose at most "
+                            f"{n_train or N} (see --help)", exit_code=2)
     need = 2 * 3 * count_params(config) * np.dtype(dtype).itemsize + FIGURE_BYTES
     if args.resume:   # old and new checkpoint: parameters, Adam's m and v
         reports = runs.run_files(out, REPORT_FILES)
@@ -721,13 +741,13 @@ def train_into(args, held):
                 adam_eps=config["adam_eps"], resume=state)
             paths = write_figures(gen_params, rec_params, test_images, test_labels, run.history,
                                   out, config["seed"], config["activation"])
-    except (KeyboardInterrupt, runs.TrainingDiverged) as e:
+            epochs, wall = config["epochs"], run.write_metrics("complete")
+    except (KeyboardInterrupt, runs.TrainingDiverged, OSError) as e:
         return run.stopped(
             e, f"No figures were written. Try a smaller --learning-rate (it was "
                f"{config['learning_rate']})",
-            f": continue with `python vae.py --resume {checkpoint} --epochs {config['epochs']}`, "
-            f"or regenerate its figures with `python vae.py --from-checkpoint {checkpoint}`")
-    epochs, wall = config["epochs"], run.write_metrics("complete")
+            how_to_go_on(checkpoint, run.history, config["epochs"],
+                         resumable=not isinstance(e, runs.TrainingDiverged)))
     print(f"Final test ELBO {run.history[-1]['test_elbo']:.2f} nats per image after "
           f"{epochs} epoch{'s' * (epochs > 1)} ({wall:.0f} s). Wrote {checkpoint}, "
           f"{run.metrics_path} and {len(paths)} figures to {out}/")
@@ -737,10 +757,30 @@ def train_into(args, held):
     return 0
 
 
+def how_to_go_on(checkpoint, history, epochs, resumable=True):
+    """What a stopped run's message says after "checkpoint holds epoch N":
+    the --resume command only where resuming can continue (not after the
+    last epoch, nor after a divergence, which a resume would repeat exactly)."""
+    figures = f"`python vae.py --from-checkpoint {checkpoint}`"
+    if not history:
+        return ""
+    done = history[-1]["epoch"]
+    if done >= epochs:
+        return (f", all {epochs} epochs: training is complete; draw its figures with {figures}, "
+                f"or train further with `python vae.py --resume {checkpoint} --epochs "
+                f"{done + 30}` (--epochs is the total to reach)")
+    if not resumable:
+        return f"; regenerate its figures with {figures}"
+    return (f": continue with `python vae.py --resume {checkpoint} --epochs {epochs}`, "
+            f"or regenerate its figures with {figures}")
+
+
 def run_from_checkpoint(args):
     """Regenerates every figure from a checkpoint, without training, beside the
     checkpoint unless --output-dir names another folder."""
-    gen_params, rec_params, config, history = load_model(args.from_checkpoint)
+    gen_params, rec_params, config, history, note = read_model(args.from_checkpoint)
+    if note:
+        print(note, flush=True)
     home = args.from_checkpoint.parent
     out = args.output_dir or home
     others = RUN_FILES if out.resolve() != home.resolve() else ()   # its own run's figures

@@ -404,3 +404,41 @@ def test_a_worker_that_answers_with_garbage_is_an_error_not_a_crash(tmp_path):
     relu = verdict(report, "relu", "values")
     assert relu["status"] == "error" and "answer could not be read" in relu["message"]
     assert verdict(report, "sigmoid", "values")["status"] == "pass"
+
+
+@pytest.mark.parametrize("option, floor, why", [
+    ("--check-timeout", "1", "a worker alone takes about 0.3 s to start"),
+    ("--import-timeout", "5", "importing NumPy and autograd alone takes about 1 s"),
+    ("--script-timeout", "10", "the script trains on 300 images"),
+    ("--timeout", "10", "the budget of one file covers its imports, checks and script"),
+])
+def test_a_timeout_below_its_floor_is_refused_in_one_line_that_says_why(tmp_path, capsys,
+                                                                        option, floor, why):
+    (tmp_path / "x.py").write_text("")
+    path = str(tmp_path / "x.py")
+    for value in ("0.001", str(float(floor) * 0.99)):
+        with pytest.raises(SystemExit) as exit_:
+            check.parse_args([path, option, value])
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and len(err.strip().splitlines()) == 1
+        assert f"argument {option}: expected a finite number of seconds, at least {floor} s" \
+               f" ({why}" in err and f"got '{value}'" in err
+    dest = option[2:].replace("-", "_")
+    assert getattr(check.parse_args([path, option, floor]), dest) == float(floor)
+
+
+def test_the_help_states_each_timeout_s_floor(capsys):
+    with pytest.raises(SystemExit):
+        check.parse_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for option, floor in (("--timeout TIMEOUT", 10), ("--import-timeout IMPORT_TIMEOUT", 5),
+                          ("--check-timeout CHECK_TIMEOUT", 1),
+                          ("--script-timeout SCRIPT_TIMEOUT", 10)):
+        assert f"(at least {floor} s; default:" in text.split(option, 2)[2][:200]
+
+
+def test_the_defaults_are_at_or_above_the_floors(tmp_path):
+    (tmp_path / "x.py").write_text("")
+    args = check.parse_args([str(tmp_path / "x.py")])
+    for name, (floor, _) in check.TIMEOUT_FLOORS.items():
+        assert getattr(args, name) >= floor

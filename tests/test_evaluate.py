@@ -6,6 +6,8 @@ scipy.integrate and against closed forms); the estimator must approach it as
 K grows and, in expectation, never exceed it (Burda et al. 2016, Theorem 1).
 """
 import json
+import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,7 @@ from scipy.special import expit, logsumexp
 
 import evaluate
 import vae
+from holding import hold_lock
 
 
 def tiny_model(seed=0, data_dim=12, hidden=8, latent_dim=2, num_images=6):
@@ -443,3 +446,86 @@ def test_a_tanh_checkpoint_is_evaluated_with_tanh(tmp_path, capsys):
     assert not np.allclose(per_image["kl"], kl["relu"], rtol=1e-3)
     np.testing.assert_allclose(per_image["exact_log_px"],
                                evaluate.exact_log_px(gen, x, activation="tanh"), rtol=1e-12)
+
+
+# ----------------------------------------------------------------------------
+# Messages that say what is true: another model's checkpoint, a run being trained
+# ----------------------------------------------------------------------------
+
+VARIANT_KINDS = ("gaussian", "laplace", "binary", "autoencoder")
+
+
+@pytest.fixture(scope="module")
+def variant_checkpoints(tmp_path_factory):
+    import variants
+    folder, paths = tmp_path_factory.mktemp("variants"), {}
+    for kind in VARIANT_KINDS:
+        assert variants.main([kind, "--n-train", "200", "--epochs", "1", "--batch-size", "100",
+                              "--hidden-units", "8", "--latent-dim", "2", "--no-progress",
+                              "--output-dir", str(folder / kind)]) == 0
+        paths[kind] = folder / kind / vae.CHECKPOINT_NAME
+    return paths
+
+
+@pytest.mark.parametrize("kind", VARIANT_KINDS)
+@pytest.mark.parametrize("script", ["evaluate.py", "conditional.py", "vae.py"])
+def test_another_model_s_checkpoint_is_named_with_the_scripts_that_read_it(
+        variant_checkpoints, capsys, kind, script):
+    import conditional
+    path = variant_checkpoints[kind]
+    before = sorted(p.name for p in path.parent.iterdir())
+    main, argv = {"evaluate.py": (evaluate.main, [str(path), "--n", "2"]),
+                  "conditional.py": (conditional.main, [str(path), "--n", "2"]),
+                  "vae.py": (vae.main, ["--from-checkpoint", str(path)])}[script]
+    assert main(argv) == 1
+    article = "an" if kind[0] in "aeiou" else "a"
+    assert capsys.readouterr().err == (
+        f"{script}: error: {path} holds {article} {kind} model written by variants.py "
+        f"(`python variants.py {kind}`), and this script reads vae.py's model only; that "
+        f"run's figures and metrics.json are beside it, and `python classifier.py --score "
+        f"{path}` scores its prior samples\n")
+    assert sorted(p.name for p in path.parent.iterdir()) == before
+
+
+def test_the_script_it_names_reads_the_checkpoint(variant_checkpoints):
+    import models
+    for kind, path in variant_checkpoints.items():
+        images, config = models.prior_samples(path, 3)
+        assert config["model"] == kind and images.shape == (3, vae.DATA_DIM)
+
+
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="no fcntl")
+def test_a_report_on_a_run_being_trained_says_so_first_and_in_its_json(tiny_checkpoint,
+                                                                      tmp_path, capsys):
+    import conditional
+    training = tmp_path / "training"
+    training.mkdir()
+    checkpoint = Path(shutil.copy(tiny_checkpoint, training / vae.CHECKPOINT_NAME))
+    note = (f"note: {training} is being trained right now (pid {{}}); this report is of "
+            "epoch 1 (of 1 planned) of the checkpoint as it was read")
+    holder = hold_lock(training)
+    try:
+        code, out, _ = run_cli(capsys, checkpoint, "--n", 2, "--iw-samples", 3, "--no-progress",
+                               "--json", tmp_path / "report.json")
+        assert code == 0 and out.splitlines()[0] == note.format(holder.pid)
+        report = json.loads((tmp_path / "report.json").read_text())
+        assert next(iter(report)) == "note" and report["note"] == note.format(holder.pid)
+        assert conditional.main([str(checkpoint), "--n", "1", "--steps", "5", "--samples", "2",
+                                 "--predictive-samples", "5", "--grid-points", "20",
+                                 "--no-progress", "--output-dir", str(tmp_path / "c")]) == 0
+        out = capsys.readouterr().out
+        assert out.splitlines()[0] == note.format(holder.pid)
+        assert json.loads(next((tmp_path / "c").glob("*.json")).read_text())["note"] == \
+            note.format(holder.pid)
+        assert vae.main(["--from-checkpoint", str(checkpoint), "--output-dir",
+                         str(tmp_path / "f")]) == 0
+        assert capsys.readouterr().out.splitlines()[0] == note.format(holder.pid)
+    finally:
+        holder.kill()
+        holder.wait()
+    code, out, _ = run_cli(capsys, checkpoint, "--n", 2, "--iw-samples", 3, "--no-progress",
+                           "--json", tmp_path / "free.json")
+    assert code == 0 and "being trained" not in out
+    assert "note" not in json.loads((tmp_path / "free.json").read_text())

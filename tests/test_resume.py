@@ -2,9 +2,11 @@
 refuses what it cannot continue in one line; the literature's options
 (`--init glorot`, `--adam-eps`, `--lr-schedule burda`) do what they say and
 are recorded."""
+import errno
 import json
 import math
-import subprocess
+import os
+import re
 import sys
 import zipfile
 from functools import partial
@@ -14,6 +16,7 @@ import pytest
 
 import runs
 import vae
+from holding import hold_lock
 
 SMALL = ["--n-train", "300", "--batch-size", "100", "--hidden-units", "20",
          "--latent-dim", "3", "--no-progress"]   # 3 Adam steps per epoch
@@ -329,16 +332,6 @@ def test_a_resume_beside_reports_on_the_current_checkpoint_is_refused(tmp_path, 
 
 # ---------------------------------------------------------------- one writer per run
 
-def hold_lock(folder):
-    """Another process holding the folder's run lock, as a running vae.py does."""
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import fcntl, os, sys, time; fd = os.open(sys.argv[1], "
-         "os.O_RDONLY); fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); "
-         "time.sleep(60)", str(folder)], stdout=subprocess.PIPE, text=True)
-    assert holder.stdout.readline().strip() == "held"
-    return holder
-
-
 @pytest.mark.skipif(sys.platform == "win32", reason="no fcntl")
 def test_a_run_that_another_process_is_writing_is_refused_and_then_resumes_when_it_ends(
         tmp_path, capsys):
@@ -384,3 +377,80 @@ def test_a_folder_that_cannot_be_opened_for_its_lock_is_said_in_one_line(tmp_pat
     with pytest.raises(runs.RunError, match="cannot open .* to lock it"):
         with runs.locked(tmp_path / "missing", "vae.py"):
             pass
+
+
+# ---------------------------------------------------------------- a disk that fills
+
+def fill_the_disk(monkeypatch, when, also=lambda path: True):
+    """From the first write for which when(path) holds, every write for which
+    also(path) holds fails as on a full disk (ENOSPC), as runs.atomic_write's
+    open or fsync would; every file of a run is written through it."""
+    real, full = runs.atomic_write, []
+
+    def atomic_write(path, write):
+        if full or when(path):
+            full.append(path)
+            if also(path):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return real(path, write)
+    monkeypatch.setattr(runs, "atomic_write", atomic_write)
+    return full
+
+
+def suggested_resume(err):
+    """The arguments of the `python vae.py --resume ...` command in a message."""
+    return re.search(r"`python vae\.py (--resume \S+ --epochs \d+)`", err).group(1).split()
+
+
+@pytest.mark.parametrize("metrics_too", [False, True], ids=["checkpoint", "every file"])
+def test_a_full_disk_stops_in_one_line_and_the_resume_it_gives_continues_exactly(
+        four_epochs, tmp_path, monkeypatch, capsys, metrics_too):
+    checkpoint = two_epochs(tmp_path / "r", "fast")
+    kept = checkpoint.read_bytes()
+    capsys.readouterr()
+    with monkeypatch.context() as patch:   # epoch 3's checkpoint does not fit
+        full = fill_the_disk(patch, lambda path: path.name == vae.CHECKPOINT_NAME,
+                             also=lambda path: metrics_too or path.name != vae.METRICS_NAME)
+        assert vae.main(["--resume", str(checkpoint), "--epochs", "4", "--no-progress"]) == 1
+    assert full and checkpoint.read_bytes() == kept                # epoch 2, intact
+    assert not [p for p in (tmp_path / "r").iterdir() if p.name.startswith(".")]   # no .tmp
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith(f"Training stopped: the disk is full (No space left on device) in "
+                          f"{tmp_path / 'r'}; {checkpoint} holds epoch 2: continue with "
+                          f"`python vae.py --resume {checkpoint} --epochs 4`")
+    metrics = json.loads((tmp_path / "r" / vae.METRICS_NAME).read_text())
+    if metrics_too:   # metrics.json could not be written: as the last write left it
+        assert metrics["status"] == "running" and "could not be updated" in err
+    else:
+        assert metrics["status"] == "stopped: disk full" and len(metrics["epochs"]) == 2
+    assert vae.main([*suggested_resume(err), "--no-progress"]) == 0
+    resumed, whole = arrays(checkpoint), arrays(four_epochs["fast"] / vae.CHECKPOINT_NAME)
+    for name in whole:
+        np.testing.assert_array_equal(resumed[name], whole[name], err_msg=name)
+
+
+def test_a_disk_that_fills_while_the_figures_are_drawn_says_the_training_is_complete(
+        tmp_path, monkeypatch, capsys):
+    out = tmp_path / "r"
+    with monkeypatch.context() as patch:
+        fill_the_disk(patch, lambda path: path.suffix == ".png",
+                      also=lambda path: path.name != vae.METRICS_NAME)
+        assert vae.main(SMALL + ["--epochs", "2", "--output-dir", str(out)]) == 1
+    err = capsys.readouterr().err
+    checkpoint = out / vae.CHECKPOINT_NAME
+    assert err.count("\n") == 1 and "all 2 epochs: training is complete" in err
+    assert f"`python vae.py --from-checkpoint {checkpoint}`" in err
+    assert json.loads((out / vae.METRICS_NAME).read_text())["status"] == "stopped: disk full"
+    assert vae.main(["--from-checkpoint", str(checkpoint)]) == 0
+
+
+def test_a_disk_full_before_the_first_epoch_ends_leaves_the_folder_free(tmp_path, monkeypatch,
+                                                                       capsys):
+    out = tmp_path / "r"
+    with monkeypatch.context() as patch:
+        fill_the_disk(patch, lambda path: path.name == vae.CHECKPOINT_NAME)
+        assert vae.main(SMALL + ["--epochs", "2", "--output-dir", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no epoch was completed, nothing was saved" in err
+    assert runs.run_files(out, vae.RUN_FILES) == []

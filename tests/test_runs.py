@@ -2,6 +2,7 @@
 atomic files, the output-folder guard, the memory and disk checks, checkpoint
 validation, SIGTERM and a training run's records."""
 import argparse
+import errno
 import json
 import os
 import signal
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 
 import runs
+from holding import hold_lock
 
 PATTERNS = ("checkpoint.npz", "metrics.json", "*.png", "evaluation_*.json")
 
@@ -528,3 +530,93 @@ def test_write_metrics_returns_the_wall_seconds_it_wrote(tmp_path):
     run = runs.TrainingRun(tmp_path, metrics_of, [{"epoch": 1}], earlier)
     wall = run.write_metrics("complete")
     assert wall == read_metrics(tmp_path)["wall_seconds"] and 7.0 <= wall < 17.0
+
+
+def no_space(path="x"):
+    return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+
+def test_a_full_disk_stops_a_run_with_its_status_and_one_line(tmp_path, capsys):
+    run = runs.TrainingRun(tmp_path, metrics_of)
+    run.add_epoch({"epoch": 1}, lambda history: None)
+    assert run.stopped(no_space(), "unused", ": resume it") == 1
+    assert read_metrics(tmp_path)["status"] == "stopped: disk full"
+    assert capsys.readouterr().err == (
+        f"Training stopped: the disk is full (No space left on device) in {tmp_path}; "
+        f"{run.checkpoint} holds epoch 1: resume it, once some space is free\n")
+
+
+def test_a_full_disk_that_refuses_metrics_json_too_is_still_one_line(tmp_path, capsys,
+                                                                     monkeypatch):
+    run = runs.TrainingRun(tmp_path, metrics_of)
+    run.add_epoch({"epoch": 1}, lambda history: None)
+
+    def full(path, write):
+        raise no_space(path)
+    monkeypatch.setattr(runs, "atomic_write", full)
+    assert run.stopped(no_space(), "", ": resume it") == 1
+    assert read_metrics(tmp_path)["status"] == "running"   # the last one it could write
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.endswith(
+        f"resume it, once some space is free ({run.metrics_path} could not be updated: "
+        "No space left on device)\n")
+
+
+def test_another_write_error_is_named_as_it_is(tmp_path, capsys):
+    run = runs.TrainingRun(tmp_path, metrics_of)
+    run.add_epoch({"epoch": 1}, lambda history: None)
+    assert run.stopped(OSError(errno.EIO, "Input/output error", "f.png"), "", ": go on") == 1
+    assert read_metrics(tmp_path)["status"] == "stopped: Input/output error"
+    assert capsys.readouterr().err.startswith("Training stopped: Input/output error (f.png); ")
+
+
+# ---------------------------------------------------------------- the lock, seen by readers
+
+needs_fcntl = pytest.mark.skipif(os.name != "posix", reason="no fcntl")
+
+
+@needs_fcntl
+@pytest.mark.parametrize("proc_locks", [True, False], ids=["/proc/locks", "a shared try"])
+def test_lock_holder_names_the_process_that_holds_the_lock(tmp_path, monkeypatch, proc_locks):
+    if not proc_locks:   # as where the system lists no locks
+        def no_proc(path, *args, **kwargs):
+            raise OSError(errno.ENOENT, "No such file", path)
+        monkeypatch.setattr(runs, "open", no_proc, raising=False)
+    assert runs.lock_holder(tmp_path) is None
+    holder = hold_lock(tmp_path)
+    try:
+        assert runs.lock_holder(tmp_path) == (holder.pid if proc_locks else 0)
+        assert runs.lock_holder(tmp_path) == (holder.pid if proc_locks else 0)  # not taken
+    finally:
+        holder.kill()
+        holder.wait()
+    assert runs.lock_holder(tmp_path) is None
+    with runs.locked(tmp_path, "vae.py"):   # free: asking never took it
+        assert runs.lock_holder(tmp_path) == (os.getpid() if proc_locks else 0)
+
+
+@needs_fcntl
+def test_asking_who_holds_the_lock_never_stops_a_run_from_taking_it(tmp_path):
+    assert runs.lock_holder(tmp_path) is None
+    with runs.locked(tmp_path, "vae.py"):
+        assert runs.lock_holder(tmp_path) == os.getpid()
+        with pytest.raises(runs.RunError, match="another process is writing"):
+            with runs.locked(tmp_path, "vae.py"):
+                pass
+
+
+def test_lock_holder_of_a_missing_folder_is_none(tmp_path):
+    assert runs.lock_holder(tmp_path / "missing") is None
+
+
+@needs_fcntl
+def test_being_trained_says_so_in_one_line_only_while_the_lock_is_held(tmp_path):
+    checkpoint = tmp_path / "checkpoint.npz"
+    assert runs.being_trained(checkpoint, 2, 30) is None
+    assert runs.being_trained(checkpoint, 2, 30, holder_before=1234) == (
+        f"note: {tmp_path} is being trained right now (pid 1234); this report is of epoch 2 "
+        "(of 30 planned) of the checkpoint as it was read")
+    with runs.locked(tmp_path, "vae.py"):
+        assert runs.being_trained(checkpoint, 3) == (
+            f"note: {tmp_path} is being trained right now (pid {os.getpid()}); this report is "
+            "of epoch 3 of the checkpoint as it was read")

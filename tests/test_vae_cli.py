@@ -634,3 +634,74 @@ def test_importing_vae_runs_nothing_and_writes_nothing(tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stdout == "" and result.stderr == ""
     assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------- messages that say what is true
+
+@pytest.mark.parametrize("argv, says", [
+    (["--n-train", "200", "--batch-size", "201"],
+     "--batch-size 201 is larger than the 200 training images (--n-train); choose at most 200"),
+    (["--batch-size", "8"], "--batch-size 8 is larger than the 7 training images; choose at most 7"),
+])
+def test_a_batch_larger_than_the_training_set_is_refused_in_one_line(tmp_path, idx_folder, capsys,
+                                                                     argv, says):
+    data = [] if "--n-train" in argv else ["--data-dir", str(idx_folder)]
+    assert vae.main([*data, *argv, "--output-dir", str(tmp_path / "never")]) == 2
+    err = capsys.readouterr().err
+    assert one_line(err) and says in err
+    assert not (tmp_path / "never").exists()
+
+
+def test_a_batch_of_the_whole_training_set_is_what_runs_and_is_recorded(tmp_path, idx_folder):
+    out = tmp_path / "whole"
+    assert tiny_run(idx_folder, out, "--batch-size", "7") == 0
+    assert json.loads((out / vae.METRICS_NAME).read_text())["config"]["batch_size"] == 7
+
+
+def stop_after_the_last_epoch(out, kind):
+    """vae.main(SMALL) stopped by Ctrl-C or SIGTERM while it draws the figures."""
+    def stop(*args, **kwargs):
+        if kind == "sigterm":
+            os.kill(os.getpid(), signal.SIGTERM)
+        raise KeyboardInterrupt
+    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stderr(io.StringIO()) as err:
+        patch.setattr(vae, "write_figures", stop)
+        code = vae.main(SMALL + ["--output-dir", str(out)])
+    return code, err.getvalue()
+
+
+@pytest.mark.parametrize("kind", ["ctrl-c", "sigterm"])
+def test_a_run_stopped_after_its_last_epoch_says_it_is_complete_and_how_to_go_on(tmp_path, kind):
+    out = tmp_path / "done"
+    code, err = stop_after_the_last_epoch(out, kind)
+    checkpoint = out / vae.CHECKPOINT_NAME
+    assert code == EXIT_CODE[kind] and one_line(err)
+    assert err.strip() == (
+        f"{STATUS[kind].capitalize()}; {checkpoint} holds epoch 2, all 2 epochs: training is "
+        f"complete; draw its figures with `python vae.py --from-checkpoint {checkpoint}`, or "
+        f"train further with `python vae.py --resume {checkpoint} --epochs 32` (--epochs is the "
+        "total to reach)")
+    # both commands it gives work: the resume is accepted, the figures are drawn
+    args = vae.parse_args(["--resume", str(checkpoint), "--epochs", "32"])
+    assert vae.load_resumable(args)[2]["epochs"] == 32
+    assert vae.main(["--from-checkpoint", str(checkpoint)]) == 0
+    assert set(FIGURES) <= set(pngs(out))
+
+
+def test_a_run_that_diverged_after_an_epoch_offers_no_resume_that_would_diverge_again(
+        tmp_path, monkeypatch, capsys):
+    real, calls = vae.evaluate_elbo, []
+
+    def nan_after_epoch_1(*args, **kwargs):
+        calls.append(1)
+        result = real(*args, **kwargs)
+        return result if len(calls) == 1 else dict(result, elbo=float("nan"))
+    monkeypatch.setattr(vae, "evaluate_elbo", nan_after_epoch_1)
+    code, out = run(tmp_path, "nan")
+    assert code == 1
+    err = capsys.readouterr().err
+    checkpoint = out / vae.CHECKPOINT_NAME
+    assert one_line(err) and "--resume" not in err
+    assert err.strip().endswith(f"{checkpoint} holds epoch 1; regenerate its figures with "
+                                f"`python vae.py --from-checkpoint {checkpoint}`")
+    assert json.loads((out / vae.METRICS_NAME).read_text())["status"] == "diverged"
