@@ -176,6 +176,11 @@ def run(args):
     if args.n_train is not None and args.n_train > N:
         raise runs.RunError(f"--n-train {args.n_train} but the training set has {N} images",
                             exit_code=2)
+    if args.model == "autoencoder" and args.components > (args.n_train or N):
+        raise runs.RunError(f"--components {args.components} but the mixture is fitted to the "
+                            f"codes of {args.n_train or N} training images; choose at most "
+                            f"{args.n_train or N} components, or a larger --n-train",
+                            exit_code=2)
     runs.prepare_output_dir(out, RUN_FILES, args.overwrite, "variants.py",
                             2 * vae.count_params(config) * 8 + vae.FIGURE_BYTES)
     train_images, train_labels = train_images[:args.n_train], train_labels[:args.n_train]
@@ -213,12 +218,38 @@ def run(args):
                                            run.history, out)
     except (KeyboardInterrupt, runs.TrainingDiverged) as e:
         return run.stopped(e, "Try a smaller --learning-rate")
+    except Exception as e:
+        return failed(run, e)
     wall = run.write_metrics("complete", extra=extra)
     measure = "reconstruction log-likelihood" if args.model == "autoencoder" else "ELBO"
     print(f"Final test {measure} {run.history[-1]['test_elbo']:.2f} nats per image after "
           f"{args.epochs} epoch{'s' * (args.epochs > 1)} ({wall:.0f} s). Wrote "
           f"{run.checkpoint}, {run.metrics_path} and {len(extra['figures'])} figures to {out}/")
     return 0
+
+
+def failed(run, e):
+    """After training started, an error (a full disk, a bug): metrics.json
+    says so, "stopped: disk full" or "failed" with the error, never
+    "running" (or is removed if no epoch was completed), so that the folder
+    can be run again with --overwrite. A disk or file error is one line
+    (-> exit code 1); anything else is raised again, with its traceback."""
+    import errno
+    status = "stopped: disk full" if getattr(e, "errno", None) == errno.ENOSPC else "failed"
+    error = f"{type(e).__name__}: {e}"
+    try:
+        if run.history:
+            run.write_metrics(status, extra={"error": error})
+        else:
+            run.metrics_path.unlink(missing_ok=True)
+    except OSError:
+        pass
+    if not isinstance(e, OSError):
+        raise e
+    kept = (f"; {run.checkpoint} holds epoch {run.history[-1]['epoch']} and {run.metrics_path} "
+            f"says {status!r}" if run.history else "; no epoch was completed")
+    print(f"variants.py: error: {error}{kept}; run again with --overwrite", file=sys.stderr)
+    return 1
 
 
 def figures_and_statistics(args, gen_params, rec_params, train_images, train_labels,
