@@ -143,8 +143,8 @@ def parse_args(argv=None):
     add("--samples", type=runs.positive_int, default=1000, help="with --score: samples per model")
     add("--confidence", type=runs.checked(float, lambda c: 0 < c < 1, "a number in (0, 1)"),
         default=0.9, help="with --score: a sample is recognised above this probability")
-    add("--json", type=runs.output_path, default=None, metavar="PATH",
-        help="with --score: also write the scores here")
+    add("--json", type=runs.output_file, default=None, metavar="PATH",
+        help="with --score: also write the scores here (its folder must exist)")
     add("--no-progress", action="store_true", help="no progress bar")
     return parser.parse_args(argv)
 
@@ -191,16 +191,36 @@ def run_training(args):
     return 0
 
 
+def scoring_memory(samples):
+    """Bytes, roughly, to score `samples` images of a model: its prior samples
+    decoded all at once (the logits, their sigmoid and its temporaries), four
+    float64 arrays of samples x DATA_DIM."""
+    return 4 * 8 * samples * DATA_DIM
+
+
 def run_scoring(args):
     path = args.classifier or DEFAULT_DIR / runs.CHECKPOINT_NAME
     if not path.is_file():
         raise runs.RunError(f"no classifier at {path}: train one with `python classifier.py`, "
                             "or name one with --classifier")
-    if args.json is not None and args.json.exists() and not args.overwrite:
-        raise runs.RunError(f"{args.json} exists; choose another --json or pass --overwrite",
-                            exit_code=2)
+    if args.json is not None:
+        runs.check_output_file(args.json, "--json", args.overwrite)
+    runs.check_memory(scoring_memory(args.samples), f"--samples {args.samples}",
+                      "choose a smaller --samples")
     params, _, history = load_classifier(path)
     _, _, _, test_images, _ = data.load_mnist()
+    try:
+        with runs.sigterm_as_interrupt():
+            rows = score_models(args, params, test_images)
+    except KeyboardInterrupt as e:
+        status, code = runs.interruption(e)
+        print(f"\n{status.capitalize()}: nothing was written", file=sys.stderr)
+        return code
+    return run_scoring_report(args, path, history, rows)
+
+
+def score_models(args, params, test_images):
+    """The scores of the test images, of noise and of each model's prior samples."""
     rs = onp.random.RandomState(REFERENCE_SEED)
     rows = {"MNIST test images": score(params, test_images[rs.permutation(len(test_images))
                                                            [:args.samples]], args.confidence),
@@ -210,6 +230,11 @@ def run_scoring(args):
         images, config = models.prior_samples(checkpoint, args.samples)
         rows[f"{checkpoint} ({config['model']})"] = {
             "model": config["model"], **score(params, images, args.confidence)}
+    return rows
+
+
+def run_scoring_report(args, path, history, rows):
+    """Prints the scores, and writes them to --json."""
     print(f"Classifier {path} (test accuracy {history[-1]['test_accuracy']:.2%}); "
           f"{args.samples} images each; recognised: top probability > {args.confidence}")
     print(f"{'':<60}{'recognised':>11}{'digit entropy':>15}")

@@ -48,6 +48,7 @@ import evaluate
 import fastgrad
 import runs
 import vae
+from data import DATA_DIM
 from plotting import IMAGE_SIDE
 
 MASKS = ("top", "bottom", "left", "right")    # the half of the image that is observed
@@ -107,25 +108,25 @@ def draw(rngs, samples, latent_dim):
 
 
 def fit_q(gen_params, x, observed, q_init, rngs, steps, samples, learning_rate,
-          activation="relu", progress=False):
+          activation="relu", progress=False, estimate=False):
     """Stochastic variational inference: Adam (fastgrad.adam_step, ascending)
     on the per-image objective, for all images at once (Adam acts elementwise,
     so each image's q is fitted as if alone). -> (q (N, 2L), the objective's
-    mean over images at every step (steps,))."""
-    from tqdm import tqdm
-
+    mean over images at every step (steps,)). progress, estimate: runs.Progress's
+    bar and estimate of the duration."""
     q = np.array(q_init, dtype=np.float64)
     m, v = np.zeros_like(q), np.zeros_like(q)
     objective_and_grad = value_and_grad(lambda q, eps: anp.sum(
         svi_objective(q, gen_params, x, observed, eps, activation)))
     trace = np.empty(steps)
-    bar = tqdm(range(1, steps + 1), desc=f"SVI, {len(x)} images", unit="step", leave=False,
-               disable=None if progress else True)
-    for t in bar:
-        value, gradient = objective_and_grad(q, draw(rngs, samples, q.shape[1] // 2))
-        fastgrad.adam_step(q, gradient, m, v, t, learning_rate)
-        trace[t - 1] = value / len(x)
-        bar.set_postfix(objective=f"{trace[t - 1]:.2f}")
+    with runs.Progress(steps, "conditional.py", f"SVI fit of {len(x)} images, {steps} steps",
+                       unit="step", bar=progress, estimate=estimate) as bar:
+        for t in range(1, steps + 1):
+            value, gradient = objective_and_grad(q, draw(rngs, samples, q.shape[1] // 2))
+            fastgrad.adam_step(q, gradient, m, v, t, learning_rate)
+            trace[t - 1] = value / len(x)
+            bar.bar.set_postfix(objective=f"{trace[t - 1]:.2f}")
+            bar.update(1)
     return q, trace
 
 
@@ -263,9 +264,9 @@ def parse_args(argv=None):
              "fit and default_rng([seed, i, 1]) for the estimates")
     add("--output-dir", type=runs.output_dir, default=None, metavar="DIR",
         help="where the report and figures go (default: the checkpoint's folder)")
-    add("--json", type=runs.output_path, default=None, metavar="PATH",
+    add("--json", type=runs.output_file, default=None, metavar="PATH",
         help="the report (default: conditional_<mask>.json in the output folder; "
-             "conditional_<mask>_model.json with --images model)")
+             "conditional_<mask>_model.json with --images model); its folder must exist")
     add("--overwrite", action="store_true",
         help="replace an earlier conditional.py report and figures for this mask and images")
     add("--no-progress", action="store_true", help="no progress bar")
@@ -282,7 +283,7 @@ def fit_and_predict(args, gen_params, rec_params, config, x, pixel_mean, pixel_p
     q_init = encoder_q if args.init == "encoder" else np.zeros((len(x), 2 * latent_dim))
     q, trace = fit_q(gen_params, x, observed, q_init, image_rngs(args.seed, range(len(x)), 0),
                      args.steps, args.samples, args.learning_rate, activation,
-                     progress=not args.no_progress)
+                     progress=not args.no_progress, estimate=True)
     # Fresh generators, apart from the fit's, for every estimate below.
     eval_rngs = image_rngs(args.seed, range(len(x)), 1)
     eps = draw(eval_rngs, args.predictive_samples, latent_dim)
@@ -532,6 +533,36 @@ def correlation_maps(mixtures, observed):
     return np.array(maps), titles, int(np.flatnonzero(~observed)[pixel])
 
 
+def sampling_memory(rows, config):
+    """Bytes, roughly, of `rows` samples of z through the decoder at once (the
+    bounds', the fit's and the predictive estimates' passes): the samples,
+    the hidden layers and the logits of half the pixels, a few copies each
+    (measured: 13.7 KB a row for latent_dim 2 and 16 hidden units, 12.9 KB
+    predicted)."""
+    hidden = config["hidden_layers"] * config["hidden_units"]
+    return 8 * rows * (8 * config["latent_dim"] + 2 * hidden + 4 * (DATA_DIM // 2))
+
+
+def grid_memory(points):
+    """Bytes, roughly, of the exact answers' grid of points x points: two
+    float64 coordinates per point and the two arrays they are made from."""
+    return 4 * 8 * points ** 2
+
+
+def check_sizes(args, config):
+    """Refuses, before any work, sizes that cannot fit in memory (RunError, exit 2)."""
+    n = f"for {args.n} image{'s' * (args.n > 1)}"
+    runs.check_memory(sampling_memory(args.predictive_samples * args.n, config),
+                      f"--predictive-samples {args.predictive_samples} {n}",
+                      "choose a smaller --predictive-samples or --n")
+    # The fit: autograd keeps each step's intermediate values for the gradient.
+    runs.check_memory(3 * sampling_memory(args.samples * args.n, config),
+                      f"--samples {args.samples} {n}", "choose a smaller --samples or --n")
+    if config["latent_dim"] == 2:
+        runs.check_memory(grid_memory(args.grid_points), f"--grid-points {args.grid_points}",
+                          "choose a smaller --grid-points")
+
+
 def run(args):
     """Fits, prints the report, then writes it and the figures. -> exit code."""
     wall_start = time.perf_counter()
@@ -543,15 +574,19 @@ def run(args):
     out = args.output_dir or args.checkpoint.parent
     stem = f"conditional_{args.mask}" + "_model" * (args.images == "model")
     json_path = args.json or out / f"{stem}.json"
-    runs.prepare_output_dir(out, [f"{stem}_{kind}.png" for kind in FIGURE_KINDS], args.overwrite,
-                            "conditional.py", vae.FIGURE_BYTES)
-    runs.claim_output_dir(json_path.parent, (json_path.name,), args.overwrite, "conditional.py")
-    runs.check_writable(json_path.parent, what="the report's folder")
+    for path in [json_path] + [out / f"{stem}_{kind}.png" for kind in FIGURE_KINDS]:
+        if path.parent.is_dir():     # else the output folder is created below
+            runs.check_output_file(path)
     data_dir = config["data_dir"]
     _, train_images, _, test_images, _ = data.load_data(data_dir and Path(data_dir))
     if args.images == "test" and args.n > len(test_images):
         raise runs.RunError(f"--n {args.n} but the test set has {len(test_images)} images",
                             exit_code=2)
+    check_sizes(args, config)
+    runs.prepare_output_dir(out, [f"{stem}_{kind}.png" for kind in FIGURE_KINDS], args.overwrite,
+                            "conditional.py", vae.FIGURE_BYTES)
+    runs.claim_output_dir(json_path.parent, (json_path.name,), args.overwrite, "conditional.py")
+    runs.check_writable(json_path.parent, what="the report's folder")
     if args.images == "model":
         x, binarization = model_images(gen_params, config["activation"], args.n, args.seed)
     else:

@@ -83,7 +83,7 @@ def image_rngs(seed, indices):
 
 def evaluate(gen_params, rec_params, binary, iw_samples=IW_SAMPLES,
              elbo_samples=ELBO_SAMPLES, seed=0, max_rows=MAX_ROWS, progress=False,
-             activation="relu"):
+             activation="relu", estimate=False):
     """Per-image estimates for binary images (N, D).
 
     Every image draws M = max(K, S) posterior samples from its own generator;
@@ -92,9 +92,10 @@ def evaluate(gen_params, rec_params, binary, iw_samples=IW_SAMPLES,
     "log_px" (N,), "iw_curve" {k: (N,)} for k in IW_CURVE below K,
     "elbo", "log_px_given_z", "kl" (N,), "kl_per_unit" and "posterior_mean"
     (N, L), and "n_done": the number of images finished, fewer than N when
-    interrupted (Ctrl-C), in which case the arrays hold those images only."""
-    from tqdm import tqdm
-
+    interrupted (Ctrl-C or SIGTERM: "stopped_by" holds the KeyboardInterrupt,
+    else None), in which case the arrays hold those images only. progress:
+    a bar or progress lines; estimate: a line with the duration, measured
+    after the first pass (runs.Progress)."""
     N, M = len(binary), max(iw_samples, elbo_samples)
     latent_dim = gen_params[0][0].shape[0]
     images_per_pass = max(1, max_rows // M)
@@ -104,9 +105,10 @@ def evaluate(gen_params, rec_params, binary, iw_samples=IW_SAMPLES,
            "elbo": onp.empty(N), "log_px_given_z": onp.empty(N), "kl": onp.empty(N),
            "kl_per_unit": onp.empty((N, latent_dim)),
            "posterior_mean": onp.empty((N, latent_dim))}
-    done = 0
-    bar = tqdm(total=N, unit="image", disable=None if progress else True,
-               desc=f"log p(x), K={iw_samples}")
+    done, stopped_by = 0, None
+    bar = runs.Progress(N * M, "evaluate.py",
+                        f"log p(x) of {N} image{'s' * (N != 1)}, K={iw_samples}",
+                        unit="sample", bar=progress, estimate=estimate)
     try:
         for start in range(0, N, images_per_pass):
             x = binary[start:start + images_per_pass]
@@ -120,6 +122,7 @@ def evaluate(gen_params, rec_params, binary, iw_samples=IW_SAMPLES,
                                          activation)
                 log_px_given_z[:, s:s + m] = terms[0]
                 log_w[:, s:s + m] = terms[0] + terms[1]
+                bar.update(len(x) * m)
             mean, log_std = vae.unpack_gaussian_params(
                 fastgrad.neural_net_predict(rec_params, x, activation))
             # KL per unit in closed form: compute_KL of each unit's (mean, log_std) pair.
@@ -134,14 +137,13 @@ def evaluate(gen_params, rec_params, binary, iw_samples=IW_SAMPLES,
             out["elbo"][rows] = out["log_px_given_z"][rows] - out["kl"][rows]
             out["posterior_mean"][rows] = mean
             done += len(x)
-            bar.update(len(x))
-    except KeyboardInterrupt:
-        pass
+    except KeyboardInterrupt as e:
+        stopped_by = e
     finally:
         bar.close()
     out = {key: ({k: v[:done] for k, v in value.items()} if key == "iw_curve" else value[:done])
            for key, value in out.items()}
-    out["n_done"] = done
+    out["n_done"], out["stopped_by"] = done, stopped_by
     return out
 
 
@@ -346,7 +348,10 @@ def format_report(report):
     for u in sorted(active, key=lambda u: -u["kl"]):
         lines.append(f"  {u['unit']:>6}{u['kl']:>9.2f}{u['posterior_mean_variance']:>11.3f}")
     if report["status"] != "complete":
-        lines.append(f"INTERRUPTED: these numbers cover the first {report['n']} images only")
+        how = "TERMINATED (SIGTERM)" if report["status"] == "terminated" else "INTERRUPTED"
+        lines.append(f"{how}: these numbers cover the first {report['n']} images only"
+                     if report["n"] < report["n_selected"] else
+                     f"{how} during the grid integration: no exact log p(x)")
     return "\n".join(lines)
 
 
@@ -378,10 +383,10 @@ def parse_args(argv=None):
              f"{GRID_HALF_WIDTH:g}]^2")
     add("--data-dir", type=runs.existing_dir, default=None, metavar="DIR",
         help="MNIST-format folder (default: the one the checkpoint was trained on)")
-    add("--json", type=runs.output_path, default=None, metavar="PATH",
+    add("--json", type=runs.output_file, default=None, metavar="PATH",
         help="where to write the report (default: evaluation_<split>_<binarize>.json "
              "beside the checkpoint, or ..._n<N>.json for the first N images only); "
-             "the per-image estimates go beside it as .npz")
+             "the per-image estimates go beside it as .npz; its folder must exist")
     add("--no-progress", action="store_true", help="no progress bar")
     return parser.parse_args(argv)
 
@@ -427,6 +432,16 @@ def write_report(path, report, per_image, exact):
     runs.write_json(path, report)
 
 
+def evaluation_memory(iw_samples, elbo_samples, config, max_rows=MAX_ROWS):
+    """Bytes, roughly, that evaluate() holds at once: two float64 numbers per
+    sample of the images of one pass, and a pass of max_rows rows through the
+    encoder and decoder (input, activations and output, a few copies each)."""
+    samples = max(iw_samples, elbo_samples)
+    images_per_pass = max(1, max_rows // samples)
+    widths = data.DATA_DIM + config["hidden_layers"] * config["hidden_units"] + config["latent_dim"]
+    return 8 * (2 * images_per_pass * samples + 4 * min(samples, max_rows) * images_per_pass * widths)
+
+
 def run(args):
     """Evaluates per args, prints the table, then writes the JSON. -> exit code."""
     wall_start = time.perf_counter()
@@ -443,30 +458,45 @@ def run(args):
     if args.n is not None and args.n > len(images):
         raise runs.RunError(f"--n {args.n} but the {args.split} set has {len(images)} images",
                             exit_code=2)
-    runs.check_writable(args.json.parent if args.json else args.checkpoint.parent,
-                        what="the report's folder")
+    n_selected = min(args.n or len(images), len(images))
+    path = report_path(args, n_selected, len(images))
+    if path.suffix == ".npz":
+        raise runs.RunError(f"--json {path}: the per-image estimates go to the same name with "
+                            ".npz; name the report .json", exit_code=2)
+    for written in (path, path.with_suffix(".npz")):
+        runs.check_output_file(written, "--json" if args.json else None)
+    runs.check_writable(path.parent, what="the report's folder")
+    runs.check_memory(evaluation_memory(args.iw_samples, args.elbo_samples, config),
+                      f"--iw-samples {args.iw_samples} with --elbo-samples {args.elbo_samples}",
+                      "choose a smaller --iw-samples")
     binary, binarization = binarize_split(images, args.binarize)
     binary = binary[:args.n]
     # Float64 throughout: the weights of a float32-trained model are cast up.
     gen_params = vae.cast_params(gen_params, onp.float64)
     rec_params = vae.cast_params(rec_params, onp.float64)
-    per_image = evaluate(gen_params, rec_params, binary, args.iw_samples, args.elbo_samples,
-                         args.seed, progress=not args.no_progress,
-                         activation=config["activation"])
-    n = per_image["n_done"]
+    with runs.sigterm_as_interrupt():
+        per_image = evaluate(gen_params, rec_params, binary, args.iw_samples,
+                             args.elbo_samples, args.seed, progress=not args.no_progress,
+                             activation=config["activation"], estimate=True)
+        n, stopped_by, exact = per_image["n_done"], per_image["stopped_by"], None
+        if args.exact and stopped_by is None:
+            try:
+                exact = exact_summary(gen_params, binary, config["activation"])
+            except KeyboardInterrupt as e:
+                stopped_by = e
+    status, code = runs.interruption(stopped_by) if stopped_by else ("complete", 0)
     if n == 0:
-        print("Interrupted before the first image was done; nothing to report",
+        print(f"{status.capitalize()} before the first image was done; nothing to report",
               file=sys.stderr)
-        return 130
-    exact = exact_summary(gen_params, binary, config["activation"]) if args.exact and n == len(binary) else None
+        return code
     report = {
-        "status": "complete" if n == len(binary) else "interrupted",
+        "status": status,
         "checkpoint": {"path": str(args.checkpoint), "epochs_trained": len(history),
                        **{key: config[key] for key in ("latent_dim", "hidden_units",
                                                        "hidden_layers", "activation",
                                                        "dtype", "seed")},
                        "config": config},
-        "split": args.split, "n": n, "n_split": len(images),
+        "split": args.split, "n": n, "n_split": len(images), "n_selected": len(binary),
         "binarization": binarization,
         "iw_samples": args.iw_samples, "elbo_samples": args.elbo_samples,
         "seed": args.seed,
@@ -479,9 +509,8 @@ def run(args):
     if note:   # the report's first key, as it was the first line printed
         report = {"note": note, **report}
     print(format_report(report), flush=True)
-    code = 0 if report["status"] == "complete" else 130
     path = report_path(args, n, len(images))
-    if n < len(images) and holds_complete_report(path):
+    if (n < len(images) or status != "complete") and holds_complete_report(path):
         print(f"Not written: {path} holds an evaluation of all {len(images)} images, and a "
               f"partial one never replaces it; pass another --json to keep this one",
               file=sys.stderr)

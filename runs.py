@@ -112,6 +112,38 @@ def output_path(text):
     return Path(text)
 
 
+def output_file_problem(path):
+    """Why a file cannot be written at path, or None: a folder is there, or
+    the folder it would go in does not exist (it is never created)."""
+    path = Path(path)
+    if path.is_dir():
+        return f"{path} is a folder; name a file, for example {path / 'report.json'}"
+    if not path.parent.is_dir():
+        return (f"{path.parent} is not a folder" if path.parent.exists() else
+                f"the folder {path.parent} does not exist; create it first or choose another")
+    return None
+
+
+def output_file(text):
+    """An argparse type for a file to write: not a folder, in a folder that exists."""
+    path = output_path(text)
+    problem = output_file_problem(path)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return path
+
+
+def check_output_file(path, option=None, overwrite=None):
+    """Before the work: raises RunError (exit 2) if path cannot be written as
+    a file (output_file_problem) or, with overwrite False (a script that
+    refuses to replace its files), if it exists. option: what names it."""
+    problem = output_file_problem(path)
+    if problem is None and overwrite is False and Path(path).exists():
+        problem = f"{path} exists; choose another {option or 'path'} or pass --overwrite"
+    if problem:
+        raise RunError(f"{option + ': ' if option else ''}{problem}", exit_code=2)
+
+
 def output_dir(text):
     """An argparse type for a folder to write into: not empty, not a file."""
     path = output_path(text)
@@ -342,6 +374,87 @@ def check_memory(need_bytes, what, advice="choose smaller sizes"):
     if need_bytes > available:
         raise RunError(f"{what} would need about {format_bytes(need_bytes)} of memory and "
                        f"{format_bytes(available)} is available; {advice}", exit_code=2)
+
+
+# ----------------------------------------------------------------------------
+# Long work: an estimate up front, then progress
+# ----------------------------------------------------------------------------
+
+PROGRESS_SECONDS = 60     # without a terminal: a line at least this often, and every tenth
+PILOT_SECONDS = 1         # measured before the estimate of the duration
+LONG_SECONDS = 10         # work estimated to take longer gets the estimate and the lines
+
+
+def format_duration(seconds):
+    """"about 40 seconds", "about 12 minutes", "about 2.5 hours"."""
+    if seconds < 90:
+        return f"about {max(1, round(seconds))} second{'s' * (round(seconds) > 1)}"
+    if seconds < 90 * 60:
+        return f"about {round(seconds / 60)} minutes"
+    return f"about {seconds / 3600:.1f} hours"
+
+
+class Progress:
+    """Progress through `total` units of work for the user of prog. The
+    first update is taken as warm-up; from then on the pace is measured, and
+    once PILOT_SECONDS have passed (or a twentieth of the work is done), one
+    line on stderr estimates the whole duration (estimate=True) if it is
+    LONG_SECONDS or more. With bar=True, a tqdm bar on a terminal, or else,
+    for long work, a line on stderr at every tenth of the work and at least
+    every PROGRESS_SECONDS. A context manager; clock: seconds
+    (time.perf_counter)."""
+
+    def __init__(self, total, prog, what, unit="it", bar=True, estimate=True,
+                 clock=time.perf_counter):
+        from tqdm import tqdm
+        self.total, self.prog, self.what, self.clock = total, prog, what, clock
+        self.estimate, self.done, self.start, self.pilot = estimate, 0, clock(), None
+        self.long = False
+        tty = sys.stderr.isatty()
+        self.bar = tqdm(total=total, desc=what, unit=unit, unit_scale=True, leave=False,
+                        disable=not (bar and tty))
+        self.lines, self.last_line, self.next_tenth = bar and not tty, self.start, 1
+
+    def say(self, text):
+        self.bar.write(f"{self.prog}: {text}", file=sys.stderr)
+        sys.stderr.flush()
+
+    def update(self, n):
+        self.done += n
+        self.bar.update(n)
+        now = self.clock()
+        if self.done >= self.total:
+            return
+        if self.pilot is None:
+            self.pilot = (now, self.done)
+            return
+        t0, d0 = self.pilot
+        pace = (now - t0) / (self.done - d0)
+        left = pace * (self.total - self.done)
+        measured = now - t0 >= PILOT_SECONDS or 20 * (self.done - d0) >= self.total
+        said = False
+        if measured and not self.long and now - self.start + left >= LONG_SECONDS:
+            self.long = said = True
+            if self.estimate:
+                self.say(f"{self.what}: {format_duration(now - self.start + left)} in all "
+                         f"(measured on the first {self.done / self.total:.1%})")
+        elif self.lines and (self.long or now - self.start >= PROGRESS_SECONDS) and (
+                10 * self.done >= self.next_tenth * self.total
+                or now - self.last_line >= PROGRESS_SECONDS):
+            self.say(f"{self.what}: {self.done / self.total:.0%} done, "
+                     f"{format_duration(left)} left")
+            said = True
+        if said:
+            self.last_line, self.next_tenth = now, 10 * self.done // self.total + 1
+
+    def close(self):
+        self.bar.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 # ----------------------------------------------------------------------------

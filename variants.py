@@ -178,6 +178,11 @@ def run(args):
     if args.n_train is not None and args.n_train > N:
         raise runs.RunError(f"--n-train {args.n_train} but the training set has {N} images",
                             exit_code=2)
+    if args.model == "autoencoder" and args.components > (args.n_train or N):
+        raise runs.RunError(f"--components {args.components} but the mixture is fitted to the "
+                            f"codes of {args.n_train or N} training images; choose at most "
+                            f"{args.n_train or N} components, or a larger --n-train",
+                            exit_code=2)
     runs.prepare_output_dir(out, RUN_FILES, args.overwrite, "variants.py",
                             2 * vae.count_params(config) * 8 + vae.FIGURE_BYTES)
     train_images, train_labels = train_images[:args.n_train], train_labels[:args.n_train]
@@ -215,12 +220,31 @@ def run(args):
                                            run.history, out)
     except (KeyboardInterrupt, runs.TrainingDiverged) as e:
         return run.stopped(e, "Try a smaller --learning-rate")
+    except OSError as e:                  # a full disk: one line, and what metrics.json says
+        return run.stopped(e, how_to_go_on="; run again with --overwrite")
+    except Exception as e:
+        failed(run, e)
+        raise
     wall = run.write_metrics("complete", extra=extra)
-    measure = "reconstruction log-likelihood" if args.model == "autoencoder" else "ELBO"
+    measure = MEASURES.get(args.model, "ELBO")
     print(f"Final test {measure} {run.history[-1]['test_elbo']:.2f} nats per image after "
           f"{args.epochs} epoch{'s' * (args.epochs > 1)} ({wall:.0f} s). Wrote "
           f"{run.checkpoint}, {run.metrics_path} and {len(extra['figures'])} figures to {out}/")
     return 0
+
+
+def failed(run, e):
+    """After training started, an error that is not the disk's (a bug): metrics.json
+    says "failed" with the error, never "running" (or is removed if no epoch was
+    completed), so that the folder can be run again with --overwrite; the caller
+    raises e again, with its traceback."""
+    try:
+        if run.history:
+            run.write_metrics("failed", extra={"error": f"{type(e).__name__}: {e}"})
+        else:
+            run.metrics_path.unlink(missing_ok=True)
+    except OSError:
+        pass
 
 
 def figures_and_statistics(args, gen_params, rec_params, train_images, train_labels,

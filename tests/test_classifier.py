@@ -80,3 +80,28 @@ def test_a_second_training_run_into_the_same_folder_is_refused(small_classifier,
     assert classifier.main(["--n-train", "100", "--epochs", "1", "--output-dir",
                             str(small_classifier.parent)]) == 2
     assert "--overwrite" in capsys.readouterr().err
+
+
+def test_scoring_samples_that_cannot_fit_are_refused_before_any_work(tmp_path, capsys,
+                                                                    monkeypatch):
+    fake = tmp_path / "model.npz"
+    fake.write_text("x")
+    monkeypatch.setattr(classifier.runs, "available_memory", lambda: 16 * 2 ** 30)
+    monkeypatch.setattr(classifier, "load_classifier", lambda *a: pytest.fail("loaded"))
+    assert classifier.main(["--score", str(fake), "--classifier", str(fake),
+                            "--samples", "100000000"]) == 2
+    assert capsys.readouterr().err == (
+        "classifier.py: error: --samples 100000000 would need about 2336.5 GiB of memory "
+        "and 16.0 GiB is available; choose a smaller --samples\n")
+
+
+def test_a_json_that_is_a_folder_is_refused_before_scoring_even_with_overwrite(tmp_path,
+                                                                              capsys):
+    fake = tmp_path / "model.npz"
+    fake.write_text("x")
+    with pytest.raises(SystemExit) as exit_:
+        classifier.main(["--score", str(fake), "--classifier", str(fake), "--json",
+                         str(tmp_path), "--overwrite"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and f"argument --json: {tmp_path} is a folder" in err
+    assert err.count("\n") == 1 and sorted(p.name for p in tmp_path.iterdir()) == ["model.npz"]

@@ -355,3 +355,41 @@ def test_a_file_that_is_not_a_checkpoint_is_refused_in_one_line(tmp_path, capsys
     assert conditional.main([str(bad)]) == 1
     err = capsys.readouterr().err
     assert err.startswith("conditional.py: error:") and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--grid-points", "100001"], "--grid-points 100001 would need about 298.0 GiB of memory "
+                                  "and 16.0 GiB is available; choose a smaller --grid-points"),
+    (["--predictive-samples", "100000000"], "--predictive-samples 100000000 for 100 images "
+                                            "would need about"),
+    (["--samples", "10000000"], "choose a smaller --samples or --n")])
+def test_sizes_that_cannot_fit_are_refused_before_any_work(checkpoint_2d, tmp_path, capsys,
+                                                         monkeypatch, argv, message):
+    monkeypatch.setattr(conditional.runs, "available_memory", lambda: 16 * 2 ** 30)
+    monkeypatch.setattr(conditional, "fit_and_predict", lambda *a: pytest.fail("fitted"))
+    out = tmp_path / "out"
+    assert conditional.main([str(checkpoint_2d), *argv, "--output-dir", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"conditional.py: error: {argv[0]}") and message in err
+    assert err.count("\n") == 1 and not out.exists()
+
+
+def test_the_memory_of_the_grid_and_of_the_samples_grows_as_they_do():
+    config = {"latent_dim": 2, "hidden_units": 16, "hidden_layers": 1}
+    assert conditional.grid_memory(100001) == 32 * 100001 ** 2          # 298 GiB
+    assert conditional.sampling_memory(2000, config) == 2 * conditional.sampling_memory(
+        1000, config) == 2000 * 8 * (16 + 32 + 4 * 392)
+
+
+def test_a_report_path_that_is_a_folder_or_in_a_missing_folder_is_refused(checkpoint_2d,
+                                                                          tmp_path, capsys):
+    (tmp_path / "conditional_top.json").mkdir()       # where the default report would go
+    assert conditional.main([str(checkpoint_2d), *FAST, "--output-dir", str(tmp_path)]) == 2
+    assert "conditional_top.json is a folder" in capsys.readouterr().err
+    for json_path, message in ((tmp_path, "is a folder"),
+                               (tmp_path / "missing" / "r.json", "does not exist")):
+        with pytest.raises(SystemExit) as exit_:
+            conditional.main([str(checkpoint_2d), *FAST, "--json", str(json_path)])
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and message in err and err.count("\n") == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["conditional_top.json"]

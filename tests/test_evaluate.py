@@ -6,7 +6,11 @@ scipy.integrate and against closed forms); the estimator must approach it as
 K grows and, in expectation, never exceed it (Burda et al. 2016, Theorem 1).
 """
 import json
+import os
+import re
 import shutil
+import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -355,10 +359,89 @@ def test_an_interrupted_evaluation_never_replaces_a_complete_one(tiny_checkpoint
 def test_an_unwritable_report_folder_is_refused_before_evaluating(tiny_checkpoint, tmp_path,
                                                                   capsys, monkeypatch):
     monkeypatch.setattr(evaluate, "evaluate", lambda *a, **k: pytest.fail("evaluated"))
-    blocker = tmp_path / "a_file"
-    blocker.write_text("")
-    code, err = refusal(capsys, tiny_checkpoint, "--json", blocker / "report.json")
+    folder = tmp_path / "read_only"
+    folder.mkdir()
+    folder.chmod(0o500)
+    try:
+        if os.access(folder, os.W_OK):
+            pytest.skip("running as root: every folder is writable")
+        code, err = refusal(capsys, tiny_checkpoint, "--json", folder / "report.json")
+    finally:
+        folder.chmod(0o700)
     assert code == 1 and "cannot write into" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("where, message", [
+    ("folder", "folder is a folder; name a file, for example"),
+    ("missing/report.json", "the folder {tmp}/missing does not exist"),
+    ("a_file/report.json", "a_file is not a folder"),
+    ("report.npz", "name the report .json")])
+def test_a_report_path_that_cannot_be_written_is_refused_before_evaluating(
+        tiny_checkpoint, tmp_path, capsys, monkeypatch, where, message):
+    monkeypatch.setattr(evaluate, "evaluate", lambda *a, **k: pytest.fail("evaluated"))
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "a_file").write_text("")
+    code, err = refusal(capsys, tiny_checkpoint, "--json", tmp_path / where)
+    assert code == 2 and message.format(tmp=tmp_path) in err
+    assert ": error:" in err and err.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "folder"]   # no stray file
+    assert list((tmp_path / "folder").iterdir()) == []
+
+
+def test_samples_that_cannot_fit_in_memory_are_refused_before_evaluating(
+        tiny_checkpoint, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(evaluate, "evaluate", lambda *a, **k: pytest.fail("evaluated"))
+    monkeypatch.setattr(evaluate.runs, "available_memory", lambda: 2 ** 30)
+    code, err = refusal(capsys, tiny_checkpoint, "--iw-samples", 10 ** 8, "--json",
+                        tmp_path / "r.json")
+    # Two float64 per sample of the one image of a pass (1.6 GB) and a pass of 8192 rows.
+    assert code == 2 and err == ("evaluate.py: error: --iw-samples 100000000 with --elbo-samples "
+                                 "100 would need about 1.7 GiB of memory and 1.0 GiB is "
+                                 "available; choose a smaller --iw-samples\n")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_sigterm_mid_evaluation_saves_the_finished_images_like_ctrl_c(
+        tiny_checkpoint, tmp_path, capsys, monkeypatch):
+    calls, original = [], evaluate.image_rngs
+
+    def image_rngs(seed, indices):     # SIGTERM to this process as the 6th pass starts
+        calls.append(1)
+        if len(calls) == 6:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(seed, indices)
+
+    monkeypatch.setattr(evaluate, "image_rngs", image_rngs)
+    report_path = tmp_path / "report.json"
+    code, out, _ = run_cli(capsys, tiny_checkpoint, "--n", 50, "--iw-samples", 5000,
+                           "--json", report_path, "--no-progress")
+    report = json.loads(report_path.read_text())
+    assert code == 143 and report["status"] == "terminated" and report["n"] == 5
+    assert "TERMINATED (SIGTERM): these numbers cover the first 5 images only" in out
+    assert np.load(report_path.with_suffix(".npz"))["log_px"].shape == (5,)
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL     # restored
+
+
+def test_a_long_evaluation_estimates_its_duration_and_sigterm_saves_a_partial_report(
+        tiny_checkpoint, tmp_path):
+    # A subprocess on all 10,000 test images: it says how long it will take
+    # (stderr is no terminal: lines, not a bar); SIGTERM once it has, then the
+    # images finished so far are reported and saved, exit code 143.
+    report_path = tmp_path / "report.json"
+    process = subprocess.Popen(
+        [sys.executable, "evaluate.py", str(tiny_checkpoint), "--iw-samples", "5000",
+         "--json", str(report_path)], cwd=Path(evaluate.__file__).parent,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "OPENBLAS_NUM_THREADS": "1"})
+    first = process.stderr.readline()
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=120)
+    assert re.fullmatch(r"evaluate\.py: log p\(x\) of 10000 images, K=5000: about \d+ "
+                        r"(seconds|minutes) in all \(measured on the first \d+\.\d%\)\n", first)
+    assert process.returncode == 143 and "Traceback" not in err
+    report = json.loads(report_path.read_text())
+    assert report["status"] == "terminated" and 0 < report["n"] < 10000
+    assert f"TERMINATED (SIGTERM): these numbers cover the first {report['n']} images" in out
 
 
 def test_the_report_is_printed_even_when_writing_fails(tiny_checkpoint, tmp_path, capsys,

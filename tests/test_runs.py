@@ -96,6 +96,75 @@ def test_argument_types_accept_good_values(parse, text, value):
 
 # ---------------------------------------------------------------- files
 
+def test_output_file_refuses_a_folder_and_a_missing_folder_and_creates_nothing(tmp_path):
+    with pytest.raises(argparse.ArgumentTypeError, match="is a folder; name a file"):
+        runs.output_file(str(tmp_path))
+    with pytest.raises(argparse.ArgumentTypeError,
+                       match=f"the folder {tmp_path / 'missing'} does not exist"):
+        runs.output_file(str(tmp_path / "missing" / "report.json"))
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(argparse.ArgumentTypeError, match="a_file is not a folder"):
+        runs.output_file(str(tmp_path / "a_file" / "report.json"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
+    assert runs.output_file(str(tmp_path / "report.json")) == tmp_path / "report.json"
+
+
+def test_check_output_file_refuses_an_existing_file_only_without_overwrite(tmp_path):
+    path = tmp_path / "report.json"
+    path.write_text("{}")
+    with pytest.raises(runs.RunError, match="--json: .*report.json exists; choose another "
+                                            "--json or pass --overwrite") as e:
+        runs.check_output_file(path, "--json", overwrite=False)
+    assert e.value.exit_code == 2
+    runs.check_output_file(path, "--json", overwrite=True)
+    runs.check_output_file(path, "--json")                    # a script that replaces it
+    with pytest.raises(runs.RunError, match="is a folder"):
+        runs.check_output_file(tmp_path, "--json", overwrite=True)
+
+
+@pytest.mark.parametrize("seconds, text", [(0.2, "about 1 second"), (40, "about 40 seconds"),
+                                           (600, "about 10 minutes"), (9000, "about 2.5 hours")])
+def test_format_duration(seconds, text):
+    assert runs.format_duration(seconds) == text
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_progress_estimates_from_the_pace_after_the_first_update_then_prints_tenths(capsys):
+    # The first unit takes 5 s (warm-up), then 1 s each: 80 units take
+    # 5 + 79 = 84 s; the estimate comes once a second has been measured.
+    clock = FakeClock()
+    with runs.Progress(80, "x.py", "work", clock=clock) as progress:
+        for unit in range(80):
+            clock.now += 5 if unit == 0 else 1
+            progress.update(1)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == "x.py: work: about 84 seconds in all (measured on the first 2.5%)"
+    assert lines[1:] == [f"x.py: work: {t}0% done, about {80 - 8 * t} seconds left"
+                         for t in range(1, 10)]
+
+
+def test_progress_of_short_work_prints_nothing_and_no_bar_prints_only_the_estimate(capsys):
+    clock = FakeClock()
+    with runs.Progress(100, "x.py", "work", clock=clock) as progress:
+        for _ in range(100):
+            clock.now += 0.05                   # 5 s in all: below LONG_SECONDS
+            progress.update(1)
+    assert capsys.readouterr().err == ""
+    with runs.Progress(100, "x.py", "work", bar=False, clock=clock) as progress:
+        for _ in range(100):
+            clock.now += 60
+            progress.update(1)
+    assert capsys.readouterr().err.splitlines() == [
+        "x.py: work: about 1.7 hours in all (measured on the first 2.0%)"]
+
+
 def test_atomic_write_replaces_the_file(tmp_path):
     path = tmp_path / "file.bin"
     path.write_bytes(b"old")

@@ -315,3 +315,48 @@ def test_a_second_run_into_the_same_folder_is_refused(tmp_path, capsys):
     assert variants.main(["gaussian", *TINY, "--epochs", "1", "--output-dir", str(out)]) == 0
     assert variants.main(["gaussian", *TINY, "--epochs", "1", "--output-dir", str(out)]) == 2
     assert "--overwrite" in capsys.readouterr().err
+
+
+def test_more_components_than_training_images_is_refused_before_training(tmp_path, capsys):
+    out = tmp_path / "autoencoder"
+    assert variants.main(["autoencoder", *TINY, "--n-train", "200", "--components", "5000",
+                          "--output-dir", str(out)]) == 2
+    assert capsys.readouterr().err == (
+        "variants.py: error: --components 5000 but the mixture is fitted to the codes of 200 "
+        "training images; choose at most 200 components, or a larger --n-train\n")
+    assert not out.exists()
+
+
+def test_a_failure_after_training_leaves_an_honest_status_and_overwrite_runs_again(
+        tmp_path, capsys, monkeypatch):
+    out = tmp_path / "autoencoder"
+    argv = ["autoencoder", *TINY, "--epochs", "1", "--output-dir", str(out)]
+
+    def fail(*args):
+        raise ValueError("the mixture failed")
+    monkeypatch.setattr(models, "fit_mixture", fail)
+    with pytest.raises(ValueError, match="the mixture failed"):      # a bug: its traceback
+        variants.main(argv)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["status"] == "failed"
+    assert metrics["error"] == "ValueError: the mixture failed" and len(metrics["epochs"]) == 1
+    assert variants.main(argv) == 2
+    assert "status failed, 1 of 1 epochs" in capsys.readouterr().err
+    monkeypatch.undo()
+    assert variants.main([*argv, "--overwrite"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["status"] == "complete"
+
+
+def test_a_full_disk_after_training_is_one_line_and_says_so_in_metrics(tmp_path, capsys,
+                                                                       monkeypatch):
+    out = tmp_path / "vae"
+
+    def full(*args):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(variants, "figures_and_statistics", full)
+    assert variants.main(["vae", *TINY, "--epochs", "1", "--output-dir", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err == (f"Training stopped: the disk is full (No space left on device) in {out}; "
+                   f"{out / 'checkpoint.npz'} holds epoch 1; run again with --overwrite, "
+                   "once some space is free\n")
+    assert json.loads((out / "metrics.json").read_text())["status"] == "stopped: disk full"
