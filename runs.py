@@ -368,6 +368,19 @@ def training_memory(networks, dtype, rows):
             + 4 * rows * sum(sum(sizes) for sizes in networks) * itemsize)
 
 
+def check_training_size(images, n_train, batch_size):
+    """RunError (exit code 2) if --n-train asks for more than the training set's
+    `images`, or --batch-size for more than the images trained on (one batch
+    would hold them all, and the run would record a batch size that never ran)."""
+    if n_train is not None and n_train > images:
+        raise RunError(f"--n-train {n_train} but the training set has {images} images "
+                       "(see --help)", exit_code=2)
+    if batch_size > (n_train or images):
+        raise RunError(f"--batch-size {batch_size} is larger than the {n_train or images} "
+                       f"training images{' (--n-train)' if n_train else ''}; choose at most "
+                       f"{n_train or images} (see --help)", exit_code=2)
+
+
 def check_memory(need_bytes, what, advice="choose smaller sizes"):
     """Raises RunError (exit 2) if need_bytes cannot fit in available memory."""
     available = available_memory()

@@ -694,14 +694,7 @@ def train_into(args, held):
                       f"this model ({count_params(config):,} parameters)",
                       "choose a smaller --hidden-units, --latent-dim, --hidden-layers or --batch-size")
     N, train_images, _, test_images, test_labels = load_data(config["data_dir"])
-    if n_train is not None and n_train > N:
-        raise runs.RunError(f"--n-train {n_train} but the training set has {N} images "
-                            "(see --help)", exit_code=2)
-    if config["batch_size"] > (n_train or N):   # one batch would hold them all, said nowhere
-        raise runs.RunError(f"--batch-size {config['batch_size']} is larger than the "
-                            f"{n_train or N} training images"
-                            f"{' (--n-train)' if n_train else ''}; choose at most "
-                            f"{n_train or N} (see --help)", exit_code=2)
+    runs.check_training_size(N, n_train, config["batch_size"])
     need = 2 * 3 * count_params(config) * np.dtype(dtype).itemsize + FIGURE_BYTES
     if args.resume:   # old and new checkpoint: parameters, Adam's m and v
         reports = runs.run_files(out, REPORT_FILES)

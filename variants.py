@@ -175,9 +175,7 @@ def run(args):
                       f"this model ({vae.count_params(config):,} parameters)",
                       "choose a smaller --hidden-units, --latent-dim or --hidden-layers")
     N, train_images, train_labels, test_images, test_labels = data.load_data(args.data_dir)
-    if args.n_train is not None and args.n_train > N:
-        raise runs.RunError(f"--n-train {args.n_train} but the training set has {N} images",
-                            exit_code=2)
+    runs.check_training_size(N, args.n_train, args.batch_size)
     if args.model == "autoencoder" and args.components > (args.n_train or N):
         raise runs.RunError(f"--components {args.components} but the mixture is fitted to the "
                             f"codes of {args.n_train or N} training images; choose at most "

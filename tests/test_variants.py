@@ -327,6 +327,15 @@ def test_more_components_than_training_images_is_refused_before_training(tmp_pat
     assert not out.exists()
 
 
+def test_a_batch_larger_than_the_training_set_is_refused_as_by_vae_py(tmp_path, capsys):
+    out = tmp_path / "binary"
+    assert variants.main(["binary", *TINY, "--batch-size", "301", "--output-dir", str(out)]) == 2
+    assert capsys.readouterr().err == (
+        "variants.py: error: --batch-size 301 is larger than the 300 training images "
+        "(--n-train); choose at most 300 (see --help)\n")
+    assert not out.exists()
+
+
 def test_a_failure_after_training_leaves_an_honest_status_and_overwrite_runs_again(
         tmp_path, capsys, monkeypatch):
     out = tmp_path / "autoencoder"
