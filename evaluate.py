@@ -202,7 +202,7 @@ def ring_chunks(n, inner, h, band_cells, grid_rows=GRID_ROWS):
     side = (n - inner) // 2
     axis = (onp.arange(n) - (n - 1) / 2) * h
     every, edges = onp.arange(n), onp.r_[0:side, side + inner:n]
-    rows_per_chunk = max(1, grid_rows // n)
+    rows_per_chunk = max(1, round(grid_rows / n))
     for start in range(0, n, rows_per_chunk):
         i, j = [], []
         for row in range(start, min(n, start + rows_per_chunk)):
@@ -241,27 +241,29 @@ def grid_integral(gen_params, binary, half_width=GRID_HALF_WIDTH, points=GRID_PO
     band_cells = min(step, max(1, int(round(GRID_BAND / h))))
     top, s0 = onp.full(N, -onp.inf), onp.zeros(N)
     s1, s2 = onp.zeros((N, 2)), onp.zeros((N, 4))
-    log_band = onp.full(N, -onp.inf)
-    cells = onp.full(N, points)
+    band_sum, cells = onp.zeros(N), onp.full(N, points)
     start_box = None
     todo, n, inner = onp.arange(N), points, 0
     while True:
-        band_now = onp.full(len(todo), -onp.inf)
+        x = binary if len(todo) == N else binary[todo]
+        t_top, t_s0, t_s1, t_s2 = top[todo], s0[todo], s1[todo], s2[todo]
+        t_band = onp.zeros(len(todo))     # the new box's band: all in the new ring
         for z, band in ring_chunks(n, inner, h, band_cells, grid_rows):
-            log_joint = log_joint_on_grid(gen_params, binary[todo], z, activation, observed)
-            new_top = onp.maximum(top[todo], log_joint.max(axis=1))
-            scale = onp.exp(top[todo] - new_top)
+            log_joint = log_joint_on_grid(gen_params, x, z, activation, observed)
+            new_top = onp.maximum(t_top, log_joint.max(axis=1))
+            scale = onp.exp(t_top - new_top)
             w = onp.exp(log_joint - new_top[:, None])
-            s0[todo] = s0[todo] * scale + w.sum(axis=1)
+            t_s0 = t_s0 * scale + w.sum(axis=1)
+            t_band = t_band * scale + w[:, band].sum(axis=1)
             if moments:
-                s1[todo] = s1[todo] * scale[:, None] + w @ z
-                s2[todo] = (s2[todo] * scale[:, None]
-                            + w @ (z[:, :, None] * z[:, None, :]).reshape(-1, 4))
-            top[todo] = new_top
-            if band.any():
-                band_now = onp.logaddexp(band_now, logsumexp(log_joint[:, band], axis=1))
-        log_band[todo], cells[todo] = band_now, n
+                t_s1 = t_s1 * scale[:, None] + w @ z
+                t_s2 = t_s2 * scale[:, None] + w @ (z[:, :, None] * z[:, None, :]).reshape(-1, 4)
+            t_top = new_top
+        top[todo], s0[todo], s1[todo], s2[todo] = t_top, t_s0, t_s1, t_s2
+        band_sum[todo], cells[todo] = t_band, n
         log_total = top + onp.log(s0)
+        with onp.errstate(divide="ignore"):
+            log_band = onp.log(band_sum) + top
         if start_box is None:
             start_box = log_total.copy()
         wide = log_band[todo] - log_total[todo] >= onp.log(GRID_BAND_TOLERANCE)
@@ -449,12 +451,14 @@ def exact_lines(s, n, K, row):
     lines.append(
         f"  The grid converged for {s['exact_converged_images']} of {n} images: halving its "
         f"points moves log p(x) by less than {g['tolerance']:g} (fails for "
-        f"{g['spacing_not_converged_images']}), and its outer band ({g['band_width']:g} wide) "
+        f"{g['spacing_not_converged_images']}) and its outer band, {g['band_width']:g} wide, "
         f"holds less than {g['band_tolerance']:g} of the mass (fails for "
-        f"{g['extent_not_converged_images']}); the box [-{g['start_half_width']:g}, "
-        f"{g['start_half_width']:g}]^2 was widened for {g['widened_images']} images, to at most "
-        f"[-{g['largest_half_width']:.3g}, {g['largest_half_width']:.3g}]^2 (moving log p(x) "
-        f"by up to {g['max_change_from_widening']:.2g})")
+        f"{g['extent_not_converged_images']})")
+    box = f"[-{g['start_half_width']:g}, {g['start_half_width']:g}]^2"
+    lines.append(f"  The box {box} needed no widening" if not g["widened_images"] else
+                 f"  The box {box} was widened (same spacing) for {g['widened_images']} images, "
+                 f"to at most [-{g['largest_half_width']:.3g}, {g['largest_half_width']:.3g}]^2, "
+                 f"moving log p(x) by up to {g['max_change_from_widening']:.3g}")
     if bad:
         shown = s["exact_not_converged_image_indices"]
         lines.append(f"  Not converged: images {', '.join(map(str, shown[:10]))}"

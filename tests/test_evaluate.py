@@ -191,9 +191,10 @@ def test_the_report_says_not_exact_and_prints_the_violation():
     lines = evaluate.exact_lines(s, 4, 10, lambda name, e: name)
     assert lines[0] == "log p(x), grid: NOT exact, 1 images not converged"
     assert ("  The grid converged for 3 of 4 images: halving its points moves log p(x) by "
-            "less than 0.01 (fails for 0), and its outer band (1 wide) holds less than 0.001 "
-            "of the mass (fails for 1); the box [-6, 6]^2 was widened for 1 images, to at "
-            "most [-17.9, 17.9]^2 (moving log p(x) by up to 20)") in lines
+            "less than 0.01 (fails for 0) and its outer band, 1 wide, holds less than 0.001 "
+            "of the mass (fails for 1)") in lines
+    assert ("  The box [-6, 6]^2 was widened (same spacing) for 1 images, to at most "
+            "[-17.9, 17.9]^2, moving log p(x) by up to 20") in lines
     assert "  Not converged: images 2; their grid values are approximations, not exact" in lines
     assert lines[-1].startswith("PROBLEM: exact < importance weighted - 3 s.e. for 1 of 3 "
                                 "converged images (images 1; up to 10.0 s.e.)")
@@ -408,6 +409,9 @@ def test_cli_writes_the_table_and_the_json(tiny_checkpoint, tmp_path, capsys):
     assert s["exact_log_px"]["mean"] >= s["log_px"]["mean"] - 3 * s["log_px"]["se"]
     assert s["exact_grid"]["max_change_from_half_the_points"] < 1e-2
     assert s["exact_converged_images"] == 30
+    assert s["ordering"]["checked_images"] == 30 and s["ordering"]["violations"] == 0
+    assert "  Ordering: exact >= importance weighted - 3 s.e. for all 30 converged images" in out
+    assert "NOT exact" not in out and "PROBLEM" not in out
     assert s["latent_dim"] == 2 and len(s["units"]) == 2
     for text in ("Nats per image", "importance weighted, K=200", "exact",
                  "RandomState(1234)", "Active units"):
