@@ -46,7 +46,8 @@ GRID_ROWS = 1024                 # grid points per decoder pass
 GRID_TOLERANCE = 0.01            # converged: halving the points moves log p(x) by less,
 GRID_BAND = 1.0                  # and the box's outer band, this wide, holds less
 GRID_BAND_TOLERANCE = 1e-3       # than this share of the posterior mass on the box;
-GRID_MAX_HALF_WIDTH = 18.0       # else the box is widened, same spacing, up to [-18, 18]^2
+GRID_MAX_HALF_WIDTH = 18.0       # else the box is widened, same spacing, up to [-18, 18]^2,
+GRID_WIDENING = 2.0              # by this much on every side at a time
 ORDERING_SES = 3                 # exact >= importance weighted - 3 of its standard errors
 
 
@@ -224,8 +225,8 @@ def grid_integral(gen_params, binary, half_width=GRID_HALF_WIDTH, points=GRID_PO
     spacing h = 2 half_width / points. While the box's outer band (the cells
     within GRID_BAND of its edge) holds GRID_BAND_TOLERANCE or more of an
     image's posterior mass on the box, that image's box is widened by
-    points // 2 cells on every side (same spacing; only the new ring is
-    computed), up to max_half_width. binary: (N, D); with a boolean pixel mask
+    GRID_WIDENING on every side (a whole number of cells, same spacing; only
+    the new ring is computed), up to max_half_width. binary: (N, D); with a boolean pixel mask
     `observed` (D,), log p(x_observed) (the other pixels summed out). The
     decoder runs once per chunk of grid_rows points for all images still
     being widened. -> dict of per-image arrays: "log_px", "log_px_start_box"
@@ -237,7 +238,7 @@ def grid_integral(gen_params, binary, half_width=GRID_HALF_WIDTH, points=GRID_PO
         raise ValueError("exact_log_px integrates over a 2-dimensional latent space; "
                          f"this decoder takes {gen_params[0][0].shape[0]}")
     N, h = len(binary), 2 * half_width / points
-    step = max(1, points // 2)
+    step = max(1, int(round(GRID_WIDENING / h)))
     band_cells = min(step, max(1, int(round(GRID_BAND / h))))
     top, s0 = onp.full(N, -onp.inf), onp.zeros(N)
     s1, s2 = onp.zeros((N, 2)), onp.zeros((N, 4))
@@ -325,7 +326,8 @@ def grid_settings(points=GRID_POINTS, half_width=GRID_HALF_WIDTH):
     """The grid's fixed settings, as the reports record them."""
     return {"start_half_width": half_width, "points": points,
             "spacing": 2 * half_width / points, "max_half_width": GRID_MAX_HALF_WIDTH,
-            "widening_step": (points // 2) * 2 * half_width / points,
+            "widening_step": max(1, int(round(GRID_WIDENING * points / (2 * half_width))))
+                             * 2 * half_width / points,
             "band_width": GRID_BAND, "band_tolerance": GRID_BAND_TOLERANCE,
             "tolerance": GRID_TOLERANCE}
 

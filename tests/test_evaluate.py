@@ -127,7 +127,7 @@ def test_the_box_follows_a_posterior_far_outside_the_starting_box(centre):
     assert check["converged"][0]
     far = max(abs(c) for c in centre) > 6
     assert check["widened"][0] == far
-    assert check["half_width"][0] == pytest.approx(11.97 if far else 6.0, abs=0.01)
+    assert (check["half_width"][0] > 8) if far else (check["half_width"][0] == 6.0)
     # The fixed box [-6, 6]^2: far off, and reported as not converged in extent.
     fixed = evaluate.grid_check(gen, x, points=201, max_half_width=6)
     if far:
@@ -154,7 +154,7 @@ def test_only_the_extent_check_sees_a_broad_posterior_cut_by_the_box():
 def test_a_box_that_cannot_widen_far_enough_is_not_converged():
     gen, x = separable_model((0, -30))                  # the mode near z_2 = -27
     check = evaluate.grid_check(gen, x, points=201)
-    assert check["half_width"][0] == pytest.approx(17.94, abs=0.01)
+    assert 16 < check["half_width"][0] <= evaluate.GRID_MAX_HALF_WIDTH
     assert not check["extent_converged"][0] and not check["converged"][0]
 
 
