@@ -225,7 +225,8 @@ def format_summary(s, check, n):
         problems.append(f"PROBLEM: the grid did not converge (spacing or extent) for "
                         f"{c['pairs_grid_not_converged']} of {c['pairs']} (image, epoch) pairs; "
                         "their log p(x) is not exact")
-    lines += problems
+    lines += problems or [f"Checks: in all {c['pairs']} (image, epoch) pairs the grid converged "
+                          "(spacing and extent) and the gap is >= 0 within the grid's error"]
     if check:
         grid, nodes = check["grid"], check["quadrature"]
         lines.append(f"Convergence: with {grid['half_points']}^2 instead of {grid['points']}^2 "

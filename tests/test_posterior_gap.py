@@ -213,7 +213,11 @@ def test_a_negative_gap_is_a_problem_and_withholds_the_conclusion():
     s = posterior_gap.summarize([0, 1, 2], elbo, log_px, np.ones(elbo.shape, bool),
                                 allowance + 0.5)
     assert s["checks"]["pairs_negative_gap"] == 0
-    assert "PROBLEM" not in posterior_gap.format_summary(s, None, 2)
+    text = posterior_gap.format_summary(s, None, 2)
+    assert "PROBLEM" not in text
+    assert ("Checks: in all 6 (image, epoch) pairs the grid converged (spacing and extent) and "
+            "the gap is >= 0 within the grid's error") in text
+    assert text.splitlines()[-1] == "So a rising ELBO does not imply a shrinking KL(q(z|x) || p(z|x))."
     # A grid that did not converge is a problem too.
     converged = np.ones(elbo.shape, bool)
     converged[1, 0] = False
