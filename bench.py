@@ -28,7 +28,7 @@ LOOPS = (("skeleton", "float64", 3.0), ("fast", "float32", 1.8))   # loop, dtype
 
 
 def parse_args(argv=None):
-    import runs   # imports no NumPy: --threads must be set before NumPy loads
+    from vaelib import runs   # imports no NumPy: --threads must be set before NumPy loads
     parser = runs.OneLineErrorParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--epochs", type=runs.positive_int, default=1,
                         help="timed epochs per repeat")
@@ -113,7 +113,7 @@ def main(argv=None):
     import numpy as np
 
     import data
-    import runs
+    from vaelib import runs
     import vae
     config = vars(vae.parse_args([]))   # the assignment's defaults
     _, images, _, _, _ = data.load_data()

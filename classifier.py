@@ -33,9 +33,9 @@ from autograd.misc import flatten
 from autograd.scipy.special import logsumexp
 
 import data
-import fastgrad
+from vaelib import fastgrad
 import models
-import runs
+from vaelib import runs
 from data import DATA_DIM
 
 N_CLASSES = 10

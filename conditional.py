@@ -45,8 +45,8 @@ from scipy.special import expit, logsumexp
 
 import data
 import evaluate
-import fastgrad
-import runs
+from vaelib import fastgrad
+from vaelib import runs
 import vae
 from data import DATA_DIM
 from plotting import IMAGE_SIDE

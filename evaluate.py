@@ -30,8 +30,8 @@ import numpy as onp
 from scipy.special import logsumexp
 
 import data
-import fastgrad
-import runs
+from vaelib import fastgrad
+from vaelib import runs
 import vae
 
 IW_SAMPLES = 5000

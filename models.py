@@ -24,8 +24,8 @@ import autograd.numpy.random as npr
 import numpy as onp
 from scipy.special import log_ndtr
 
-import fastgrad
-import runs
+from vaelib import fastgrad
+from vaelib import runs
 import vae
 from data import DATA_DIM
 

@@ -31,8 +31,8 @@ from numpy.polynomial.hermite_e import hermegauss
 
 import data
 import evaluate
-import fastgrad
-import runs
+from vaelib import fastgrad
+from vaelib import runs
 import vae
 
 PROG = "posterior_gap.py"

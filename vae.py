@@ -34,8 +34,8 @@ from autograd import grad, value_and_grad
 from autograd.misc import flatten
 from autograd.scipy.special import expit
 
-import fastgrad
-import runs
+from vaelib import fastgrad
+from vaelib import runs
 from data import DATA_DIM, load_data
 
 NUM_PRIOR_SAMPLES = 25

@@ -26,9 +26,9 @@ import numpy as onp
 from autograd import value_and_grad
 
 import data
-import fastgrad
+from vaelib import fastgrad
 import models
-import runs
+from vaelib import runs
 import vae
 from evaluate import ACTIVE_UNIT_THRESHOLD
 from models import MIXTURE_NAME

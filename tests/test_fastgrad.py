@@ -12,7 +12,7 @@ from autograd.core import VJPNode
 from autograd.misc import flatten
 from autograd.test_util import check_grads
 
-import fastgrad
+from vaelib import fastgrad
 import student_vae
 import vae
 

@@ -14,7 +14,7 @@ from functools import partial
 import numpy as np
 import pytest
 
-import runs
+from vaelib import runs
 import vae
 from holding import hold_lock
 

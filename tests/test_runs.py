@@ -11,7 +11,7 @@ from collections import namedtuple
 import numpy as np
 import pytest
 
-import runs
+from vaelib import runs
 from holding import hold_lock
 
 PATTERNS = ("checkpoint.npz", "metrics.json", "*.png", "evaluation_*.json")

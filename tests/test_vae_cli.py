@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import fastgrad
-import runs
+from vaelib import fastgrad
+from vaelib import runs
 import vae
 
 REPO = Path(__file__).resolve().parents[1]
