@@ -10,11 +10,13 @@ import re
 import sys
 import zipfile
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from vaelib import runs
+import plotting
 import vae
 from holding import hold_lock
 
@@ -383,17 +385,22 @@ def test_a_folder_that_cannot_be_opened_for_its_lock_is_said_in_one_line(tmp_pat
 
 def fill_the_disk(monkeypatch, when, also=lambda path: True):
     """From the first write for which when(path) holds, every write for which
-    also(path) holds fails as on a full disk (ENOSPC), as runs.atomic_write's
-    open or fsync would; every file of a run is written through it."""
-    real, full = runs.atomic_write, []
+    also(path) holds fails as on a full disk (ENOSPC), as the writers' open or
+    fsync would; every file of a run is written through runs.atomic_write or,
+    for a figure, plotting's own atomic writer."""
+    full = []
 
-    def atomic_write(path, write):
-        if full or when(path):
-            full.append(path)
-            if also(path):
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
-        return real(path, write)
-    monkeypatch.setattr(runs, "atomic_write", atomic_write)
+    def failing(real):
+        def atomic_write(path, write):
+            path = Path(path)
+            if full or when(path):
+                full.append(path)
+                if also(path):
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+            return real(path, write)
+        return atomic_write
+    monkeypatch.setattr(runs, "atomic_write", failing(runs.atomic_write))
+    monkeypatch.setattr(plotting, "_write_png", failing(plotting._write_png))
     return full
 
 
