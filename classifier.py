@@ -1,14 +1,18 @@
 """An MLP that classifies MNIST digits, and a score for generated digits.
 
-    python classifier.py                                  train, write output/classifier/
-    python classifier.py --score output/checkpoint.npz    score a model's prior samples
+    python classifier.py train                           train, write output/classifier/
+    python classifier.py score output/checkpoint.npz     score a model's prior samples
+
+The forms before the subcommands still work: `python classifier.py [train
+options]` trains, and `python classifier.py --score CHECKPOINT ... [score
+options]` scores.
 
 Training: a multilayer perceptron (ReLU hidden layers, softmax output) on the
 grey-level training images, maximising the mean log-probability of the true
 digit with the project's Adam (fastgrad.adam_step), the batches shuffled
 every epoch. Test accuracy is reported after every epoch.
 
-Scoring (--score): a generative model's prior samples, drawn and decoded to
+Scoring (score): a generative model's prior samples, drawn and decoded to
 pixel means by models.prior_samples (any checkpoint of vae.py or
 variants.py), are classified. Two numbers describe them:
 
@@ -118,11 +122,35 @@ def load_classifier(path):
 # The command line
 # ----------------------------------------------------------------------------
 
+COMMANDS = ("train", "score")
+
+
+def with_command(argv):
+    """argv with its subcommand: the forms before subcommands, `[train options]`
+    and `--score CHECKPOINT ... [score options]`, become `train ...` and
+    `score CHECKPOINT ... ...`. A first word that is not an option is left to
+    argparse (a subcommand, or a wrong one)."""
+    if argv and (argv[0] in ("-h", "--help") or not argv[0].startswith("-")):
+        return argv
+    if "--score" in argv:
+        return ["score", *(a for a in argv if a != "--score")]
+    if any(a.startswith("--score=") for a in argv):
+        return ["score", *(a.removeprefix("--score=") for a in argv)]
+    return ["train", *argv]
+
+
 def parse_args(argv=None):
+    argv = with_command(sys.argv[1:] if argv is None else list(argv))
     parser = runs.OneLineErrorParser(
-        description="Train an MLP digit classifier, or (--score) use it to score the prior "
-                    "samples of generative models.")
-    add = parser.add_argument
+        description="Train an MLP digit classifier (train), or use it to score the prior "
+                    "samples of generative models (score). Without a subcommand, the options "
+                    "are train's, or score's after --score CHECKPOINT ...")
+    commands = parser.add_subparsers(dest="command", required=True, title="subcommands")
+    train_parser = commands.add_parser(
+        "train", help="train the classifier (the default)",
+        description=f"Train the MLP digit classifier and write its checkpoint and metrics "
+                    f"(default: {DEFAULT_DIR}/).")
+    add = train_parser.add_argument
     add("--epochs", type=runs.positive_int, default=10, help="passes over the training set")
     add("--batch-size", type=runs.positive_int, default=100, help="images per Adam step")
     add("--hidden-units", type=runs.positive_int, default=500, help="units per hidden layer")
@@ -134,18 +162,24 @@ def parse_args(argv=None):
         help="use only the first N training images (default: all)")
     add("--output-dir", type=runs.output_dir, default=None, metavar="DIR",
         help=f"where the classifier's checkpoint and metrics go (default: {DEFAULT_DIR})")
-    add("--overwrite", action="store_true",
-        help="replace the classifier (or the --json report) already there")
-    add("--score", type=runs.existing_file, nargs="+", default=None, metavar="CHECKPOINT",
-        help="score the prior samples of these models (checkpoints of vae.py or variants.py)")
-    add("--classifier", type=runs.existing_file, default=None, metavar="PATH",
-        help=f"with --score: the classifier (default: {DEFAULT_DIR}/checkpoint.npz)")
-    add("--samples", type=runs.positive_int, default=1000, help="with --score: samples per model")
-    add("--confidence", type=runs.checked(float, lambda c: 0 < c < 1, "a number in (0, 1)"),
-        default=0.9, help="with --score: a sample is recognised above this probability")
-    add("--json", type=runs.output_file, default=None, metavar="PATH",
-        help="with --score: also write the scores here (its folder must exist)")
+    add("--overwrite", action="store_true", help="replace the classifier already there")
     add("--no-progress", action="store_true", help="no progress bar")
+    score_parser = commands.add_parser(
+        "score", help="score the prior samples of models (also: --score CHECKPOINT ...)",
+        description="Score the prior samples of generative models with the classifier: the "
+                    "recognised share and the digit entropy, beside real test images and "
+                    "uniform noise.")
+    add = score_parser.add_argument
+    add("score", type=runs.existing_file, nargs="+", metavar="CHECKPOINT",
+        help="the models' checkpoints (of vae.py or variants.py)")
+    add("--classifier", type=runs.existing_file, default=None, metavar="PATH",
+        help=f"the classifier (default: {DEFAULT_DIR}/checkpoint.npz)")
+    add("--samples", type=runs.positive_int, default=1000, help="samples per model")
+    add("--confidence", type=runs.checked(float, lambda c: 0 < c < 1, "a number in (0, 1)"),
+        default=0.9, help="a sample is recognised above this probability")
+    add("--json", type=runs.output_file, default=None, metavar="PATH",
+        help="also write the scores here (its folder must exist)")
+    add("--overwrite", action="store_true", help="replace the --json report already there")
     return parser.parse_args(argv)
 
 
@@ -253,7 +287,7 @@ def run_scoring_report(args, path, history, rows):
 def main(argv=None):
     args = parse_args(argv)
     try:
-        return run_scoring(args) if args.score else run_training(args)
+        return run_scoring(args) if args.command == "score" else run_training(args)
     except (data.DataError, runs.RunError) as e:
         print(f"classifier.py: error: {e}", file=sys.stderr)
         return getattr(e, "exit_code", 1)
