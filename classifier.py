@@ -38,7 +38,7 @@ from autograd.scipy.special import logsumexp
 
 import data
 from vaelib import fastgrad
-import models
+from vaelib import models
 from vaelib import runs
 from data import DATA_DIM
 

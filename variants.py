@@ -5,7 +5,7 @@
 
 The models (gaussian, laplace, binary, autoencoder, vae, ...) are the records
 of models.MODELS: their lower bounds, sizes, options, checkpoints and prior
-samples are in models.py, and each is a subcommand here with its own options.
+samples are in vaelib/models.py, and each is a subcommand here with its own options.
 Each is a lower bound, objective(gen_params, rec_params, data, randn), handed
 to vae.train; nothing in vae.py knows which one runs. All train with one
 value-and-gradient pass per step and noise from numpy.random.default_rng(seed)
@@ -24,10 +24,10 @@ import numpy as onp
 from autograd import value_and_grad
 
 import data
-import models
+from vaelib import models
 from vaelib import runs
 import vae
-from models import MODELS
+from vaelib.models import MODELS
 
 
 def grey_level_step(objective, flat_params, like, update, rng):

@@ -1,4 +1,4 @@
-"""models.py and variants.py: Gaussian pixels, a Laplace prior, binary codes and an
+"""vaelib/models.py and variants.py: Gaussian pixels, a Laplace prior, binary codes and an
 autoencoder with a mixture, against scipy.stats and Monte Carlo, their derivatives
 against finite differences, and short runs."""
 import json
@@ -12,7 +12,7 @@ from scipy import stats
 from scipy.special import ndtr
 
 import evaluate
-import models
+from vaelib import models
 import variants
 import vae
 
