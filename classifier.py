@@ -286,11 +286,7 @@ def run_scoring_report(args, path, history, rows):
 
 def main(argv=None):
     args = parse_args(argv)
-    try:
-        return run_scoring(args) if args.command == "score" else run_training(args)
-    except (data.DataError, runs.RunError) as e:
-        print(f"classifier.py: error: {e}", file=sys.stderr)
-        return getattr(e, "exit_code", 1)
+    return runs.run_main("classifier.py", lambda: run_scoring(args) if args.command == "score" else run_training(args))
 
 
 if __name__ == "__main__":

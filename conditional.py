@@ -632,11 +632,7 @@ def run(args):
 def main(argv=None):
     """Entry point of `python conditional.py`: returns the exit code."""
     args = parse_args(argv)
-    try:
-        return run(args)
-    except (data.DataError, runs.RunError) as e:
-        print(f"conditional.py: error: {e}", file=sys.stderr)
-        return getattr(e, "exit_code", 1)
+    return runs.run_main("conditional.py", lambda: run(args))
 
 
 if __name__ == "__main__":

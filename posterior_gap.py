@@ -358,11 +358,7 @@ def run(args):
 def main(argv=None):
     """Entry point of `python posterior_gap.py`: returns the exit code."""
     args = parse_args(argv)
-    try:
-        return run(args)
-    except (data.DataError, runs.RunError) as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return getattr(e, "exit_code", 1)
+    return runs.run_main(PROG, lambda: run(args))
 
 
 if __name__ == "__main__":

@@ -209,11 +209,7 @@ def figures_and_statistics(model, trained, test_images, test_labels, history):
 def main(argv=None):
     """Entry point of `python variants.py`: returns the exit code."""
     args = parse_args(argv)
-    try:
-        return run(args)
-    except (data.DataError, runs.RunError) as e:
-        print(f"variants.py: error: {e}", file=sys.stderr)
-        return getattr(e, "exit_code", 1)
+    return runs.run_main("variants.py", lambda: run(args))
 
 
 if __name__ == "__main__":

@@ -553,6 +553,18 @@ def load_checkpoint(path, layer_sizes, written_by="vae.py"):
 # Metrics and signals
 # ----------------------------------------------------------------------------
 
+def run_main(prog, work):
+    """The tail of every script's main: -> work()'s exit code; a data or run
+    error (data.DataError, RunError) is one line, "prog: error: ...", and its
+    exit code (1 unless it says otherwise)."""
+    from data import DataError
+    try:
+        return work()
+    except (DataError, RunError) as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return getattr(e, "exit_code", 1)
+
+
 def library_versions():
     from importlib.metadata import version
     return {"python": platform.python_version(),
