@@ -2,7 +2,7 @@
 initialisation, checkpoints and prior samples.
 
 Each model is a function terms(gen_params, rec_params, data, randn) ->
-(log p(x|z) (N,), KL (N,)); lower_bound(terms) is the objective vae.train
+(log p(x|z) (N,), KL (N,)); lower_bound(terms) is the objective vaelib.training.fast_train
 maximises. variants.py trains them; classifier.py scores their samples
 (prior_samples reads any checkpoint of vae.py or variants.py).
 
@@ -14,7 +14,7 @@ maximises. variants.py trains them; classifier.py scores their samples
                   (binary Concrete) samples in training, hard ones otherwise
     autoencoder   no noise and no KL; a Gaussian mixture fitted to the codes
                   serves as the prior afterwards
-    vae           vae.py's model (vae.fused_elbo_terms)
+    vae           vae.py's model (vaelib.training.fused_elbo_terms)
 """
 from functools import partial
 from pathlib import Path
@@ -26,6 +26,10 @@ from scipy.special import log_ndtr
 
 from vaelib import fastgrad
 from vaelib import runs
+from vaelib import checkpoints, networks
+from vaelib.training import fused_elbo_terms
+from vaelib.latents import GaussianLatent
+from vaelib.networks import cast_params
 import vae
 from data import DATA_DIM
 
@@ -118,7 +122,7 @@ def laplace_elbo_terms(gen_params, rec_params, binary, randn, activation="relu",
 
 
 class LaplaceLatent:
-    """write_figures' view of the Laplace latent space (see vae.GaussianLatent)."""
+    """write_figures' view of the Laplace latent space (see GaussianLatent)."""
 
     def __init__(self, prior_scale):
         self.prior_scale = prior_scale
@@ -130,7 +134,7 @@ class LaplaceLatent:
         return laplace_inverse_cdf(p, 0.0, self.prior_scale)
 
     reparameterize = staticmethod(laplace_reparameterize)
-    locations = staticmethod(vae.GaussianLatent.locations)
+    locations = staticmethod(GaussianLatent.locations)
 
 
 # ----------------------------------------------------------------------------
@@ -266,11 +270,11 @@ def elbo_terms(config, training=True):
     if model == "laplace":
         return partial(laplace_elbo_terms, activation=activation,
                        prior_scale=config["prior_scale"])
-    return partial(vae.fused_elbo_terms, activation=activation)
+    return partial(fused_elbo_terms, activation=activation)
 
 
 def lower_bound(terms):
-    """The objective vae.train maximises: the batch mean of log p(x|z) - KL."""
+    """The objective the fast loop maximises: the batch mean of log p(x|z) - KL."""
     def objective(gen_params, rec_params, data, randn):
         log_px_given_z, kl = terms(gen_params, rec_params, data, randn)
         return fastgrad.batch_mean(log_px_given_z - kl)
@@ -280,17 +284,17 @@ def lower_bound(terms):
 def layer_sizes(config):
     """(generator sizes, recognition sizes): vae.py's, except that the binary
     and autoencoder encoders output L numbers (logits, or the code), not 2L."""
-    gen, rec = vae.layer_sizes(config)
+    gen, rec = networks.layer_sizes(config)
     if config["model"] in ("binary", "autoencoder"):
         rec = rec[:-1] + [config["latent_dim"]]
     return gen, rec
 
 
 def initial_params(config, seed):
-    """As vae.initial_params (the global stream seeded, generator first), with
+    """As networks.initial_params (the global stream seeded, generator first), with
     this model's sizes and, for the Gaussian model, its noise layer."""
     npr.seed(seed)
-    gen, rec = (vae.cast_params(vae.init_net_params(sizes), onp.float64)
+    gen, rec = (cast_params(vae.init_net_params(sizes), onp.float64)
                 for sizes in layer_sizes(config))
     if config["model"] == "gaussian":
         gen = gen + [noise_layer(config["noise"], onp.float64)]
@@ -307,9 +311,9 @@ def load_model(path):
         if config.get("model") == "gaussian":
             networks["noise"] = [0, DATA_DIM if config["noise"] == "per-pixel" else 1]
         return networks
-    networks, config, history = runs.load_checkpoint(path, sizes, written_by="variants.py")
+    networks, config, history = checkpoints.load_checkpoint(path, sizes, written_by="variants.py")
     config.setdefault("model", "vae")
-    config.setdefault("activation", vae.DEFAULT_ACTIVATION)
+    config.setdefault("activation", checkpoints.DEFAULT_ACTIVATION)
     gen = networks["gen"] + networks.get("noise", [])
     mixture = None
     if config["model"] == "autoencoder":
@@ -334,7 +338,7 @@ def prior_samples(path, n, seed=0):
     latent = {"laplace": lambda: LaplaceLatent(config.get("prior_scale", 1.0)),
               "binary": lambda: BinaryLatent,
               "autoencoder": lambda: MixtureLatent(mixture, None)}.get(
-                  model, lambda: vae.GaussianLatent)()
+                  model, lambda: GaussianLatent)()
     decoder = gen[:-1] if model == "gaussian" else gen
     logits = fastgrad.neural_net_predict(decoder, latent.sample_prior(rs, shape),
                                          config["activation"])

@@ -8,12 +8,11 @@
 
 The models themselves (their lower bounds, sizes, checkpoints, prior samples)
 are in models.py. Each is a lower bound, objective(gen_params, rec_params,
-data, randn), handed to vae.train; nothing in vae.py knows which one runs.
-All train with one value-and-gradient pass per step and noise from
-numpy.random.default_rng(seed) (vae.py's fast loop): the Bernoulli models on
-pixels binarised afresh every batch, the Gaussian one on the grey levels.
-This file adds the step for grey levels, the test-set evaluation, the
-statistics of the codes, the figures and the command line.
+data, randn), handed to the fast loop (vaelib/training.py: one
+value-and-gradient pass per step, noise from numpy.random.default_rng(seed)):
+the Bernoulli models on pixels binarised afresh every batch, the Gaussian one
+on the grey levels. This file adds the statistics of the codes, the figures
+and the command line.
 
 Units: nats per image, summed over pixels, averaged over images. Why the
 Gaussian model's density cannot be compared with the others: docs/models.md.
@@ -23,42 +22,20 @@ from functools import partial
 from pathlib import Path
 
 import numpy as onp
-from autograd import value_and_grad
 
 import data
 from vaelib import fastgrad
 import models
 from vaelib import runs
+from vaelib import checkpoints, cli, training
+from vaelib.latents import GaussianLatent
+from vaelib.networks import count_params
 import vae
 from evaluate import ACTIVE_UNIT_THRESHOLD
 from models import MIXTURE_NAME
 
 CODE_NEAR_ZERO = 0.1        # share of standardised posterior locations within +- this
 
-
-
-def grey_level_step(objective, flat_params, like, update, rng):
-    """vae.fast_step without binarisation: the objective sees the grey levels."""
-    objective_and_grad = value_and_grad(vae.on_flat_params(objective, like))
-
-    def step(images, upcoming=None):
-        elbo, gradient = objective_and_grad(
-            flat_params, images, lambda *shape: rng.standard_normal(shape, dtype=images.dtype))
-        update(gradient)
-        return elbo
-    return step
-
-
-def evaluate(terms, gen_params, rec_params, images, seed=vae.TEST_POSTERIOR_SEED):
-    """The bound on a fixed data set, noise from RandomState(seed): comparable
-    across epochs. -> {"elbo", "log_px_given_z", "kl"}, means over images."""
-    rs = onp.random.RandomState(seed)
-    parts = [terms(gen_params, rec_params, images[i:i + vae.EVAL_BATCH_SIZE], rs.randn)
-             for i in range(0, len(images), vae.EVAL_BATCH_SIZE)]
-    log_px_given_z = onp.concatenate([p[0] for p in parts])
-    kl = onp.concatenate([p[1] for p in parts])
-    return {"elbo": float(onp.mean(log_px_given_z - kl)),
-            "log_px_given_z": float(onp.mean(log_px_given_z)), "kl": float(onp.mean(kl))}
 
 
 def code_statistics(rec_params, images, activation):
@@ -89,7 +66,7 @@ MODEL_OPTIONS = {"gaussian": ("noise", "min_std"), "laplace": ("prior_scale",),
                  "binary": ("temperature",), "autoencoder": ("components",), "vae": ()}
 OPTION_DEFAULTS = {"noise": "per-pixel", "min_std": 0.01, "prior_scale": 1.0,
                    "temperature": 2 / 3, "components": 10}
-RUN_FILES = vae.RUN_FILES + ("code_histogram.png", MIXTURE_NAME, "mixture.png")
+RUN_FILES = runs.RUN_FILES + ("code_histogram.png", MIXTURE_NAME, "mixture.png")
 
 def parse_args(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -102,7 +79,7 @@ def parse_args(argv=None):
              "posterior; binary: binary latent units; autoencoder: a deterministic "
              "autoencoder with a Gaussian mixture fitted to its codes; vae: vae.py's model "
              "through the same loop")
-    vae.add_model_options(parser)
+    cli.add_model_options(parser)
     add("--seed", type=runs.seed_int, default=0,
         help="seeds the initial parameters (global stream) and the loop's default_rng")
     add("--data-dir", type=runs.existing_dir, default=None, metavar="DIR",
@@ -154,8 +131,8 @@ def run_metrics(config, history, status, wall_seconds, extra=None):
         "config": config, "seed": config["seed"], "versions": runs.library_versions(),
         "units": "nats per image, summed over pixels, averaged over images; higher is better",
         "data": ("grey levels in [0, 1], not binarised" if config["model"] == "gaussian" else
-                 {"train": vae.TRAIN_BINARIZATION + f" from numpy.random.default_rng("
-                           f"{config['seed']})", "test": vae.TEST_BINARIZATION}),
+                 {"train": training.TRAIN_BINARIZATION + f" from numpy.random.default_rng("
+                           f"{config['seed']})", "test": training.TEST_BINARIZATION}),
         "epochs": history, "final_test_elbo": history[-1]["test_elbo"] if history else None,
         "wall_seconds": wall_seconds, **(extra or {})}
 
@@ -167,12 +144,12 @@ def run(args):
         "activation", "learning_rate", "seed", "n_train", *MODEL_OPTIONS[args.model])}
     config.update(data_dir=None if args.data_dir is None else str(args.data_dir),
                   dtype="float64", loop="fast",
-                  adam={"b1": vae.ADAM_B1, "b2": vae.ADAM_B2, "eps": vae.ADAM_EPS})
+                  adam={"b1": training.ADAM_B1, "b2": training.ADAM_B2, "eps": training.ADAM_EPS})
     out = args.output_dir or Path("output") / args.model
     run = runs.TrainingRun(out, partial(run_metrics, config))
-    rows = min(config["batch_size"], args.n_train or 60000) + vae.EVAL_BATCH_SIZE
+    rows = min(config["batch_size"], args.n_train or 60000) + training.EVAL_BATCH_SIZE
     runs.check_memory(runs.training_memory(models.layer_sizes(config), "float64", rows),
-                      f"this model ({vae.count_params(config):,} parameters)",
+                      f"this model ({count_params(config):,} parameters)",
                       "choose a smaller --hidden-units, --latent-dim or --hidden-layers")
     N, train_images, train_labels, test_images, test_labels = data.load_data(args.data_dir)
     runs.check_training_size(N, args.n_train, args.batch_size)
@@ -182,37 +159,38 @@ def run(args):
                             f"{args.n_train or N} components, or a larger --n-train",
                             exit_code=2)
     runs.prepare_output_dir(out, RUN_FILES, args.overwrite, "variants.py",
-                            2 * vae.count_params(config) * 8 + vae.FIGURE_BYTES)
+                            2 * count_params(config) * 8 + runs.FIGURE_BYTES)
     train_images, train_labels = train_images[:args.n_train], train_labels[:args.n_train]
     grey = args.model == "gaussian"
-    test_data = test_images if grey else vae.binarize(
-        test_images, onp.random.RandomState(vae.TEST_BINARIZATION_SEED))
+    test_data = test_images if grey else training.binarize_once(test_images)
     gen_params, rec_params = models.initial_params(config, args.seed)
     terms = models.elbo_terms(config, training=False)
     run.write_metrics("running")
     print(f"variants.py {args.model}: {len(train_images)} training and {len(test_images)} test "
-          f"images, {vae.count_params(config):,} network parameters, seed {args.seed}\n"
+          f"images, {count_params(config):,} network parameters, seed {args.seed}\n"
           f"Objective: {OBJECTIVES[args.model]}; higher is better.")
-    print(vae.EPOCH_HEADER)
+    print(training.EPOCH_HEADER)
 
     def save(gen_params, rec_params, history):
         networks = {"gen": gen_params[:-1] if grey else gen_params, "rec": rec_params}
         if grey:
             networks["noise"] = gen_params[-1:]
-        runs.save_checkpoint(run.checkpoint, networks, config, history)
+        checkpoints.save_checkpoint(run.checkpoint, networks, config, history)
 
-    def on_epoch_end(epoch, gen_params, rec_params, train_elbo, seconds, state=None):
-        test = evaluate(terms, gen_params, rec_params, test_data)
-        run.add_epoch(vae.epoch_record(epoch, train_elbo, test, seconds),
-                      partial(save, gen_params, rec_params))
+    def on_epoch_end(end):
+        test = training.evaluate_elbo(end.gen_params, end.rec_params, test_data, terms=terms)
+        run.add_epoch(training.epoch_record(end.epoch, end.train_elbo, test, end.seconds),
+                      partial(save, end.gen_params, end.rec_params))
 
     try:
         with runs.sigterm_as_interrupt():
-            gen_params, rec_params = vae.train(
-                gen_params, rec_params, train_images, args.epochs, args.batch_size,
-                args.learning_rate, objective=models.lower_bound(models.elbo_terms(config)),
-                step=grey_level_step if grey else vae.fast_step, on_epoch_end=on_epoch_end,
-                progress=not args.no_progress, seed=args.seed)
+            objective = training.on_flat_params(models.lower_bound(models.elbo_terms(config)),
+                                                (gen_params, rec_params))
+            settings = training.Settings(args.epochs, args.batch_size, args.learning_rate,
+                                         seed=args.seed, progress=not args.no_progress)
+            gen_params, rec_params = training.final_params(training.fast_train(
+                gen_params, rec_params, train_images, settings, objective,
+                training.in_place_adam(), binarize=not grey), on_epoch_end)
             extra = figures_and_statistics(args, gen_params, rec_params, train_images,
                                            train_labels, test_images, test_labels, test_data,
                                            run.history, out)
@@ -253,16 +231,16 @@ def figures_and_statistics(args, gen_params, rec_params, train_images, train_lab
     import plotting
     grey, extra = args.model == "gaussian", {}
     latent = {"laplace": models.LaplaceLatent(args.prior_scale), "binary": models.BinaryLatent}.get(
-        args.model, vae.GaussianLatent)
+        args.model, GaussianLatent)
     if args.model == "autoencoder":
-        binary = vae.binarize(train_images, onp.random.RandomState(vae.TEST_BINARIZATION_SEED))
+        binary = training.binarize_once(train_images)
         codes = fastgrad.neural_net_predict(rec_params, binary, args.activation)
         mixture = models.fit_mixture(codes, args.components, args.seed)
         runs.atomic_write(out / MIXTURE_NAME, lambda f: onp.savez(f, **mixture))
         latent = models.MixtureLatent(mixture, codes)
         extra["mixture"] = {"components": args.components, "fitted_to": (
             f"the codes of the {len(binary)} training images, binarised once with "
-            f"RandomState({vae.TEST_BINARIZATION_SEED})"), "file": str(out / MIXTURE_NAME)}
+            f"RandomState({training.TEST_BINARIZATION_SEED})"), "file": str(out / MIXTURE_NAME)}
     paths = vae.write_figures(gen_params[:-1] if grey else gen_params, rec_params, test_images,
                               test_labels, history, out, args.seed, args.activation, latent,
                               measure=MEASURES.get(args.model, "ELBO"))
