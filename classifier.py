@@ -38,8 +38,7 @@ from autograd.scipy.special import logsumexp
 
 import data
 from vaelib import fastgrad
-from vaelib import models
-from vaelib import runs
+from vaelib import checkpoints, models, runs
 from data import DATA_DIM
 
 N_CLASSES = 10
@@ -113,7 +112,7 @@ def score(params, images, confidence=0.9):
 
 
 def load_classifier(path):
-    networks, config, history = runs.load_checkpoint(
+    networks, config, history = checkpoints.load_checkpoint(
         path, lambda config: {"classifier": layer_sizes(config)}, written_by="classifier.py")
     return networks["classifier"], config, history
 
@@ -210,7 +209,7 @@ def run_training(args):
                   "seconds": seconds}
         print(f"{epoch:5d} {train_log_likelihood:14.4f} {record['test_accuracy']:14.4f} "
               f"{seconds:8.1f}", flush=True)
-        run.add_epoch(record, lambda history: runs.save_checkpoint(
+        run.add_epoch(record, lambda history: checkpoints.save_checkpoint(
             run.checkpoint, {"classifier": params}, config, history))
 
     try:

@@ -47,6 +47,8 @@ import data
 import evaluate
 from vaelib import fastgrad
 from vaelib import runs
+from vaelib import checkpoints
+from vaelib.networks import cast_params
 import vae
 from data import DATA_DIM
 from plotting import IMAGE_SIDE
@@ -566,11 +568,11 @@ def check_sizes(args, config):
 def run(args):
     """Fits, prints the report, then writes it and the figures. -> exit code."""
     wall_start = time.perf_counter()
-    gen_params, rec_params, config, history, note = vae.read_model(args.checkpoint)
+    gen_params, rec_params, config, history, note = checkpoints.read_model(args.checkpoint)
     if note:   # a run is training into its folder: said first
         print(note, flush=True)
-    gen_params = vae.cast_params(gen_params, np.float64)
-    rec_params = vae.cast_params(rec_params, np.float64)
+    gen_params = cast_params(gen_params, np.float64)
+    rec_params = cast_params(rec_params, np.float64)
     out = args.output_dir or args.checkpoint.parent
     stem = f"conditional_{args.mask}" + "_model" * (args.images == "model")
     json_path = args.json or out / f"{stem}.json"
@@ -584,7 +586,7 @@ def run(args):
                             exit_code=2)
     check_sizes(args, config)
     runs.prepare_output_dir(out, [f"{stem}_{kind}.png" for kind in FIGURE_KINDS], args.overwrite,
-                            "conditional.py", vae.FIGURE_BYTES)
+                            "conditional.py", runs.FIGURE_BYTES)
     runs.claim_output_dir(json_path.parent, (json_path.name,), args.overwrite, "conditional.py")
     runs.check_writable(json_path.parent, what="the report's folder")
     if args.images == "model":

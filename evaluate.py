@@ -32,6 +32,8 @@ from scipy.special import logsumexp
 import data
 from vaelib import fastgrad
 from vaelib import runs
+from vaelib import checkpoints, training
+from vaelib.networks import cast_params
 import vae
 
 IW_SAMPLES = 5000
@@ -162,7 +164,7 @@ def log_joint_on_grid(gen_params, binary, z, activation="relu", observed=None):
     decoder's outputs are shared by all images: log p(x|z_g) for every image
     and point is one matrix product, x @ logits.T minus the row sums of
     softplus(logits)."""
-    gen_params = observed_decoder(vae.cast_params(gen_params, onp.float64), observed)
+    gen_params = observed_decoder(cast_params(gen_params, onp.float64), observed)
     binary = onp.asarray(binary, dtype=onp.float64)
     if observed is not None:
         binary = binary[:, observed]
@@ -298,8 +300,7 @@ def binarize_split(images, how):
     if how == "threshold":
         return ((images > THRESHOLD).astype(onp.float64),
                 f"thresholded: x > {THRESHOLD}")
-    rs = onp.random.RandomState(vae.TEST_BINARIZATION_SEED)
-    return vae.binarize(images, rs), vae.TEST_BINARIZATION
+    return training.binarize_once(images), training.TEST_BINARIZATION
 
 
 def format_report(report):
@@ -445,7 +446,7 @@ def evaluation_memory(iw_samples, elbo_samples, config, max_rows=MAX_ROWS):
 def run(args):
     """Evaluates per args, prints the table, then writes the JSON. -> exit code."""
     wall_start = time.perf_counter()
-    gen_params, rec_params, config, history, note = vae.read_model(args.checkpoint)
+    gen_params, rec_params, config, history, note = checkpoints.read_model(args.checkpoint)
     if note:   # a run is training into its folder: said first
         print(note, flush=True)
     latent_dim = config["latent_dim"]
@@ -472,8 +473,8 @@ def run(args):
     binary, binarization = binarize_split(images, args.binarize)
     binary = binary[:args.n]
     # Float64 throughout: the weights of a float32-trained model are cast up.
-    gen_params = vae.cast_params(gen_params, onp.float64)
-    rec_params = vae.cast_params(rec_params, onp.float64)
+    gen_params = cast_params(gen_params, onp.float64)
+    rec_params = cast_params(rec_params, onp.float64)
     with runs.sigterm_as_interrupt():
         per_image = evaluate(gen_params, rec_params, binary, args.iw_samples,
                              args.elbo_samples, args.seed, progress=not args.no_progress,

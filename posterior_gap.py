@@ -23,7 +23,6 @@ Units: nats per image. `python posterior_gap.py --help` lists the options.
 """
 import sys
 import time
-from functools import partial
 from pathlib import Path
 
 import numpy as onp
@@ -33,6 +32,8 @@ import data
 import evaluate
 from vaelib import fastgrad
 from vaelib import runs
+from vaelib import cli, training
+from vaelib.networks import cast_params, initial_params
 import vae
 
 PROG = "posterior_gap.py"
@@ -41,7 +42,7 @@ HERMITE_NODES = 20               # per latent dimension: 400 points per image
 JSON_NAME, FIGURE_NAME, ARRAYS_NAME = "posterior_gap.json", "posterior_gap.png", "posterior_gap.npz"
 OUTPUT_FILES = (JSON_NAME, FIGURE_NAME, ARRAYS_NAME)
 BINARIZATION = ("binarised once, before training: x > uniform(0, 1) drawn from "
-                f"numpy.random.RandomState({vae.TEST_BINARIZATION_SEED})")
+                f"numpy.random.RandomState({training.TEST_BINARIZATION_SEED})")
 VAE_COMMAND = ("python vae.py --latent-dim 2 --hidden-layers {hidden_layers} --hidden-units "
                "{hidden_units} --activation {activation} --n-train {n_train} --epochs {epochs} "
                "--batch-size {batch_size} --learning-rate {learning_rate} --seed {seed}")
@@ -80,7 +81,7 @@ def quadrature_elbo(gen_params, rec_params, binary, activation="relu", nodes=HER
 def track_images(gen_params, rec_params, binary, activation, grid_points, nodes=HERMITE_NODES):
     """The tracked quantities per image, in float64: {"elbo", "log_px", "gap",
     "log_px_given_z", "kl"}, each (N,). Draws no random numbers."""
-    gen_params, rec_params = (vae.cast_params(p, onp.float64) for p in (gen_params, rec_params))
+    gen_params, rec_params = (cast_params(p, onp.float64) for p in (gen_params, rec_params))
     elbo, log_px_given_z, kl = quadrature_elbo(gen_params, rec_params, binary, activation, nodes)
     log_px = evaluate.exact_log_px(gen_params, binary, points=grid_points, activation=activation)
     return {"elbo": elbo, "log_px": log_px, "gap": log_px - elbo,
@@ -108,24 +109,25 @@ def train_and_track(config, train_images, binary, grid_points, on_record=None, p
     the images binary (N, D) at initialisation (epoch 0) and after every epoch:
     on_record(record, tracked arrays). -> (gen_params, rec_params)."""
     activation = config["activation"]
-    gen_params, rec_params = vae.initial_params(config, "float64", config["seed"])
+    gen_params, rec_params = initial_params(config, "float64", config["seed"], vae.init_net_params)
     last = {}
 
-    def on_epoch_end(epoch, gen_params, rec_params, train_elbo, seconds, state=None):
+    def on_epoch_end(end):
         start = time.perf_counter()
-        now = track_images(gen_params, rec_params, binary, activation, grid_points)
-        record = epoch_record(epoch, train_elbo, seconds, now, last.get("arrays"),
+        now = track_images(end.gen_params, end.rec_params, binary, activation, grid_points)
+        record = epoch_record(end.epoch, end.train_elbo, end.seconds, now, last.get("arrays"),
                               time.perf_counter() - start)
         last["arrays"] = now
         if on_record is not None:
             on_record(record, now)
 
-    on_epoch_end(0, gen_params, rec_params, None, 0.0)
-    return vae.train(gen_params, rec_params, train_images, config["epochs"],
-                     config["batch_size"], config["learning_rate"],
-                     objective=partial(vae.fused_lower_bound, activation=activation),
-                     step=vae.skeleton_step, on_epoch_end=on_epoch_end,
-                     progress=progress, seed=config["seed"])
+    on_epoch_end(training.EpochEnd(0, gen_params, rec_params, None, 0.0, None))
+    settings = training.Settings(config["epochs"], config["batch_size"],
+                                 config["learning_rate"], seed=config["seed"], progress=progress)
+    return training.final_params(vae.train(   # vae.py's loop, as `python vae.py` runs it
+        gen_params, rec_params, train_images, settings,
+        training.fused_objective((gen_params, rec_params), activation),
+        training.in_place_adam()), on_epoch_end)
 
 
 def summarize(epochs, elbo, log_px):
@@ -153,7 +155,7 @@ def convergence_check(gen_params, rec_params, binary, activation, grid_points):
     def change(a, b):
         return {"max_abs_difference": float(onp.max(onp.abs(a - b))),
                 "mean_abs_difference": float(onp.mean(onp.abs(a - b)))}
-    gen_params, rec_params = (vae.cast_params(p, onp.float64) for p in (gen_params, rec_params))
+    gen_params, rec_params = (cast_params(p, onp.float64) for p in (gen_params, rec_params))
     log_px = [evaluate.exact_log_px(gen_params, binary, points=points, activation=activation)
               for points in (grid_points, grid_points // 2)]
     elbo = [quadrature_elbo(gen_params, rec_params, binary, activation, nodes)[0]
@@ -259,7 +261,7 @@ def parse_args(argv=None):
     add("--hidden-units", type=runs.positive_int, default=500, help="units per hidden layer")
     add("--hidden-layers", type=runs.nonnegative_int, default=1,
         help="hidden layers in the encoder and in the decoder")
-    add("--activation", choices=tuple(vae.ACTIVATIONS), default="tanh",
+    add("--activation", choices=fastgrad.ACTIVATIONS, default="tanh",
         help="of the hidden layers")
     add("--batch-size", type=runs.positive_int, default=200, help="images per Adam step")
     add("--learning-rate", type=runs.positive_float, default=1e-3, help="Adam step size")
@@ -279,7 +281,7 @@ def parse_args(argv=None):
 def run(args):
     """Trains and tracks per args, prints, writes the outputs. -> exit code."""
     wall_start = time.perf_counter()
-    config = {key: getattr(args, key) for key in vae.TRAINING_OPTIONS if hasattr(args, key)}
+    config = {key: getattr(args, key) for key in cli.TRAINING_OPTIONS if hasattr(args, key)}
     config.update(latent_dim=LATENT_DIM, dtype="float64", loop="skeleton", data_dir=None)
     N, train_images, *_ = data.load_data()
     if args.n_train > N:
@@ -289,10 +291,9 @@ def run(args):
         raise runs.RunError(f"--track {args.track} but only {args.n_train} training images "
                             "(--n-train)", exit_code=2)
     out = args.output_dir
-    runs.prepare_output_dir(out, OUTPUT_FILES, args.overwrite, PROG, 3 * vae.FIGURE_BYTES)
+    runs.prepare_output_dir(out, OUTPUT_FILES, args.overwrite, PROG, 3 * runs.FIGURE_BYTES)
     train_images = train_images[:args.n_train].astype("float64")
-    binary = vae.binarize(train_images[:args.track],
-                          onp.random.RandomState(vae.TEST_BINARIZATION_SEED))
+    binary = training.binarize_once(train_images[:args.track])
     records, arrays = [], {"elbo": [], "log_px": []}
     report = {"status": "running", "config": config, "track": args.track,
               "vae_command": VAE_COMMAND.format(**config), "binarization": BINARIZATION,

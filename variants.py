@@ -7,11 +7,11 @@ The models (gaussian, laplace, binary, autoencoder, vae, ...) are the records
 of models.MODELS: their lower bounds, sizes, options, checkpoints and prior
 samples are in vaelib/models.py, and each is a subcommand here with its own options.
 Each is a lower bound, objective(gen_params, rec_params, data, randn), handed
-to vae.train; nothing in vae.py knows which one runs. All train with one
-value-and-gradient pass per step and noise from numpy.random.default_rng(seed)
-(vae.py's fast loop): the Bernoulli models on pixels binarised afresh every
-batch, the Gaussian one on the grey levels. This file adds the step for grey
-levels, the test-set evaluation, the figures and the command line.
+to the fast loop (vaelib/training.py: one value-and-gradient pass per step,
+noise from numpy.random.default_rng(seed)); nothing in vae.py knows which one
+runs: the Bernoulli models on pixels binarised afresh every batch, the
+Gaussian one on the grey levels. This file adds the figures and the command
+line.
 
 Units: nats per image, summed over pixels, averaged over images. Why the
 Gaussian model's density cannot be compared with the others: docs/models.md.
@@ -20,45 +20,18 @@ import sys
 from functools import partial
 from pathlib import Path
 
-import numpy as onp
-from autograd import value_and_grad
-
 import data
-from vaelib import models
-from vaelib import runs
 import vae
+from vaelib import checkpoints, cli, models, runs, training
 from vaelib.models import MODELS
-
-
-def grey_level_step(objective, flat_params, like, update, rng):
-    """vae.fast_step without binarisation: the objective sees the grey levels."""
-    objective_and_grad = value_and_grad(vae.on_flat_params(objective, like))
-
-    def step(images, upcoming=None):
-        elbo, gradient = objective_and_grad(
-            flat_params, images, lambda *shape: rng.standard_normal(shape, dtype=images.dtype))
-        update(gradient)
-        return elbo
-    return step
-
-
-def evaluate(terms, gen_params, rec_params, images, seed=vae.TEST_POSTERIOR_SEED):
-    """The bound on a fixed data set, noise from RandomState(seed): comparable
-    across epochs. -> {"elbo", "log_px_given_z", "kl"}, means over images."""
-    rs = onp.random.RandomState(seed)
-    parts = [terms(gen_params, rec_params, images[i:i + vae.EVAL_BATCH_SIZE], rs.randn)
-             for i in range(0, len(images), vae.EVAL_BATCH_SIZE)]
-    log_px_given_z = onp.concatenate([p[0] for p in parts])
-    kl = onp.concatenate([p[1] for p in parts])
-    return {"elbo": float(onp.mean(log_px_given_z - kl)),
-            "log_px_given_z": float(onp.mean(log_px_given_z)), "kl": float(onp.mean(kl))}
+from vaelib.networks import count_params
 
 
 # ----------------------------------------------------------------------------
 # The command line
 # ----------------------------------------------------------------------------
 
-RUN_FILES = vae.RUN_FILES + tuple(dict.fromkeys(
+RUN_FILES = runs.RUN_FILES + tuple(dict.fromkeys(
     name for model in MODELS.values() for name in model.files))
 
 
@@ -78,7 +51,7 @@ def parse_args(argv=None):
             model.name, help=model.summary + (f" (options {own})" if own else ""),
             description=f"Train the {model.name} model ({model.summary}). Objective: "
                         f"{model.objective}.")
-        vae.add_model_options(sub)
+        cli.add_model_options(sub)
         add = sub.add_argument
         add("--seed", type=runs.seed_int, default=0,
             help="seeds the initial parameters (global stream) and the loop's default_rng")
@@ -101,8 +74,8 @@ def run_metrics(config, history, status, wall_seconds, extra=None):
         "config": config, "seed": config["seed"], "versions": runs.library_versions(),
         "units": "nats per image, summed over pixels, averaged over images; higher is better",
         "data": ("grey levels in [0, 1], not binarised" if MODELS[config["model"]].grey else
-                 {"train": vae.TRAIN_BINARIZATION + f" from numpy.random.default_rng("
-                           f"{config['seed']})", "test": vae.TEST_BINARIZATION}),
+                 {"train": training.TRAIN_BINARIZATION + f" from numpy.random.default_rng("
+                           f"{config['seed']})", "test": training.TEST_BINARIZATION}),
         "epochs": history, "final_test_elbo": history[-1]["test_elbo"] if history else None,
         "wall_seconds": wall_seconds, **(extra or {})}
 
@@ -115,46 +88,47 @@ def run(args):
         "activation", "learning_rate", "seed", "n_train", *(o.name for o in model.options))}
     config.update(data_dir=None if args.data_dir is None else str(args.data_dir),
                   dtype="float64", loop="fast",
-                  adam={"b1": vae.ADAM_B1, "b2": vae.ADAM_B2, "eps": vae.ADAM_EPS})
+                  adam={"b1": training.ADAM_B1, "b2": training.ADAM_B2, "eps": training.ADAM_EPS})
     out = args.output_dir or Path("output") / args.model
     run = runs.TrainingRun(out, partial(run_metrics, config))
-    rows = min(config["batch_size"], args.n_train or 60000) + vae.EVAL_BATCH_SIZE
+    rows = min(config["batch_size"], args.n_train or 60000) + training.EVAL_BATCH_SIZE
     runs.check_memory(runs.training_memory(model.layer_sizes(config), "float64", rows),
-                      f"this model ({vae.count_params(config):,} parameters)",
+                      f"this model ({count_params(config):,} parameters)",
                       "choose a smaller --hidden-units, --latent-dim or --hidden-layers")
     N, train_images, train_labels, test_images, test_labels = data.load_data(args.data_dir)
     runs.check_training_size(N, args.n_train, args.batch_size)
     if model.check:
         model.check(config, args.n_train or N)
     runs.prepare_output_dir(out, RUN_FILES, args.overwrite, "variants.py",
-                            2 * vae.count_params(config) * 8 + vae.FIGURE_BYTES)
+                            2 * count_params(config) * 8 + runs.FIGURE_BYTES)
     train_images, train_labels = train_images[:args.n_train], train_labels[:args.n_train]
-    test_data = test_images if model.grey else vae.binarize(
-        test_images, onp.random.RandomState(vae.TEST_BINARIZATION_SEED))
-    gen_params, rec_params = models.initial_params(config, args.seed)
+    test_data = test_images if model.grey else training.binarize_once(test_images)
+    gen_params, rec_params = models.initial_params(config, args.seed, vae.init_net_params)
     terms = models.elbo_terms(config, training=False)
     run.write_metrics("running")
     print(f"variants.py {args.model}: {len(train_images)} training and {len(test_images)} test "
-          f"images, {vae.count_params(config):,} network parameters, seed {args.seed}\n"
+          f"images, {count_params(config):,} network parameters, seed {args.seed}\n"
           f"Objective: {model.objective}; higher is better.")
-    print(vae.EPOCH_HEADER)
+    print(training.EPOCH_HEADER)
 
     def save(gen_params, rec_params, history):
-        runs.save_checkpoint(run.checkpoint, model.networks(gen_params, rec_params), config,
-                             history)
+        checkpoints.save_checkpoint(run.checkpoint, model.networks(gen_params, rec_params),
+                                    config, history)
 
-    def on_epoch_end(epoch, gen_params, rec_params, train_elbo, seconds, state=None):
-        test = evaluate(terms, gen_params, rec_params, test_data)
-        run.add_epoch(vae.epoch_record(epoch, train_elbo, test, seconds),
-                      partial(save, gen_params, rec_params))
+    def on_epoch_end(end):
+        test = training.evaluate_elbo(end.gen_params, end.rec_params, test_data, terms=terms)
+        run.add_epoch(training.epoch_record(end.epoch, end.train_elbo, test, end.seconds),
+                      partial(save, end.gen_params, end.rec_params))
 
     try:
         with runs.sigterm_as_interrupt():
-            gen_params, rec_params = vae.train(
-                gen_params, rec_params, train_images, args.epochs, args.batch_size,
-                args.learning_rate, objective=models.lower_bound(models.elbo_terms(config)),
-                step=grey_level_step if model.grey else vae.fast_step,
-                on_epoch_end=on_epoch_end, progress=not args.no_progress, seed=args.seed)
+            objective = training.on_flat_params(models.lower_bound(models.elbo_terms(config)),
+                                                (gen_params, rec_params))
+            settings = training.Settings(args.epochs, args.batch_size, args.learning_rate,
+                                         seed=args.seed, progress=not args.no_progress)
+            gen_params, rec_params = training.final_params(training.fast_train(
+                gen_params, rec_params, train_images, settings, objective,
+                training.in_place_adam(), binarize=not model.grey), on_epoch_end)
             trained = models.Trained(config, gen_params, rec_params, train_images,
                                      train_labels, test_data, out)
             extra = figures_and_statistics(model, trained, test_images, test_labels,

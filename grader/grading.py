@@ -21,6 +21,7 @@ import numpy as np
 
 from grader import checks, figures, intake, protocol, training, verdicts
 from grader.sandbox import Budget, GraderProblem, WorkerLost, start_worker
+from vaelib import networks
 
 STATUSES = ("pass", "fail", "warning", "error", "skipped")
 FUNCTION_NAMES = tuple(checks.CHECKS)
@@ -223,7 +224,7 @@ def grade_script(submission, options, isolation, budget):
     of MNIST, and its trained parameters and saved figures are judged."""
     import vae as reference
     data = shared("subset", subset)
-    size = reference.count_params(training.assignment_config(reference))
+    size = networks.count_params(training.assignment_config(reference))
     if budget.left <= 0:
         return [result("(script)", "runs as a script", "skipped", "not run: the file's time is up")]
     worker = start_worker(submission, isolation, budget, options.import_timeout)

@@ -29,6 +29,8 @@ from autograd.misc import flatten
 
 from grader.draws import INIT_SCALE, reference_bound, reference_init
 from grader.script import traced_width
+from vaelib import networks
+from vaelib.training import evaluate_elbo
 
 TRAIN_IMAGES, TEST_IMAGES = 300, 100
 EPOCHS, BATCH_SIZE, SEED = 30, 200, 0                    # the skeleton's run
@@ -61,7 +63,7 @@ def initial_params(reference, rs=None):
     RandomState(SEED), which is the global stream's MT19937 and normal transform)."""
     rs = np.random.RandomState(SEED) if rs is None else rs
     return tuple(reference_init(rs.randn, sizes, INIT_SCALE)
-                 for sizes in reference.layer_sizes(assignment_config(reference)))
+                 for sizes in networks.layer_sizes(assignment_config(reference)))
 
 
 def adam_update(g, m, v, t, moment_power=2, t_offset=0, corrected=True, sign=1):
@@ -105,8 +107,8 @@ def judging_elbo(reference, flat, images):
     _, unflatten = flatten(initial_params(reference))
     rs = np.random.RandomState(ELBO_SEED)
     binary = (images > rs.uniform(size=images.shape)).astype(float)
-    return reference.evaluate_elbo(*unflatten(np.asarray(flat, dtype=float)), binary,
-                                   seed=ELBO_SEED)["elbo"]
+    return evaluate_elbo(*unflatten(np.asarray(flat, dtype=float)), binary,
+                         seed=ELBO_SEED)["elbo"]
 
 
 def parameter_names(reference):
@@ -114,7 +116,7 @@ def parameter_names(reference):
     order autograd's flatten lays them out (generator first, W row by row, then b)."""
     blocks, offset = [], 0
     for network, sizes in zip(("generator", "recognition network"),
-                              reference.layer_sizes(assignment_config(reference))):
+                              networks.layer_sizes(assignment_config(reference))):
         for layer, (m, n) in enumerate(zip(sizes[:-1], sizes[1:]), 1):
             where = f"of the {network}'s layer {layer}"
             blocks += [(offset, n, "W", where), (offset + m * n, n, "b", where)]

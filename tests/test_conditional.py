@@ -15,6 +15,7 @@ from scipy.special import expit, logsumexp
 
 import conditional
 import evaluate
+from vaelib import runs
 import vae
 from plotting import IMAGE_SIDE
 
@@ -206,7 +207,7 @@ def checkpoint_2d(tmp_path_factory):
     assert vae.main(["--n-train", "300", "--epochs", "2", "--latent-dim", "2",
                      "--hidden-units", "20", "--hidden-layers", "1", "--activation", "tanh",
                      "--no-progress", "--output-dir", str(out)]) == 0
-    return out / vae.CHECKPOINT_NAME
+    return out / runs.CHECKPOINT_NAME
 
 
 FAST = ["--n", "5", "--steps", "20", "--predictive-samples", "50", "--grid-points", "100",
@@ -323,7 +324,7 @@ def test_a_latent_space_above_2_has_no_exact_numbers(tmp_path):
     out = tmp_path / "run"
     assert vae.main(["--n-train", "200", "--epochs", "1", "--latent-dim", "3",
                      "--hidden-units", "10", "--no-progress", "--output-dir", str(out)]) == 0
-    assert conditional.main([str(out / vae.CHECKPOINT_NAME), *FAST]) == 0
+    assert conditional.main([str(out / runs.CHECKPOINT_NAME), *FAST]) == 0
     report = json.loads((out / "conditional_top.json").read_text())
     assert set(report["summary"]["missing_pixels_log_likelihood"]) == {
         "svi", "prior", "pixel_marginal"}

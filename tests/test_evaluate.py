@@ -20,8 +20,16 @@ from scipy import stats
 from scipy.special import expit, logsumexp
 
 import evaluate
+from vaelib import checkpoints, runs, training
+from vaelib import networks
+from data import DATA_DIM, load_data
 import vae
 from holding import hold_lock
+
+
+def initial_params(config, dtype, seed):
+    """networks.initial_params with the skeleton's init_net_params, as vae.py passes it."""
+    return networks.initial_params(config, dtype, seed, vae.init_net_params)
 
 
 def tiny_model(seed=0, data_dim=12, hidden=8, latent_dim=2, num_images=6):
@@ -259,7 +267,7 @@ def test_binarisations():
     assert np.all(np.abs(sampled.mean(axis=0) - p) <= 4 * se)
     # The same binarisation as vae.py's test set.
     np.testing.assert_array_equal(
-        sampled, vae.binarize(images, np.random.RandomState(vae.TEST_BINARIZATION_SEED)))
+        sampled, vae.binarize(images, np.random.RandomState(training.TEST_BINARIZATION_SEED)))
 
 
 # ----------------------------------------------------------------------------
@@ -289,7 +297,7 @@ def test_cli_writes_the_table_and_the_json(tiny_checkpoint, tmp_path, capsys):
     report = json.loads(report_path.read_text())
     s = report["summary"]
     assert report["status"] == "complete" and report["n"] == 30
-    assert report["binarization"] == vae.TEST_BINARIZATION
+    assert report["binarization"] == training.TEST_BINARIZATION
     assert "nats per image" in report["units"]
     assert s["log_px"]["mean"] >= s["elbo"]["mean"] - 3 * s["elbo"]["se"]
     assert s["exact_log_px"]["mean"] >= s["log_px"]["mean"] - 3 * s["log_px"]["se"]
@@ -314,7 +322,7 @@ def test_cli_threshold_and_train_split(tiny_checkpoint, capsys):
 
 
 def test_the_default_report_is_where_metrics_json_points(tiny_checkpoint, capsys):
-    metrics = json.loads((tiny_checkpoint.parent / vae.METRICS_NAME).read_text())
+    metrics = json.loads((tiny_checkpoint.parent / runs.METRICS_NAME).read_text())
     command = metrics["log_likelihood"]["command"].split()
     assert command[:2] == ["python", "evaluate.py"]
     report = Path(metrics["log_likelihood"]["report"])
@@ -479,9 +487,9 @@ def test_cli_refuses_bad_arguments(tiny_checkpoint, capsys, argv, message):
 def test_cli_refuses_exact_for_a_latent_space_that_is_not_2d(tiny_checkpoint, tmp_path,
                                                             capsys):
     checkpoint = tmp_path / "three.npz"
-    _, _, config, history = vae.load_model(tiny_checkpoint)
+    _, _, config, history = checkpoints.load_model(tiny_checkpoint)
     config = dict(config, latent_dim=3)
-    vae.save_model(checkpoint, *vae.initial_params(config, "float64", 0), config, history)
+    checkpoints.save_model(checkpoint, *initial_params(config, "float64", 0), config, history)
     code, err = refusal(capsys, checkpoint, "--exact")
     assert code == 2
     assert "--exact needs a 2-dimensional latent space" in err and "Traceback" not in err
@@ -520,8 +528,8 @@ def test_a_tanh_checkpoint_is_evaluated_with_tanh(tmp_path, capsys):
     assert code == 0 and "tanh units" in printed
     report = json.loads(report_path.read_text())
     assert report["checkpoint"]["activation"] == "tanh"
-    gen, rec, _, _ = vae.load_model(out / "checkpoint.npz")
-    x, _ = evaluate.binarize_split(vae.load_data()[3][:20], "sample")
+    gen, rec, _, _ = checkpoints.load_model(out / "checkpoint.npz")
+    x, _ = evaluate.binarize_split(load_data()[3][:20], "sample")
     kl = {name: vae.compute_KL(vae.neural_net_predict(rec, x, f))
           for name, f in vae.ACTIVATIONS.items()}
     per_image = np.load(report_path.with_suffix(".npz"))
@@ -546,7 +554,7 @@ def variant_checkpoints(tmp_path_factory):
         assert variants.main([kind, "--n-train", "200", "--epochs", "1", "--batch-size", "100",
                               "--hidden-units", "8", "--latent-dim", "2", "--no-progress",
                               "--output-dir", str(folder / kind)]) == 0
-        paths[kind] = folder / kind / vae.CHECKPOINT_NAME
+        paths[kind] = folder / kind / runs.CHECKPOINT_NAME
     return paths
 
 
@@ -574,7 +582,7 @@ def test_the_script_it_names_reads_the_checkpoint(variant_checkpoints):
     import models
     for kind, path in variant_checkpoints.items():
         images, config = models.prior_samples(path, 3)
-        assert config["model"] == kind and images.shape == (3, vae.DATA_DIM)
+        assert config["model"] == kind and images.shape == (3, DATA_DIM)
 
 
 
@@ -585,7 +593,7 @@ def test_a_report_on_a_run_being_trained_says_so_first_and_in_its_json(tiny_chec
     import conditional
     training = tmp_path / "training"
     training.mkdir()
-    checkpoint = Path(shutil.copy(tiny_checkpoint, training / vae.CHECKPOINT_NAME))
+    checkpoint = Path(shutil.copy(tiny_checkpoint, training / runs.CHECKPOINT_NAME))
     note = (f"note: {training} is being trained right now (pid {{}}); this report is of "
             "epoch 1 (of 1 planned) of the checkpoint as it was read")
     holder = hold_lock(training)

@@ -12,7 +12,15 @@ from scipy.special import expit, logsumexp
 
 import evaluate
 import posterior_gap
+from vaelib import training
+from vaelib import networks
+import loops
 import vae
+
+
+def initial_params(config, dtype, seed):
+    """networks.initial_params with the skeleton's init_net_params, as vae.py passes it."""
+    return networks.initial_params(config, dtype, seed, vae.init_net_params)
 
 SMALL = ["--n-train", "300", "--epochs", "2", "--hidden-units", "20", "--track", "20",
          "--grid-points", "61", "--no-progress"]
@@ -96,9 +104,8 @@ def test_gap_is_the_kl_from_q_to_the_posterior_on_the_grid():
 
 def plain_training(images):
     """vae.train with SMALL_CONFIG, no tracking, as vae.py runs it."""
-    gen, rec = vae.initial_params(SMALL_CONFIG, "float64", 0)
-    return vae.train(gen, rec, images, 2, 200, 1e-3, step=vae.skeleton_step,
-                     objective=partial(vae.fused_lower_bound, activation="tanh"))
+    gen, rec = initial_params(SMALL_CONFIG, "float64", 0)
+    return loops.train(loops.SKELETON, gen, rec, images, 2, 200, 1e-3, activation="tanh")[0]
 
 
 def test_a_draw_from_the_global_stream_would_change_training(mnist):

@@ -14,7 +14,14 @@ from scipy.special import ndtr
 import evaluate
 from vaelib import models
 import variants
+from vaelib import checkpoints, runs, training
+from vaelib import networks
 import vae
+
+
+def initial_params(config, dtype, seed):
+    """networks.initial_params with the skeleton's init_net_params, as vae.py passes it."""
+    return networks.initial_params(config, dtype, seed, vae.init_net_params)
 
 
 def rand(*shape, seed=0, scale=1.0):
@@ -226,12 +233,13 @@ def test_each_model_trains_and_its_held_out_bound_rises(config, mnist):
     grey = config["model"] == "gaussian"
     held_out = test_images if grey else (test_images > 0.5).astype(float)
     terms = models.elbo_terms(config, training=False)   # hard samples for the binary model
-    elbos = [variants.evaluate(terms, gen, rec, held_out)["elbo"]]
-    vae.train(gen, rec, train_images, 3, 100, 3e-3,
-              objective=models.lower_bound(models.elbo_terms(config)),
-              step=variants.grey_level_step if grey else vae.fast_step,
-              on_epoch_end=lambda epoch, g, r, *rest: elbos.append(
-                  variants.evaluate(terms, g, r, held_out)["elbo"]))
+    elbos = [training.evaluate_elbo(gen, rec, held_out, terms=terms)["elbo"]]
+    objective = training.on_flat_params(models.lower_bound(models.elbo_terms(config)), (gen, rec))
+    training.final_params(training.fast_train(
+        gen, rec, train_images, training.Settings(3, 100, 3e-3), objective,
+        training.in_place_adam(), binarize=not grey),
+        lambda end: elbos.append(training.evaluate_elbo(end.gen_params, end.rec_params, held_out,
+                                                        terms=terms)["elbo"]))
     assert elbos[1] > elbos[0] + 5 and elbos[3] > elbos[1]
 
 
@@ -281,7 +289,7 @@ def test_prior_samples_of_a_vae_py_checkpoint_are_its_decoded_prior_draws(tmp_pa
     out = tmp_path / "vae"
     assert vae.main([*TINY, "--output-dir", str(out)]) == 0
     images, config = models.prior_samples(out / "checkpoint.npz", 5, seed=3)
-    gen, _, _, _ = vae.load_model(out / "checkpoint.npz")
+    gen, _, _, _ = checkpoints.load_model(out / "checkpoint.npz")
     z = np.random.RandomState(3).randn(5, 2)
     np.testing.assert_allclose(images, 1 / (1 + np.exp(-vae.neural_net_predict(gen, z))),
                                rtol=1e-12)

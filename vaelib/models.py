@@ -5,7 +5,7 @@ A model is one Model record in MODELS: its terms(gen_params, rec_params,
 data, randn) -> (log p(x|z) (N,), KL (N,)), its options, its latent space,
 its objective's description and the hooks for what it does beyond vae.py's
 model (a noise layer, a prior fitted after training, reports and figures).
-lower_bound(terms) is the objective vae.train maximises. variants.py trains
+lower_bound(terms) is the objective training.fast_train maximises. variants.py trains
 the models and builds its command line from MODELS; classifier.py scores
 their samples (prior_samples reads any checkpoint of vae.py or variants.py).
 A new model is its functions here and one entry in MODELS (docs/models.md).
@@ -20,11 +20,14 @@ import autograd.numpy.random as npr
 import numpy as onp
 from scipy.special import log_ndtr
 
-from vaelib import fastgrad
-from vaelib import runs
-import vae
+from autograd.scipy.special import expit
+
 from data import DATA_DIM
-from evaluate import ACTIVE_UNIT_THRESHOLD
+from vaelib import checkpoints, fastgrad, networks, runs
+from vaelib.training import TEST_BINARIZATION_SEED, binarize_once, fused_elbo_terms
+from vaelib.latents import GaussianLatent
+
+ACTIVE_UNIT_THRESHOLD = 1e-2     # a unit is active if its posterior mean varies more (Burda et al. 2016, Sec. 5.2)
 
 NOISE_INIT_STD = 0.2        # the Gaussian model's sigma before training
 MIXTURE_NAME = "mixture.npz"   # the autoencoder's mixture, beside its checkpoint
@@ -73,7 +76,7 @@ def no_options(config, training):
 
 
 def gaussian_latent(config, prior=None):
-    return vae.GaussianLatent
+    return GaussianLatent
 
 
 @dataclass(frozen=True)
@@ -84,7 +87,7 @@ class Model:
     samples). The hooks, where a model has them:
 
     latent(config, prior)        write_figures' and prior_samples' view of the
-                                 latent space (see vae.GaussianLatent); prior
+                                 latent space (see GaussianLatent); prior
                                  is what load_prior read, or None
     noise_layer(config, dtype)   a learnt layer without inputs appended to the
                                  generator ("noise" in the checkpoint)
@@ -109,12 +112,12 @@ class Model:
     fit_prior: Optional[Callable] = None
     load_prior: Optional[Callable] = None
     reports: tuple = ()
-    files: tuple = ()                # what it may write beyond vae.RUN_FILES
+    files: tuple = ()                # what it may write beyond runs.RUN_FILES
 
     def layer_sizes(self, config):
         """(generator sizes, recognition sizes): vae.py's, with code_size
         encoder outputs per latent unit."""
-        gen, rec = vae.layer_sizes(config)
+        gen, rec = networks.layer_sizes(config)
         return gen, rec[:-1] + [self.code_size * config["latent_dim"]]
 
     def decoder(self, gen_params):
@@ -129,7 +132,7 @@ class Model:
         return networks
 
     def checkpoint_sizes(self, config):
-        """{network: layer sizes} of a checkpoint, for runs.load_checkpoint."""
+        """{network: layer sizes} of a checkpoint, for checkpoints.load_checkpoint."""
         gen, rec = self.layer_sizes(config)
         networks = {"gen": gen, "rec": rec}
         if self.noise_layer:
@@ -169,7 +172,7 @@ def gaussian_elbo_terms(gen_params, rec_params, images, randn, activation="relu"
     q_means_and_log_stds = fastgrad.neural_net_predict(rec_params, images, activation)
     eps = randn(len(images), q_means_and_log_stds.shape[-1] // 2)
     z = fastgrad.reparameterize(q_means_and_log_stds, eps)
-    mean = vae.sigmoid(fastgrad.neural_net_predict(decoder, z, activation))
+    mean = expit(fastgrad.neural_net_predict(decoder, z, activation))
     return (gaussian_log_prob(images, mean, noise_log_std(raw, min_std)),
             fastgrad.compute_KL(q_means_and_log_stds))
 
@@ -209,14 +212,14 @@ def standard_laplace_from_normal(eps):
 def laplace_reparameterize(q_means_and_log_scales, eps):
     """z = mu + b * e, e ~ Lap(0, 1) from eps: (N, 2L), (N, L) -> (N, L).
     Differentiable in mu and log b; the noise is a constant."""
-    mean, log_scale = vae.unpack_gaussian_params(q_means_and_log_scales)
+    mean, log_scale = fastgrad.unpack_gaussian_params(q_means_and_log_scales)
     return mean + np.exp(log_scale) * standard_laplace_from_normal(eps).astype(eps.dtype)
 
 
 def laplace_kl(q_means_and_log_scales, prior_scale):
     """KL(Lap(mu, b) || Lap(0, tau)) summed over units: (N, 2L) -> (N,).
     Per unit, log(tau / b) + |mu| / tau + (b / tau) exp(-|mu| / b) - 1."""
-    mean, log_scale = vae.unpack_gaussian_params(q_means_and_log_scales)
+    mean, log_scale = fastgrad.unpack_gaussian_params(q_means_and_log_scales)
     b = np.exp(log_scale)
     return np.sum(np.log(prior_scale) - log_scale + np.abs(mean) / prior_scale
                   + b / prior_scale * np.exp(-np.abs(mean) / b) - 1, axis=-1)
@@ -232,7 +235,7 @@ def laplace_elbo_terms(gen_params, rec_params, binary, randn, activation="relu",
 
 
 class LaplaceLatent:
-    """write_figures' view of the Laplace latent space (see vae.GaussianLatent)."""
+    """write_figures' view of the Laplace latent space (see GaussianLatent)."""
 
     def __init__(self, prior_scale):
         self.prior_scale = prior_scale
@@ -244,7 +247,7 @@ class LaplaceLatent:
         return laplace_inverse_cdf(p, 0.0, self.prior_scale)
 
     reparameterize = staticmethod(laplace_reparameterize)
-    locations = staticmethod(vae.GaussianLatent.locations)
+    locations = staticmethod(GaussianLatent.locations)
 
 
 # ----------------------------------------------------------------------------
@@ -263,7 +266,7 @@ def relaxed_bernoulli(logits, eps, temperature):
     (Maddison, Mnih and Teh 2017; Jang, Gu and Poole 2017):
     sigmoid((logits + L) / temperature), L ~ Logistic(0, 1) from eps. In (0, 1),
     differentiable in the logits; hard as the temperature falls to 0."""
-    return vae.sigmoid((logits + logistic_from_normal(eps).astype(eps.dtype)) / temperature)
+    return expit((logits + logistic_from_normal(eps).astype(eps.dtype)) / temperature)
 
 
 def hard_bernoulli(logits, eps):
@@ -275,7 +278,7 @@ def bernoulli_kl(logits):
     """KL(Bern(sigmoid(l)) || Bern(1/2)) summed over units, (N, L) -> (N,):
     theta log theta + (1 - theta) log(1 - theta) + log 2, with
     log theta = -softplus(-l) and log(1 - theta) = -softplus(l)."""
-    theta = vae.sigmoid(logits)
+    theta = expit(logits)
     return np.sum(np.log(2.0) - theta * np.logaddexp(0.0, -logits)
                   - (1 - theta) * np.logaddexp(0.0, logits), axis=-1)
 
@@ -305,7 +308,7 @@ class BinaryLatent:
         return p
 
     reparameterize = staticmethod(hard_bernoulli)
-    locations = staticmethod(vae.sigmoid)
+    locations = staticmethod(expit)
 
 
 # ----------------------------------------------------------------------------
@@ -374,14 +377,14 @@ def fit_code_mixture(trained):
     """The mixture fitted to the codes of the training images (binarised once),
     written beside the checkpoint. -> (MixtureLatent, metrics extras)."""
     config, out = trained.config, trained.out
-    binary = vae.binarize(trained.train_images, onp.random.RandomState(vae.TEST_BINARIZATION_SEED))
+    binary = binarize_once(trained.train_images)
     codes = fastgrad.neural_net_predict(trained.rec_params, binary, config["activation"])
     mixture = fit_mixture(codes, config["components"], config["seed"])
     runs.atomic_write(out / MIXTURE_NAME, lambda f: onp.savez(f, **mixture))
     return MixtureLatent(mixture, codes), {"mixture": {
         "components": config["components"], "fitted_to": (
             f"the codes of the {len(binary)} training images, binarised once with "
-            f"RandomState({vae.TEST_BINARIZATION_SEED})"), "file": str(out / MIXTURE_NAME)}}
+            f"RandomState({TEST_BINARIZATION_SEED})"), "file": str(out / MIXTURE_NAME)}}
 
 
 def load_mixture(folder):
@@ -418,7 +421,7 @@ def code_statistics(rec_params, images, activation):
     (0 for Gaussian codes, 3 for Laplace ones) and their share within
     +-CODE_NEAR_ZERO. -> (statistics, standardised locations (N, active))."""
     from scipy.stats import kurtosis
-    mean, _ = vae.unpack_gaussian_params(fastgrad.neural_net_predict(rec_params, images,
+    mean, _ = fastgrad.unpack_gaussian_params(fastgrad.neural_net_predict(rec_params, images,
                                                                      activation))
     active = onp.var(mean, axis=0) > ACTIVE_UNIT_THRESHOLD
     if not active.any():
@@ -504,7 +507,7 @@ MODELS = {model.name: model for model in (
     # vae.py's model through variants.py's loop
     Model("vae", "vae.py's model through the same loop",
           "ELBO of binarised pixels, Gaussian prior and posterior (nats per image)",
-          vae.fused_elbo_terms, reports=(report_codes,), files=("code_histogram.png",)),
+          fused_elbo_terms, reports=(report_codes,), files=("code_histogram.png",)),
 )}
 
 
@@ -529,7 +532,7 @@ def elbo_terms(config, training=True):
 
 
 def lower_bound(terms):
-    """The objective vae.train maximises: the batch mean of log p(x|z) - KL."""
+    """The objective training.fast_train maximises: the batch mean of log p(x|z) - KL."""
     def objective(gen_params, rec_params, data, randn):
         log_px_given_z, kl = terms(gen_params, rec_params, data, randn)
         return fastgrad.batch_mean(log_px_given_z - kl)
@@ -541,12 +544,13 @@ def layer_sizes(config):
     return model_of(config).layer_sizes(config)
 
 
-def initial_params(config, seed):
-    """As vae.initial_params (the global stream seeded, generator first), with
-    this model's sizes and its noise layer, if any."""
+def initial_params(config, seed, init_net_params):
+    """As networks.initial_params (the global stream seeded, generator first,
+    with the assignment's init_net_params, passed in), with this model's sizes
+    and its noise layer, if any."""
     model = model_of(config)
     npr.seed(seed)
-    gen, rec = (vae.cast_params(vae.init_net_params(sizes), onp.float64)
+    gen, rec = (networks.cast_params(init_net_params(sizes), onp.float64)
                 for sizes in model.layer_sizes(config))
     if model.noise_layer:
         gen = gen + [model.noise_layer(config, onp.float64)]
@@ -559,10 +563,10 @@ def load_model(path):
     with the noise layer of a model that has one, and the prior is what the
     model's load_prior reads beside it (the autoencoder's mixture). Raises
     runs.RunError."""
-    networks, config, history = runs.load_checkpoint(
+    networks, config, history = checkpoints.load_checkpoint(
         path, lambda config: model_of(config).checkpoint_sizes(config), written_by="variants.py")
     config.setdefault("model", "vae")
-    config.setdefault("activation", vae.DEFAULT_ACTIVATION)
+    config.setdefault("activation", checkpoints.DEFAULT_ACTIVATION)
     gen = networks["gen"] + networks.get("noise", [])
     model = MODELS[config["model"]]
     prior = model.load_prior(Path(path).parent) if model.load_prior else None
@@ -580,4 +584,4 @@ def prior_samples(path, n, seed=0):
     logits = fastgrad.neural_net_predict(
         model.decoder(gen), latent.sample_prior(rs, (n, config["latent_dim"])),
         config["activation"])
-    return vae.sigmoid(logits), config
+    return expit(logits), config
