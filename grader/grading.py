@@ -93,8 +93,9 @@ def probe(submission, options, isolation, budget):
         answer, _ = worker.request({"op": "import"}, [], options.import_timeout)
         if not answer["ok"]:
             problems.append(f"importing it failed: {describe(answer['error'])}")
+        staged = {name.split("/")[0] for name in submission.files}   # a package: its folder
         written = [name for name in answer.get("files", [])
-                   if name not in submission.files and name != "__pycache__"]
+                   if name not in staged and name != "__pycache__"]
         if written:
             problems.append(f"importing it wrote files: {', '.join(written[:5])}")
     except WorkerLost as e:
