@@ -579,7 +579,7 @@ def test_another_model_s_checkpoint_is_named_with_the_scripts_that_read_it(
 
 
 def test_the_script_it_names_reads_the_checkpoint(variant_checkpoints):
-    import models
+    from vaelib import models
     for kind, path in variant_checkpoints.items():
         images, config = models.prior_samples(path, 3)
         assert config["model"] == kind and images.shape == (3, DATA_DIM)

@@ -204,7 +204,7 @@ def small_config(model, **extra):
 
 
 def tiny_params(config, seed=0):
-    return models.initial_params(config, seed)
+    return models.initial_params(config, seed, vae.init_net_params)
 
 
 MODELS = [small_config("gaussian", noise="per-pixel", min_std=0.01),
@@ -385,7 +385,7 @@ def test_a_new_model_is_one_entry_in_models(tmp_path, monkeypatch, capsys):
     # subcommand, option, objective and measure come from the entry alone, and
     # it trains exactly as the vae entry does.
     twin = models.Model("twin", "vae.py's model again", "the twin's bound (nats per image)",
-                        vae.fused_elbo_terms, measure="twin bound",
+                        training.fused_elbo_terms, measure="twin bound",
                         options=(models.Option("tag", 7, "a number", type=int),))
     monkeypatch.setitem(models.MODELS, "twin", twin)
     assert variants.main(["twin", *TINY, "--tag", "8", "--output-dir",
