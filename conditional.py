@@ -259,8 +259,8 @@ def parse_args(argv=None):
         help="samples of z behind every predictive estimate")
     add("--grid-points", type=grid_points, default=evaluate.GRID_POINTS, metavar="P",
         help="2-D latent space: the exact answers integrate over a P x P grid on "
-             f"[-{evaluate.GRID_HALF_WIDTH:g}, {evaluate.GRID_HALF_WIDTH:g}]^2, checked "
-             "against P/2 x P/2")
+             f"[-{evaluate.GRID_HALF_WIDTH:g}, {evaluate.GRID_HALF_WIDTH:g}]^2, widened per "
+             "image where the mass reaches its edge, checked against P/2 x P/2")
     add("--seed", type=runs.seed_int, default=0,
         help="image i draws its noise from numpy.random.default_rng([seed, i, 0]) for the "
              "fit and default_rng([seed, i, 1]) for the estimates")
@@ -330,18 +330,23 @@ def exact_answers(gen_params, x, observed, activation, points, progress=False):
     conditional log p(x_missing | x_observed) = log p(x) - log p(x_observed)
     and log p(x_missing) (N,); the posterior's mean (N, 2) and covariance
     (N, 2, 2); the largest change of the conditional with half the points;
-    the missing pixels' correlations under the exact conditional, per image."""
+    per image, whether all three integrals converged (evaluate.grid_check:
+    spacing and extent) and the grid's facts; the missing pixels'
+    correlations under the exact conditional, per image."""
     missing = ~observed
-    log_p_observed, mean, cov = evaluate.grid_posterior(gen_params, x, observed, activation,
-                                                        points=points)
-    log_p_all = evaluate.exact_log_px(gen_params, x, points=points, activation=activation)
-    coarse = (evaluate.exact_log_px(gen_params, x, points=points // 2, activation=activation)
-              - evaluate.exact_log_px(gen_params, x, points=points // 2,
-                                      activation=activation, observed=observed))
+    checks = [evaluate.grid_check(gen_params, x, activation, mask, points,
+                                  moments=mask is observed)
+              for mask in (None, observed, missing)]
+    log_p_observed, mean, cov = (checks[1][key] for key in ("log_px", "mean", "cov"))
+    log_p_all, coarse_all = checks[0]["log_px"], checks[0]["half_points"]
+    coarse = coarse_all - checks[1]["half_points"]
     out = {"log_p_observed": log_p_observed, "exact": log_p_all - log_p_observed,
-           "prior_exact": evaluate.exact_log_px(gen_params, x, points=points,
-                                                activation=activation, observed=missing),
-           "exact_mean": mean, "exact_cov": cov, "correlations": []}
+           "prior_exact": checks[2]["log_px"],
+           "exact_mean": mean, "exact_cov": cov, "correlations": [],
+           "grid_converged": checks[0]["converged"] & checks[1]["converged"]
+                             & checks[2]["converged"],
+           "grid_facts": {name: evaluate.grid_facts(c) for name, c in
+                          zip(("x", "x_observed", "x_missing"), checks)}}
     out["grid_change"] = float(np.max(np.abs(out["exact"] - coarse)))
     from tqdm import tqdm
     for n in tqdm(range(len(x)), desc="exact correlations", unit="image", leave=False,
@@ -426,9 +431,30 @@ def summarize(per_image, args):
             "exact_correlation": evaluate.entry(per_image["exact_cov"][:, 0, 1]
                                        / np.prod(exact_sd, axis=1)),
         }
-        s["grid"] = {"half_width": evaluate.GRID_HALF_WIDTH, "points": args.grid_points,
-                     "max_change_from_half_the_points": per_image["grid_change"]}
+        s["grid"] = {**evaluate.grid_settings(args.grid_points),
+                     "max_change_from_half_the_points": per_image["grid_change"],
+                     "converged_images": int(per_image["grid_converged"].sum()),
+                     "not_converged_image_indices":
+                         np.flatnonzero(~per_image["grid_converged"]).tolist(),
+                     "integrals": per_image["grid_facts"]}
     return s
+
+
+def grid_lines(g, n):
+    """The report's lines on the grid of the exact answers."""
+    widened = max(f["widened_images"] for f in g["integrals"].values())
+    largest = max(f["largest_half_width"] for f in g["integrals"].values())
+    lines = [f"Grid: {g['points']}^2 cells from [-{g['start_half_width']:g}, "
+             f"{g['start_half_width']:g}]^2, widened for {widened} images (to at most "
+             f"[-{largest:.3g}, {largest:.3g}]^2); converged (spacing and extent) for "
+             f"{g['converged_images']} of {n} images; halving the points moves the conditional "
+             f"by at most {g['max_change_from_half_the_points']:.1e}"]
+    if g["converged_images"] < n:
+        shown = g["not_converged_image_indices"]
+        lines.append(f"PROBLEM: the grid did not converge for images "
+                     f"{', '.join(map(str, shown[:10]))}{', ...' if len(shown) > 10 else ''}; "
+                     "the 'exact' rows are approximations (try more --grid-points)")
+    return lines
 
 
 def format_report(report):
@@ -449,9 +475,12 @@ def format_report(report):
              row(f"SVI predictive log E_q[p(x_miss|z)], K={k}", ll["svi"]),
              row(f"prior predictive log E_p(z)[p(x_miss|z)], K={k}", ll["prior"]),
              row("per-pixel training mean", ll["pixel_marginal"])]
+    exact = "exact"
     if "exact" in ll:
-        lines += [row("exact log p(x_miss|x_obs), grid", ll["exact"]),
-                  row("exact log p(x_miss), grid", ll["prior_exact"]),
+        g, n = s["grid"], report["n"]
+        exact = "exact" if g["converged_images"] == n else "NOT exact"
+        lines += [row(f"{exact} log p(x_miss|x_obs), grid", ll["exact"]),
+                  row(f"{exact} log p(x_miss), grid", ll["prior_exact"]),
                   row("their difference, the pointwise mutual information",
                       s["pointwise_mutual_information"])
                   + f"  (negative for {s['pointwise_mutual_information']['fraction_negative']:.0%})"]
@@ -460,7 +489,7 @@ def format_report(report):
     lines += ["Observed pixels: E_q[log p(x_obs|z)] - KL(q||p(z))",
               row("at the start of the fit", b["start"]), row("at the end", b["end"])]
     if "exact_log_p_observed" in b:
-        lines += [row("exact log p(x_obs), grid", b["exact_log_p_observed"]),
+        lines += [row(f"{exact} log p(x_obs), grid", b["exact_log_p_observed"]),
                   row("gap at the end = KL(q || p(z|x_obs))", b["gap_at_end"])]
         f = s["posterior_fit"]
         lines.append(f"Fitted q against the exact posterior: largest |mean error| "
@@ -468,6 +497,8 @@ def format_report(report):
                      f"sd ratio q/exact {f['std_ratio_q_to_exact']['mean']:.2f}; the exact "
                      f"posterior's correlation {f['exact_correlation']['mean']:+.2f} on average "
                      f"(a diagonal q has none)")
+    if "grid" in s:
+        lines += grid_lines(s["grid"], report["n"])
     lines.append("Largest |correlation| between two uncertain missing pixels (given z: 0), "
                  "mean over images:")
     for name, label in (("svi", "under the SVI predictive"), ("exact", "under the exact "

@@ -10,12 +10,16 @@ shrinks (the encoder improves); training moves both. With a 2-dimensional
 latent space both sides can be computed almost exactly, and this script tracks
 them per epoch for a fixed set of training images:
 
-- log p(x) = log integral p(x|z) p(z) dz by the midpoint rule on a grid over
-  [-6, 6]^2 (evaluate.exact_log_px), with a check at half the grid points;
+- log p(x) = log integral p(x|z) p(z) dz by the midpoint rule on a grid that
+  starts on [-6, 6]^2 and is widened per image until its outer band holds a
+  negligible share of the mass (evaluate.grid_check), checked at half the points;
 - ELBO(x) = E_q[log p(x|z)] - KL(q(z|x) || p(z)): the KL in closed form, the
   expectation by Gauss-Hermite quadrature over q's two dimensions
   (z = mean + std * node), so no Monte Carlo noise hides a change;
-- gap = log p(x) - ELBO, per image and averaged, epoch after epoch.
+- gap = log p(x) - ELBO, per image and averaged, epoch after epoch. A gap is
+  a KL divergence: one below -(GRID_TOLERANCE + the grid's change with half
+  its points), or a grid that has not converged, is reported as a problem and
+  the conclusions are withheld.
 
 Training is vae.py's, on the same global random stream: tracking draws nothing
 from it, so the trained parameters equal those of the equivalent vae.py run.
@@ -80,12 +84,17 @@ def quadrature_elbo(gen_params, rec_params, binary, activation="relu", nodes=HER
 
 def track_images(gen_params, rec_params, binary, activation, grid_points, nodes=HERMITE_NODES):
     """The tracked quantities per image, in float64: {"elbo", "log_px", "gap",
-    "log_px_given_z", "kl"}, each (N,). Draws no random numbers."""
+    "log_px_given_z", "kl", "converged" (the grid's spacing and extent),
+    "allowance" (GRID_TOLERANCE + |log p(x) - log p(x) with half the points|:
+    how far below 0 a gap may lie before it is a violation)}, each (N,).
+    Draws no random numbers."""
     gen_params, rec_params = (cast_params(p, onp.float64) for p in (gen_params, rec_params))
     elbo, log_px_given_z, kl = quadrature_elbo(gen_params, rec_params, binary, activation, nodes)
-    log_px = evaluate.exact_log_px(gen_params, binary, points=grid_points, activation=activation)
+    grid = evaluate.grid_check(gen_params, binary, activation, points=grid_points)
+    log_px = grid["log_px"]
     return {"elbo": elbo, "log_px": log_px, "gap": log_px - elbo,
-            "log_px_given_z": log_px_given_z, "kl": kl}
+            "log_px_given_z": log_px_given_z, "kl": kl, "converged": grid["converged"],
+            "allowance": evaluate.GRID_TOLERANCE + onp.abs(log_px - grid["half_points"])}
 
 
 # ---- Training with tracking --------------------------------------------------
@@ -130,9 +139,15 @@ def train_and_track(config, train_images, binary, grid_points, on_record=None, p
         training.in_place_adam()), on_epoch_end)
 
 
-def summarize(epochs, elbo, log_px):
-    """The answer, from the tracked epochs (E + 1,) and elbo, log_px (E + 1, N)."""
+def summarize(epochs, elbo, log_px, converged=None, allowance=None):
+    """The answer, from the tracked epochs (E + 1,) and elbo, log_px (E + 1, N);
+    converged (E + 1, N) bool and allowance (E + 1, N) as track_images's
+    (default: all converged, allowance GRID_TOLERANCE)."""
     gap = log_px - elbo
+    converged = onp.ones(gap.shape, bool) if converged is None else onp.asarray(converged)
+    allowance = (onp.full(gap.shape, evaluate.GRID_TOLERANCE) if allowance is None
+                 else onp.asarray(allowance))
+    negative = gap < -allowance
     elbo_change, gap_change = onp.diff(elbo.mean(axis=1)), onp.diff(gap.mean(axis=1))
     both = onp.flatnonzero((elbo_change > 0) & (gap_change > 0))
     largest = max(both, key=lambda i: gap_change[i], default=None)
@@ -146,7 +161,14 @@ def summarize(epochs, elbo, log_px):
             "pairs_elbo_rose_and_gap_grew": int((rose & grew).sum()),
             "final": {"epoch": int(epochs[-1]), "elbo": evaluate.entry(elbo[-1]),
                       "log_px": evaluate.entry(log_px[-1]), "gap": evaluate.entry(gap[-1])},
-            "smallest_gap": float(gap.min())}
+            "smallest_gap": float(gap.min()),
+            "checks": {"pairs": int(gap.size),
+                       "pairs_grid_not_converged": int((~converged).sum()),
+                       "pairs_negative_gap": int(negative.sum()),
+                       "negative_gap_pairs_image_epoch": [
+                           [int(i), int(epochs[e])] for e, i in zip(*onp.nonzero(negative))][:20],
+                       "rule": "gap >= -(GRID_TOLERANCE + the grid's change with half its "
+                               f"points), GRID_TOLERANCE = {evaluate.GRID_TOLERANCE}"}}
 
 
 def convergence_check(gen_params, rec_params, binary, activation, grid_points):
@@ -156,11 +178,12 @@ def convergence_check(gen_params, rec_params, binary, activation, grid_points):
         return {"max_abs_difference": float(onp.max(onp.abs(a - b))),
                 "mean_abs_difference": float(onp.mean(onp.abs(a - b)))}
     gen_params, rec_params = (cast_params(p, onp.float64) for p in (gen_params, rec_params))
-    log_px = [evaluate.exact_log_px(gen_params, binary, points=points, activation=activation)
-              for points in (grid_points, grid_points // 2)]
+    grid = evaluate.grid_check(gen_params, binary, activation, points=grid_points)
+    log_px = [grid["log_px"], grid["half_points"]]
     elbo = [quadrature_elbo(gen_params, rec_params, binary, activation, nodes)[0]
             for nodes in (HERMITE_NODES, 2 * HERMITE_NODES)]
-    return {"grid": {"points": grid_points, "half_points": grid_points // 2, **change(*log_px)},
+    return {"grid": {"points": grid_points, "half_points": grid_points // 2, **change(*log_px),
+                     **evaluate.grid_facts(grid)},
             "quadrature": {"nodes": HERMITE_NODES, "double_nodes": 2 * HERMITE_NODES,
                            **change(*elbo)}}
 
@@ -193,15 +216,35 @@ def format_summary(s, check, n):
               f"{final['log_px']['se']:.2f}, gap {final['gap']['mean']:.3f} +- "
               f"{final['gap']['se']:.3f}; smallest gap of any image and epoch "
               f"{s['smallest_gap']:.2e}"]
+    c = s["checks"]
+    problems = []
+    if c["pairs_negative_gap"]:
+        pairs = ", ".join(f"image {i} epoch {e}" for i, e in c["negative_gap_pairs_image_epoch"][:5])
+        problems.append(f"PROBLEM: the gap, a KL divergence, is negative beyond the grid's error "
+                        f"for {c['pairs_negative_gap']} of {c['pairs']} (image, epoch) pairs "
+                        f"({pairs}{', ...' if c['pairs_negative_gap'] > 5 else ''})")
+    if c["pairs_grid_not_converged"]:
+        problems.append(f"PROBLEM: the grid did not converge (spacing or extent) for "
+                        f"{c['pairs_grid_not_converged']} of {c['pairs']} (image, epoch) pairs; "
+                        "their log p(x) is not exact")
+    lines += problems or [f"Checks: in all {c['pairs']} (image, epoch) pairs the grid converged "
+                          "(spacing and extent) and the gap is >= 0 within the grid's error"]
     if check:
         grid, nodes = check["grid"], check["quadrature"]
         lines.append(f"Convergence: with {grid['half_points']}^2 instead of {grid['points']}^2 "
                      f"grid points, log p(x) moves by at most {grid['max_abs_difference']:.1e}"
                      f"; with {nodes['double_nodes']}^2 instead of {nodes['nodes']}^2 nodes, "
-                     f"the ELBO by at most {nodes['max_abs_difference']:.1e}")
-    lines.append("So a rising ELBO does not imply a shrinking KL(q(z|x) || p(z|x))."
-                 if s["pairs_elbo_rose_and_gap_grew"] else
-                 "In this run, the gap never grew where the ELBO rose.")
+                     f"the ELBO by at most {nodes['max_abs_difference']:.1e}; the box was "
+                     f"widened for {grid['widened_images']} of {n} images (to at most "
+                     f"[-{grid['largest_half_width']:.3g}, {grid['largest_half_width']:.3g}]^2); "
+                     f"converged (spacing and extent) for {grid['converged_images']} of {n}")
+    if problems:
+        lines.append("No conclusion: the numbers above break the checks that must hold "
+                     "(try more --grid-points)")
+    else:
+        lines.append("So a rising ELBO does not imply a shrinking KL(q(z|x) || p(z|x))."
+                     if s["pairs_elbo_rose_and_gap_grew"] else
+                     "In this run, the gap never grew where the ELBO rose.")
     return "\n".join(lines)
 
 
@@ -269,7 +312,8 @@ def parse_args(argv=None):
     add("--track", type=runs.positive_int, default=200, metavar="N",
         help="track the first N training images")
     add("--grid-points", type=runs.checked(int, lambda v: v >= 2, "an integer >= 2"),
-        default=301, help="grid points per axis on [-6, 6]^2 for log p(x)")
+        default=301, help="grid points per axis on [-6, 6]^2 for log p(x) (the box is "
+                          "widened, same spacing, where an image's mass reaches its edge)")
     add("--output-dir", type=runs.output_dir, default=Path("output/posterior_gap"),
         metavar="DIR", help="where the JSON, the figure and the per-image arrays go")
     add("--overwrite", action="store_true",
@@ -294,17 +338,17 @@ def run(args):
     runs.prepare_output_dir(out, OUTPUT_FILES, args.overwrite, PROG, 3 * runs.FIGURE_BYTES)
     train_images = train_images[:args.n_train].astype("float64")
     binary = training.binarize_once(train_images[:args.track])
-    records, arrays = [], {"elbo": [], "log_px": []}
+    records, arrays = [], {"elbo": [], "log_px": [], "converged": [], "allowance": []}
     report = {"status": "running", "config": config, "track": args.track,
               "vae_command": VAE_COMMAND.format(**config), "binarization": BINARIZATION,
-              "grid": {"half_width": evaluate.GRID_HALF_WIDTH, "points": args.grid_points},
+              "grid": evaluate.grid_settings(args.grid_points),
               "elbo_method": f"KL in closed form; E_q[log p(x|z)] by {HERMITE_NODES}x"
                              f"{HERMITE_NODES}-point Gauss-Hermite quadrature",
               "units": "nats per image; se: standard error of the mean over the tracked images",
               "versions": runs.library_versions(), "epochs": records}
     print(f"Tracking {args.track} training images ({BINARIZATION}) while training as\n  "
           f"{report['vae_command']}\nNats per image. ELBO: {report['elbo_method']}; log p(x): "
-          f"{args.grid_points}^2-point grid on [-6, 6]^2; gap = log p(x) - ELBO = "
+          f"{args.grid_points}^2-point grid from [-6, 6]^2, widened where the mass reaches its edge; gap = log p(x) - ELBO = "
           "KL(q(z|x) || p(z|x)).\nrose, grew: images whose ELBO rose, gap grew, both, "
           f"since the previous epoch (of {args.track}).")
     print(f"{'epoch':>5} {'train ELBO':>10} {'ELBO':>9} {'log p(x)':>9} {'gap':>7} {'se':>6} "
@@ -342,11 +386,14 @@ def run(args):
               file=sys.stderr)
         return code or 1
     elbo, log_px = onp.array(arrays["elbo"]), onp.array(arrays["log_px"])
-    report.update(summary=summarize([r["epoch"] for r in records], elbo, log_px),
+    report.update(summary=summarize([r["epoch"] for r in records], elbo, log_px,
+                                    onp.array(arrays["converged"]),
+                                    onp.array(arrays["allowance"])),
                   convergence=check, wall_seconds=time.perf_counter() - wall_start)
     print(format_summary(report["summary"], check, args.track))
     runs.atomic_write(out / ARRAYS_NAME, lambda f: onp.savez(
-        f, epoch=[r["epoch"] for r in records], elbo=elbo, log_px=log_px, **params))
+        f, epoch=[r["epoch"] for r in records], elbo=elbo, log_px=log_px,
+        grid_converged=onp.array(arrays["converged"]), **params))
     save_figure(records, report["summary"]["epochs_mean_elbo_rose_and_mean_gap_grew"],
                 out / FIGURE_NAME)
     runs.write_json(out / JSON_NAME, report)

@@ -189,6 +189,26 @@ def test_grid_log_p_observed_sums_the_missing_pixels_out():
     assert log_p_observed[0] == pytest.approx(total, abs=1e-9)
 
 
+def test_the_exact_answers_follow_a_posterior_far_outside_the_starting_box():
+    # test_evaluate's separable model: the first 20 pixels depend on z_1 only,
+    # the other 20 on z_2 only; the posterior sits near (6.6, -8.5). Seeing the
+    # first 20, log p(x_observed) and E[z_1 | x_observed] are 1-D integrals
+    # (by quad), z_2 keeps its prior, and the conditional is the z_2 integral.
+    from test_evaluate import quad_log_px_and_mean, separable_model
+    gen, x = separable_model((7, -9))
+    observed = np.r_[np.ones(20, bool), np.zeros(20, bool)]
+    out = conditional.exact_answers(gen, x, observed, "relu", points=201)
+    (W, b), = gen
+    log_p_observed, mean = quad_log_px_and_mean([(np.where(observed, W, 0), b)], x)
+    log_p_all, _ = quad_log_px_and_mean(gen, x)
+    assert out["grid_converged"][0]
+    assert out["grid_facts"]["x"]["widened_images"] == 1
+    np.testing.assert_allclose(out["log_p_observed"], log_p_observed, atol=1e-8)
+    np.testing.assert_allclose(out["exact"], log_p_all - log_p_observed, atol=1e-8)
+    np.testing.assert_allclose(out["exact_mean"][0], [mean[0], 0.0], atol=1e-6)
+    np.testing.assert_allclose(out["exact_cov"][0, 1, 1], 1.0, atol=1e-6)
+
+
 def test_the_grid_posterior_of_a_decoder_that_ignores_z_is_the_prior():
     gen, _, x, observed = tiny_model()
     flat = [(0 * W, b) for W, b in gen]
@@ -394,3 +414,19 @@ def test_a_report_path_that_is_a_folder_or_in_a_missing_folder_is_refused(checkp
         err = capsys.readouterr().err
         assert exit_.value.code == 2 and message in err and err.count("\n") == 1
     assert [p.name for p in tmp_path.iterdir()] == ["conditional_top.json"]
+
+
+def test_the_report_says_when_the_grid_did_not_converge(report_2d):
+    g = report_2d["summary"]["grid"]
+    assert g["converged_images"] == 5 and g["not_converged_image_indices"] == []
+    assert set(g["integrals"]) == {"x", "x_observed", "x_missing"}
+    facts = {"widened_images": 1, "largest_half_width": 17.94}
+    g = {**evaluate.grid_settings(100), "max_change_from_half_the_points": 0.5,
+         "converged_images": 4, "not_converged_image_indices": [3],
+         "integrals": {"x": facts, "x_observed": facts, "x_missing": facts}}
+    assert conditional.grid_lines(g, 5) == [
+        "Grid: 100^2 cells from [-6, 6]^2, widened for 1 images (to at most [-17.9, 17.9]^2); "
+        "converged (spacing and extent) for 4 of 5 images; halving the points moves the "
+        "conditional by at most 5.0e-01",
+        "PROBLEM: the grid did not converge for images 3; the 'exact' rows are approximations "
+        "(try more --grid-points)"]

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from scipy import stats
-from scipy.special import expit, logsumexp
+from scipy import integrate, optimize, stats
+from scipy.special import expit, log_expit, logsumexp
 
 import evaluate
 from vaelib import checkpoints, runs, training
@@ -92,6 +92,127 @@ def test_exact_log_px_of_a_decoder_that_ignores_z_is_the_bernoulli_log_pmf():
     gen[-1] = (np.zeros_like(gen[-1][0]), gen[-1][1])     # logits = b for every z
     expected = stats.bernoulli.logpmf(x, expit(gen[-1][1])).sum(axis=1)
     np.testing.assert_allclose(evaluate.exact_log_px(gen, x), expected, atol=1e-8)
+
+
+def separable_model(centre, pixels=20, slope=2.0):
+    """A linear decoder whose first `pixels` logits are slope (z_1 - centre_1)
+    and the next `pixels` slope (z_2 - centre_2), and one image with half of
+    each group on: p(x|z) = f(z_1) g(z_2), so p(x) is the product of two 1-D
+    integrals, and the posterior sits near centre (pulled towards 0 by the
+    prior). -> (gen_params, x (1, 2 pixels))."""
+    W, b = np.zeros((2, 2 * pixels)), np.zeros(2 * pixels)
+    for axis in range(2):
+        W[axis, axis * pixels:(axis + 1) * pixels] = slope
+        b[axis * pixels:(axis + 1) * pixels] = -slope * centre[axis]
+    half = np.r_[np.ones(pixels // 2), np.zeros(pixels - pixels // 2)]
+    return [(W, b)], np.tile(half, 2)[None]
+
+
+def quad_log_px_and_mean(gen, x):
+    """log p(x) and E[z | x] of separable_model by scipy.integrate.quad, one
+    axis at a time on [-40, 40] (no grid): independent of evaluate's grid."""
+    (W, b), = gen
+    log_px, mean = 0.0, []
+    for axis in range(2):
+        cols = W[axis] != 0
+
+        def log_f(z):
+            logits = W[axis, cols] * z + b[cols]
+            return (np.sum(x[0, cols] * log_expit(logits) + (1 - x[0, cols]) * log_expit(-logits))
+                    + stats.norm.logpdf(z))
+        mode = optimize.minimize_scalar(lambda z: -log_f(z), bounds=(-40, 40),
+                                        method="bounded", options={"xatol": 1e-10}).x
+        top = log_f(mode)
+        kwargs = dict(points=[mode], limit=500, epsabs=1e-13, epsrel=1e-12)
+        mass = integrate.quad(lambda z: np.exp(log_f(z) - top), -40, 40, **kwargs)[0]
+        first = integrate.quad(lambda z: z * np.exp(log_f(z) - top), -40, 40, **kwargs)[0]
+        log_px += top + np.log(mass)
+        mean.append(first / mass)
+    return log_px, np.array(mean)
+
+
+@pytest.mark.parametrize("centre", [(7, -9), (-7.5, 8), (0.5, -1)])
+def test_the_box_follows_a_posterior_far_outside_the_starting_box(centre):
+    # Posterior modes near (6.6, -8.5) and (-7.1, 7.6): [-6, 6]^2 misses them.
+    gen, x = separable_model(centre)
+    expected, expected_mean = quad_log_px_and_mean(gen, x)
+    check = evaluate.grid_check(gen, x, points=201, moments=True)
+    np.testing.assert_allclose(check["log_px"], expected, atol=1e-8)
+    np.testing.assert_allclose(check["mean"][0], expected_mean, atol=1e-6)
+    assert check["converged"][0]
+    far = max(abs(c) for c in centre) > 6
+    assert check["widened"][0] == far
+    assert (check["half_width"][0] > 8) if far else (check["half_width"][0] == 6.0)
+    # The fixed box [-6, 6]^2: far off, and reported as not converged in extent.
+    fixed = evaluate.grid_check(gen, x, points=201, max_half_width=6)
+    if far:
+        assert fixed["log_px"][0] < expected - 20
+        assert not fixed["extent_converged"][0] and not fixed["converged"][0]
+    else:
+        assert fixed["converged"][0]
+
+
+def test_only_the_extent_check_sees_a_broad_posterior_cut_by_the_box():
+    # A broad posterior around z_2 = 4 (sd about 0.9): on [-6, 6]^2 halving
+    # the points changes nothing, yet 0.02 nats of mass lie outside the box.
+    gen, x = separable_model((0, 12), pixels=8, slope=1.0)
+    expected, _ = quad_log_px_and_mean(gen, x)
+    fixed = evaluate.grid_check(gen, x, points=201, max_half_width=6)
+    assert fixed["spacing_converged"][0]
+    assert expected - fixed["log_px"][0] > 2 * evaluate.GRID_TOLERANCE
+    assert not fixed["extent_converged"][0] and not fixed["converged"][0]
+    widened = evaluate.grid_check(gen, x, points=201)
+    assert widened["converged"][0]
+    np.testing.assert_allclose(widened["log_px"], expected, atol=1e-8)
+
+
+def test_a_box_that_cannot_widen_far_enough_is_not_converged():
+    gen, x = separable_model((0, -30))                  # the mode near z_2 = -27
+    check = evaluate.grid_check(gen, x, points=201)
+    assert 16 < check["half_width"][0] <= evaluate.GRID_MAX_HALF_WIDTH
+    assert not check["extent_converged"][0] and not check["converged"][0]
+
+
+def test_the_ordering_check_counts_an_exact_value_below_the_estimate():
+    exact = np.array([-10.0, -10.0, -10.0, -10.0])
+    iw = np.array([-10.5, -9.0, -9.0, -10.02])         # image 1: 10 s.e. above exact
+    se = np.array([0.1, 0.1, 0.1, 0.01])                # image 3: 2 s.e. above, allowed
+    converged = np.array([True, True, False, True])     # image 2 is not checked
+    o = evaluate.ordering_check(exact, iw, se, converged)
+    assert o["violations"] == 1 and o["violating_images"] == [1]
+    assert o["checked_images"] == 3
+    assert o["largest_shortfall_in_ses"] == pytest.approx(10.0)
+
+
+def test_the_report_says_not_exact_and_prints_the_violation():
+    rs = np.random.RandomState(0)
+    per_image = {"elbo": rs.randn(4) - 12, "log_px_given_z": rs.randn(4), "kl": rs.rand(4),
+                 "log_px": np.array([-10.5, -9.0, -9.0, -10.02]),
+                 "log_px_se": np.array([0.1, 0.1, 0.1, 0.01]),
+                 "iw_curve": {10: rs.randn(4)}, "kl_per_unit": rs.rand(4, 2),
+                 "posterior_mean": rs.randn(4, 2)}
+    check = {"log_px": np.full(4, -10.0), "half_points": np.full(4, -10.0),
+             "log_px_start_box": np.r_[-10.0, -10.0, -30.0, -10.0],
+             "widened": np.array([False, False, True, False]),
+             "half_width": np.r_[6.0, 6.0, 17.94, 6.0],
+             "log_band_fraction": np.r_[-50.0, -50.0, -1.0, -50.0],
+             "spacing_converged": np.ones(4, bool),
+             "extent_converged": np.array([True, True, False, True])}
+    check["converged"] = check["extent_converged"]
+    exact = {**check, "grid": {**evaluate.grid_settings(), **evaluate.grid_facts(check)}}
+    s = evaluate.summarize(per_image, exact)
+    assert "exact_log_px" not in s and s["grid_log_px"]["mean"] == -10.0
+    assert s["exact_converged_images"] == 3 and s["exact_not_converged_image_indices"] == [2]
+    lines = evaluate.exact_lines(s, 4, 10, lambda name, e: name)
+    assert lines[0] == "log p(x), grid: NOT exact, 1 images not converged"
+    assert ("  The grid converged for 3 of 4 images: halving its points moves log p(x) by "
+            "less than 0.01 (fails for 0) and its outer band, 1 wide, holds less than 0.001 "
+            "of the mass (fails for 1)") in lines
+    assert ("  The box [-6, 6]^2 was widened (same spacing) for 1 images, to at most "
+            "[-17.9, 17.9]^2, moving log p(x) by up to 20") in lines
+    assert "  Not converged: images 2; their grid values are approximations, not exact" in lines
+    assert lines[-1].startswith("PROBLEM: exact < importance weighted - 3 s.e. for 1 of 3 "
+                                "converged images (images 1; up to 10.0 s.e.)")
 
 
 def test_exact_log_px_refuses_other_latent_dimensions():
@@ -303,6 +424,9 @@ def test_cli_writes_the_table_and_the_json(tiny_checkpoint, tmp_path, capsys):
     assert s["exact_log_px"]["mean"] >= s["log_px"]["mean"] - 3 * s["log_px"]["se"]
     assert s["exact_grid"]["max_change_from_half_the_points"] < 1e-2
     assert s["exact_converged_images"] == 30
+    assert s["ordering"]["checked_images"] == 30 and s["ordering"]["violations"] == 0
+    assert "  Ordering: exact >= importance weighted - 3 s.e. for all 30 converged images" in out
+    assert "NOT exact" not in out and "PROBLEM" not in out
     assert s["latent_dim"] == 2 and len(s["units"]) == 2
     for text in ("Nats per image", "importance weighted, K=200", "exact",
                  "RandomState(1234)", "Active units"):

@@ -198,3 +198,51 @@ def test_the_figure_s_epoch_axis_has_whole_epochs_only(epochs):
     ticks = [t for t in bottom.get_xticks() if low <= t <= high]
     assert len(ticks) >= 2 and all(t == int(t) for t in ticks)
     assert bottom.get_xlabel() == "epoch"
+
+
+# ---- The checks that must hold -----------------------------------------------
+
+def test_a_posterior_far_outside_the_starting_box_keeps_its_gap_positive():
+    # The separable model of test_evaluate: the posterior near (6.6, -8.5). An
+    # encoder that ignores x puts q at (6.5, -8.4) with sd 0.25.
+    from test_evaluate import quad_log_px_and_mean, separable_model
+    gen, x = separable_model((7, -9))
+    rec = [(np.zeros((x.shape[1], 4)), np.r_[6.5, -8.4, np.log(0.25), np.log(0.25)])]
+    tracked = posterior_gap.track_images(gen, rec, x, "tanh", grid_points=201, nodes=40)
+    expected, _ = quad_log_px_and_mean(gen, x)
+    np.testing.assert_allclose(tracked["log_px"], expected, atol=1e-8)
+    assert tracked["converged"][0] and 0 < tracked["gap"][0] < 5
+    # On the fixed box [-6, 6]^2 the "gap" would be about -33 nats.
+    fixed = evaluate.grid_check(gen, x, points=201, max_half_width=6)["log_px"]
+    assert fixed[0] - tracked["elbo"][0] < -20
+
+
+def test_a_negative_gap_is_a_problem_and_withholds_the_conclusion():
+    elbo = np.array([[-200.0, -190.0], [-150.0, -140.0], [-149.0, -139.5]])
+    log_px = elbo + np.array([[3.0, 2.0], [1.0, 0.5], [1.5, -0.3]])   # image 1, epoch 2: -0.3
+    allowance = np.full(elbo.shape, 0.01)
+    s = posterior_gap.summarize([0, 1, 2], elbo, log_px, np.ones(elbo.shape, bool), allowance)
+    assert s["checks"]["pairs_negative_gap"] == 1
+    assert s["checks"]["negative_gap_pairs_image_epoch"] == [[1, 2]]
+    text = posterior_gap.format_summary(s, None, 2)
+    assert ("PROBLEM: the gap, a KL divergence, is negative beyond the grid's error for 1 of 6 "
+            "(image, epoch) pairs (image 1 epoch 2)") in text
+    assert text.splitlines()[-1] == ("No conclusion: the numbers above break the checks that "
+                                     "must hold (try more --grid-points)")
+    # Within the grid's error (allowance 0.5) it is no violation, and the conclusion stands.
+    s = posterior_gap.summarize([0, 1, 2], elbo, log_px, np.ones(elbo.shape, bool),
+                                allowance + 0.5)
+    assert s["checks"]["pairs_negative_gap"] == 0
+    text = posterior_gap.format_summary(s, None, 2)
+    assert "PROBLEM" not in text
+    assert ("Checks: in all 6 (image, epoch) pairs the grid converged (spacing and extent) and "
+            "the gap is >= 0 within the grid's error") in text
+    assert text.splitlines()[-1] == "So a rising ELBO does not imply a shrinking KL(q(z|x) || p(z|x))."
+    # A grid that did not converge is a problem too.
+    converged = np.ones(elbo.shape, bool)
+    converged[1, 0] = False
+    s = posterior_gap.summarize([0, 1, 2], elbo, log_px, converged, allowance + 0.5)
+    text = posterior_gap.format_summary(s, None, 2)
+    assert ("PROBLEM: the grid did not converge (spacing or extent) for 1 of 6 (image, epoch) "
+            "pairs; their log p(x) is not exact") in text
+    assert text.splitlines()[-1].startswith("No conclusion")
