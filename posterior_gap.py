@@ -12,7 +12,7 @@ them per epoch for a fixed set of training images:
 
 - log p(x) = log integral p(x|z) p(z) dz by the midpoint rule on a grid that
   starts on [-6, 6]^2 and is widened per image until its outer band holds a
-  negligible share of the mass (evaluate.grid_check), checked at half the points;
+  negligible share of the mass (grid.grid_check), checked at half the points;
 - ELBO(x) = E_q[log p(x|z)] - KL(q(z|x) || p(z)): the KL in closed form, the
   expectation by Gauss-Hermite quadrature over q's two dimensions
   (z = mean + std * node), so no Monte Carlo noise hides a change;
@@ -33,10 +33,9 @@ import numpy as onp
 from numpy.polynomial.hermite_e import hermegauss
 
 import data
-import evaluate
 from vaelib import fastgrad
 from vaelib import runs
-from vaelib import cli, training
+from vaelib import cli, grid, importance, training
 from vaelib.networks import cast_params, initial_params
 import vae
 
@@ -65,13 +64,13 @@ def hermite_rule(nodes=HERMITE_NODES):
 
 def quadrature_elbo(gen_params, rec_params, binary, activation="relu", nodes=HERMITE_NODES):
     """ELBO per image without sampling: binary (N, D) -> elbo, log_px_given_z, kl, each (N,).
-    The decoder runs on N * nodes^2 points, in chunks of about evaluate.MAX_ROWS rows."""
+    The decoder runs on N * nodes^2 points, in chunks of about importance.MAX_ROWS rows."""
     eps, weights = hermite_rule(nodes)
     q_means_and_log_stds = fastgrad.neural_net_predict(rec_params, binary, activation)
     mean, log_std = vae.unpack_gaussian_params(q_means_and_log_stds)
     kl = vae.compute_KL(q_means_and_log_stds)
     log_px_given_z = onp.empty(len(binary))
-    images_per_pass = max(1, evaluate.MAX_ROWS // len(eps))
+    images_per_pass = max(1, importance.MAX_ROWS // len(eps))
     for start in range(0, len(binary), images_per_pass):
         rows = slice(start, start + images_per_pass)
         z = mean[rows, None, :] + onp.exp(log_std[rows, None, :]) * eps     # (B, S, 2)
@@ -90,11 +89,11 @@ def track_images(gen_params, rec_params, binary, activation, grid_points, nodes=
     Draws no random numbers."""
     gen_params, rec_params = (cast_params(p, onp.float64) for p in (gen_params, rec_params))
     elbo, log_px_given_z, kl = quadrature_elbo(gen_params, rec_params, binary, activation, nodes)
-    grid = evaluate.grid_check(gen_params, binary, activation, points=grid_points)
-    log_px = grid["log_px"]
+    check = grid.grid_check(gen_params, binary, activation, points=grid_points)
+    log_px = check["log_px"]
     return {"elbo": elbo, "log_px": log_px, "gap": log_px - elbo,
-            "log_px_given_z": log_px_given_z, "kl": kl, "converged": grid["converged"],
-            "allowance": evaluate.GRID_TOLERANCE + onp.abs(log_px - grid["half_points"])}
+            "log_px_given_z": log_px_given_z, "kl": kl, "converged": check["converged"],
+            "allowance": grid.GRID_TOLERANCE + onp.abs(log_px - check["half_points"])}
 
 
 # ---- Training with tracking --------------------------------------------------
@@ -102,7 +101,7 @@ def track_images(gen_params, rec_params, binary, activation, grid_points, nodes=
 def epoch_record(epoch, train_elbo, seconds, now, before, tracking_seconds):
     """One epoch's summary; before: the previous epoch's tracked arrays (None at epoch 0)."""
     record = {"epoch": epoch, "train_elbo": train_elbo,
-              **{key: evaluate.entry(now[key]) for key in ("elbo", "log_px", "gap", "kl")},
+              **{key: importance.entry(now[key]) for key in ("elbo", "log_px", "gap", "kl")},
               "images_elbo_rose": None, "images_gap_grew": None,
               "images_elbo_rose_and_gap_grew": None,
               "seconds": seconds, "tracking_seconds": tracking_seconds}
@@ -145,7 +144,7 @@ def summarize(epochs, elbo, log_px, converged=None, allowance=None):
     (default: all converged, allowance GRID_TOLERANCE)."""
     gap = log_px - elbo
     converged = onp.ones(gap.shape, bool) if converged is None else onp.asarray(converged)
-    allowance = (onp.full(gap.shape, evaluate.GRID_TOLERANCE) if allowance is None
+    allowance = (onp.full(gap.shape, grid.GRID_TOLERANCE) if allowance is None
                  else onp.asarray(allowance))
     negative = gap < -allowance
     elbo_change, gap_change = onp.diff(elbo.mean(axis=1)), onp.diff(gap.mean(axis=1))
@@ -159,8 +158,8 @@ def summarize(epochs, elbo, log_px, converged=None, allowance=None):
                 "elbo_change": float(elbo_change[largest])},
             "image_epoch_pairs": int(rose.size), "pairs_elbo_rose": int(rose.sum()),
             "pairs_elbo_rose_and_gap_grew": int((rose & grew).sum()),
-            "final": {"epoch": int(epochs[-1]), "elbo": evaluate.entry(elbo[-1]),
-                      "log_px": evaluate.entry(log_px[-1]), "gap": evaluate.entry(gap[-1])},
+            "final": {"epoch": int(epochs[-1]), "elbo": importance.entry(elbo[-1]),
+                      "log_px": importance.entry(log_px[-1]), "gap": importance.entry(gap[-1])},
             "smallest_gap": float(gap.min()),
             "checks": {"pairs": int(gap.size),
                        "pairs_grid_not_converged": int((~converged).sum()),
@@ -168,22 +167,22 @@ def summarize(epochs, elbo, log_px, converged=None, allowance=None):
                        "negative_gap_pairs_image_epoch": [
                            [int(i), int(epochs[e])] for e, i in zip(*onp.nonzero(negative))][:20],
                        "rule": "gap >= -(GRID_TOLERANCE + the grid's change with half its "
-                               f"points), GRID_TOLERANCE = {evaluate.GRID_TOLERANCE}"}}
+                               f"points), GRID_TOLERANCE = {grid.GRID_TOLERANCE}"}}
 
 
 def convergence_check(gen_params, rec_params, binary, activation, grid_points):
-    """How much log p(x) moves with half the grid points (as evaluate.exact_summary)
+    """How much log p(x) moves with half the grid points (as grid.exact_summary)
     and the ELBO with twice the Gauss-Hermite nodes: max and mean over images."""
     def change(a, b):
         return {"max_abs_difference": float(onp.max(onp.abs(a - b))),
                 "mean_abs_difference": float(onp.mean(onp.abs(a - b)))}
     gen_params, rec_params = (cast_params(p, onp.float64) for p in (gen_params, rec_params))
-    grid = evaluate.grid_check(gen_params, binary, activation, points=grid_points)
-    log_px = [grid["log_px"], grid["half_points"]]
+    check = grid.grid_check(gen_params, binary, activation, points=grid_points)
+    log_px = [check["log_px"], check["half_points"]]
     elbo = [quadrature_elbo(gen_params, rec_params, binary, activation, nodes)[0]
             for nodes in (HERMITE_NODES, 2 * HERMITE_NODES)]
     return {"grid": {"points": grid_points, "half_points": grid_points // 2, **change(*log_px),
-                     **evaluate.grid_facts(grid)},
+                     **grid.grid_facts(check)},
             "quadrature": {"nodes": HERMITE_NODES, "double_nodes": 2 * HERMITE_NODES,
                            **change(*elbo)}}
 
@@ -341,7 +340,7 @@ def run(args):
     records, arrays = [], {"elbo": [], "log_px": [], "converged": [], "allowance": []}
     report = {"status": "running", "config": config, "track": args.track,
               "vae_command": VAE_COMMAND.format(**config), "binarization": BINARIZATION,
-              "grid": evaluate.grid_settings(args.grid_points),
+              "grid": grid.grid_settings(args.grid_points),
               "elbo_method": f"KL in closed form; E_q[log p(x|z)] by {HERMITE_NODES}x"
                              f"{HERMITE_NODES}-point Gauss-Hermite quadrature",
               "units": "nats per image; se: standard error of the mean over the tracked images",

@@ -24,10 +24,10 @@ from autograd.scipy.special import expit
 
 from data import DATA_DIM
 from vaelib import checkpoints, fastgrad, networks, runs
+from vaelib.importance import ACTIVE_UNIT_THRESHOLD
 from vaelib.training import TEST_BINARIZATION_SEED, binarize_once, fused_elbo_terms
 from vaelib.latents import GaussianLatent
 
-ACTIVE_UNIT_THRESHOLD = 1e-2     # a unit is active if its posterior mean varies more (Burda et al. 2016, Sec. 5.2)
 
 NOISE_INIT_STD = 0.2        # the Gaussian model's sigma before training
 MIXTURE_NAME = "mixture.npz"   # the autoencoder's mixture, beside its checkpoint

@@ -33,8 +33,19 @@ TEST_BINARIZATION_SEED = 1234  # the test set is binarised once, with its own st
 TEST_POSTERIOR_SEED = 4321     # the posterior samples of the test ELBO, same every epoch
 EVAL_BATCH_SIZE = 1000
 TRAIN_BINARIZATION = "dynamic: every training batch binarised afresh, x > uniform(0, 1)"
+THRESHOLD = 0.5                  # --binarize threshold: pixel > 0.5
 TEST_BINARIZATION = ("sampled once: x > uniform(0, 1) drawn from "
                      f"numpy.random.RandomState({TEST_BINARIZATION_SEED})")
+
+
+def binarize_split(images, how):
+    """'sample': x > uniform noise drawn once from RandomState(TEST_BINARIZATION_SEED),
+    as vae.py binarises its test set; 'threshold': x > 0.5.
+    -> (binary images, a sentence that says which)."""
+    if how == "threshold":
+        return ((images > THRESHOLD).astype(np.float64),
+                f"thresholded: x > {THRESHOLD}")
+    return binarize_once(images), TEST_BINARIZATION
 
 
 def binarize_once(images, seed=TEST_BINARIZATION_SEED):
