@@ -30,8 +30,8 @@ import time
 from functools import partial
 from pathlib import Path
 
-import autograd.numpy as np
-import numpy as onp
+import autograd.numpy as anp
+import numpy as np
 from autograd import value_and_grad
 from autograd.misc import flatten
 from autograd.scipy.special import logsumexp
@@ -52,7 +52,7 @@ def layer_sizes(config):
 
 def init_params(sizes, rs):
     """He initialisation for ReLU layers: W ~ N(0, 2 / fan_in), b = 0."""
-    return [(rs.randn(m, n) * onp.sqrt(2.0 / m), onp.zeros(n))
+    return [(rs.randn(m, n) * np.sqrt(2.0 / m), np.zeros(n))
             for m, n in zip(sizes[:-1], sizes[1:])]
 
 
@@ -64,13 +64,13 @@ def log_probabilities(params, images):
 
 def mean_log_likelihood(params, images, labels):
     """The training objective: the mean over images of log p(true digit | image)."""
-    return fastgrad.batch_mean(np.sum(labels * log_probabilities(params, images), axis=1))
+    return fastgrad.batch_mean(anp.sum(labels * log_probabilities(params, images), axis=1))
 
 
 def accuracy(params, images, labels, batch=2000):
-    predictions = onp.concatenate([onp.argmax(log_probabilities(params, images[i:i + batch]), 1)
+    predictions = np.concatenate([np.argmax(log_probabilities(params, images[i:i + batch]), 1)
                                    for i in range(0, len(images), batch)])
-    return float(onp.mean(predictions == onp.argmax(labels, axis=1)))
+    return float(np.mean(predictions == np.argmax(labels, axis=1)))
 
 
 def train(params, images, labels, epochs, batch_size, learning_rate, seed,
@@ -79,9 +79,9 @@ def train(params, images, labels, epochs, batch_size, learning_rate, seed,
     -> params. on_epoch_end(epoch, params, train_log_likelihood, seconds)."""
     from tqdm import tqdm
     flat, unflatten = flatten(params)
-    m, v = onp.zeros_like(flat), onp.zeros_like(flat)
+    m, v = np.zeros_like(flat), np.zeros_like(flat)
     objective = value_and_grad(lambda flat, x, y: mean_log_likelihood(unflatten(flat), x, y))
-    rng, t = onp.random.default_rng(seed), 1
+    rng, t = np.random.default_rng(seed), 1
     for epoch in range(1, epochs + 1):
         start, order, total = time.perf_counter(), rng.permutation(len(images)), 0.0
         batches = range(0, len(images), batch_size)
@@ -100,13 +100,13 @@ def train(params, images, labels, epochs, batch_size, learning_rate, seed,
 def score(params, images, confidence=0.9):
     """How recognisable and how varied images are. -> {"confident_share",
     "digit_entropy_nats", "digit_histogram" (10 shares), "mean_top_probability"}."""
-    probabilities = onp.exp(onp.concatenate([log_probabilities(params, images[i:i + 2000])
+    probabilities = np.exp(np.concatenate([log_probabilities(params, images[i:i + 2000])
                                              for i in range(0, len(images), 2000)]))
     top = probabilities.max(axis=1)
-    histogram = onp.bincount(probabilities.argmax(axis=1), minlength=N_CLASSES) / len(images)
+    histogram = np.bincount(probabilities.argmax(axis=1), minlength=N_CLASSES) / len(images)
     used = histogram[histogram > 0]
-    return {"confident_share": float(onp.mean(top > confidence)),
-            "digit_entropy_nats": float(onp.sum(used * -onp.log(used))) + 0.0,
+    return {"confident_share": float(np.mean(top > confidence)),
+            "digit_entropy_nats": float(np.sum(used * -np.log(used))) + 0.0,
             "digit_histogram": [float(h) for h in histogram],
             "mean_top_probability": float(top.mean())}
 
@@ -198,7 +198,7 @@ def run_training(args):
                             "classifier.py")
     _, train_images, train_labels, test_images, test_labels = data.load_mnist()
     train_images, train_labels = train_images[:args.n_train], train_labels[:args.n_train]
-    params = init_params(layer_sizes(config), onp.random.RandomState(args.seed))
+    params = init_params(layer_sizes(config), np.random.RandomState(args.seed))
     print(f"MLP classifier {'-'.join(map(str, layer_sizes(config)))} on {len(train_images)} "
           f"grey-level training images\n{'epoch':>5} {'train log-lik':>14} "
           f"{'test accuracy':>14} {'seconds':>8}")
@@ -254,7 +254,7 @@ def run_scoring(args):
 
 def score_models(args, params, test_images):
     """The scores of the test images, of noise and of each model's prior samples."""
-    rs = onp.random.RandomState(REFERENCE_SEED)
+    rs = np.random.RandomState(REFERENCE_SEED)
     rows = {"MNIST test images": score(params, test_images[rs.permutation(len(test_images))
                                                            [:args.samples]], args.confidence),
             "uniform noise": score(params, rs.uniform(size=(args.samples, DATA_DIM)),
@@ -274,7 +274,7 @@ def run_scoring_report(args, path, history, rows):
     for name, r in rows.items():
         print(f"{name[-60:]:<60}{r['confident_share']:>11.1%}"
               f"{r['digit_entropy_nats']:>11.3f} nats")
-    print(f"(the entropy is at most log 10 = {onp.log(10):.3f} nats: every digit equally often)")
+    print(f"(the entropy is at most log 10 = {np.log(10):.3f} nats: every digit equally often)")
     if args.json is not None:
         runs.write_json(args.json, {"classifier": str(path), "samples": args.samples,
                                     "confidence": args.confidence, "scores": rows,

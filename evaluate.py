@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as onp
+import numpy as np
 
 import data
 from vaelib import checkpoints, runs
@@ -88,7 +88,7 @@ from vaelib.training import THRESHOLD, binarize_split
 def summarize(per_image, exact=None):
     """The report's numbers: means and standard errors over images."""
     variance, active = active_units(per_image["posterior_mean"])
-    kl_per_unit = onp.mean(per_image["kl_per_unit"], axis=0)
+    kl_per_unit = np.mean(per_image["kl_per_unit"], axis=0)
     summary = {
         "elbo": entry(per_image["elbo"]),
         "log_px_given_z": entry(per_image["log_px_given_z"]),
@@ -96,7 +96,7 @@ def summarize(per_image, exact=None):
         "log_px": entry(per_image["log_px"]),
         "gap_log_px_minus_elbo": entry(per_image["log_px"] - per_image["elbo"]),
         "iw_curve": {str(k): entry(v) for k, v in per_image["iw_curve"].items()},
-        "active_units": int(onp.sum(active)),
+        "active_units": int(np.sum(active)),
         "latent_dim": len(active),
         "units": [{"unit": u, "kl": float(kl_per_unit[u]),
                    "posterior_mean_variance": float(variance[u]), "active": bool(active[u])}
@@ -108,9 +108,9 @@ def summarize(per_image, exact=None):
         summary["exact_log_px" if converged.all() else "grid_log_px"] = entry(exact["log_px"])
         summary["exact_grid"] = exact["grid"]
         summary["exact_minus_iw"] = entry(exact["log_px"] - per_image["log_px"])
-        summary["exact_converged_images"] = int(onp.sum(converged))
-        summary["exact_not_converged_image_indices"] = onp.flatnonzero(~converged).tolist()
-        if onp.any(converged):
+        summary["exact_converged_images"] = int(np.sum(converged))
+        summary["exact_not_converged_image_indices"] = np.flatnonzero(~converged).tolist()
+        if np.any(converged):
             summary["exact_minus_iw_converged_images"] = entry(
                 exact["log_px"][converged] - per_image["log_px"][converged])
         summary["ordering"] = ordering_check(exact["log_px"], per_image["log_px"],
@@ -280,7 +280,7 @@ def write_report(path, report, per_image, exact):
         arrays["exact_converged"] = exact["converged"]
         arrays["exact_half_width"] = exact["half_width"]
         arrays["exact_log_band_fraction"] = exact["log_band_fraction"]
-    runs.atomic_write(path.with_suffix(".npz"), lambda f: onp.savez(f, **arrays))
+    runs.atomic_write(path.with_suffix(".npz"), lambda f: np.savez(f, **arrays))
     runs.write_json(path, report)
 
 
@@ -324,8 +324,8 @@ def run(args):
     binary, binarization = binarize_split(images, args.binarize)
     binary = binary[:args.n]
     # Float64 throughout: the weights of a float32-trained model are cast up.
-    gen_params = cast_params(gen_params, onp.float64)
-    rec_params = cast_params(rec_params, onp.float64)
+    gen_params = cast_params(gen_params, np.float64)
+    rec_params = cast_params(rec_params, np.float64)
     with runs.sigterm_as_interrupt():
         per_image = evaluate(gen_params, rec_params, binary, args.iw_samples,
                              args.elbo_samples, args.seed, progress=not args.no_progress,

@@ -29,7 +29,7 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as onp
+import numpy as np
 from numpy.polynomial.hermite_e import hermegauss
 
 import data
@@ -57,9 +57,9 @@ def hermite_rule(nodes=HERMITE_NODES):
     """E[f(eps)], eps ~ N(0, I_2), as sum_s weights_s f(eps_s): the tensor
     product of probabilists' Gauss-Hermite rules. -> eps (S, 2), weights (S,), S = nodes^2."""
     x, w = hermegauss(nodes)
-    w = w / onp.sqrt(2 * onp.pi)             # hermegauss weights sum to sqrt(2 pi)
-    eps = onp.stack(onp.meshgrid(x, x, indexing="ij"), -1).reshape(-1, LATENT_DIM)
-    return eps, onp.outer(w, w).ravel()
+    w = w / np.sqrt(2 * np.pi)             # hermegauss weights sum to sqrt(2 pi)
+    eps = np.stack(np.meshgrid(x, x, indexing="ij"), -1).reshape(-1, LATENT_DIM)
+    return eps, np.outer(w, w).ravel()
 
 
 def quadrature_elbo(gen_params, rec_params, binary, activation="relu", nodes=HERMITE_NODES):
@@ -69,11 +69,11 @@ def quadrature_elbo(gen_params, rec_params, binary, activation="relu", nodes=HER
     q_means_and_log_stds = fastgrad.neural_net_predict(rec_params, binary, activation)
     mean, log_std = vae.unpack_gaussian_params(q_means_and_log_stds)
     kl = vae.compute_KL(q_means_and_log_stds)
-    log_px_given_z = onp.empty(len(binary))
+    log_px_given_z = np.empty(len(binary))
     images_per_pass = max(1, importance.MAX_ROWS // len(eps))
     for start in range(0, len(binary), images_per_pass):
         rows = slice(start, start + images_per_pass)
-        z = mean[rows, None, :] + onp.exp(log_std[rows, None, :]) * eps     # (B, S, 2)
+        z = mean[rows, None, :] + np.exp(log_std[rows, None, :]) * eps     # (B, S, 2)
         logits = fastgrad.neural_net_predict(gen_params, z.reshape(-1, LATENT_DIM), activation)
         log_lik = fastgrad.bernoulli_log_prob(binary[rows, None, :],
                                               logits.reshape(*z.shape[:2], -1))  # (B, S)
@@ -87,13 +87,13 @@ def track_images(gen_params, rec_params, binary, activation, grid_points, nodes=
     "allowance" (GRID_TOLERANCE + |log p(x) - log p(x) with half the points|:
     how far below 0 a gap may lie before it is a violation)}, each (N,).
     Draws no random numbers."""
-    gen_params, rec_params = (cast_params(p, onp.float64) for p in (gen_params, rec_params))
+    gen_params, rec_params = (cast_params(p, np.float64) for p in (gen_params, rec_params))
     elbo, log_px_given_z, kl = quadrature_elbo(gen_params, rec_params, binary, activation, nodes)
     check = grid.grid_check(gen_params, binary, activation, points=grid_points)
     log_px = check["log_px"]
     return {"elbo": elbo, "log_px": log_px, "gap": log_px - elbo,
             "log_px_given_z": log_px_given_z, "kl": kl, "converged": check["converged"],
-            "allowance": grid.GRID_TOLERANCE + onp.abs(log_px - check["half_points"])}
+            "allowance": grid.GRID_TOLERANCE + np.abs(log_px - check["half_points"])}
 
 
 # ---- Training with tracking --------------------------------------------------
@@ -143,14 +143,14 @@ def summarize(epochs, elbo, log_px, converged=None, allowance=None):
     converged (E + 1, N) bool and allowance (E + 1, N) as track_images's
     (default: all converged, allowance GRID_TOLERANCE)."""
     gap = log_px - elbo
-    converged = onp.ones(gap.shape, bool) if converged is None else onp.asarray(converged)
-    allowance = (onp.full(gap.shape, grid.GRID_TOLERANCE) if allowance is None
-                 else onp.asarray(allowance))
+    converged = np.ones(gap.shape, bool) if converged is None else np.asarray(converged)
+    allowance = (np.full(gap.shape, grid.GRID_TOLERANCE) if allowance is None
+                 else np.asarray(allowance))
     negative = gap < -allowance
-    elbo_change, gap_change = onp.diff(elbo.mean(axis=1)), onp.diff(gap.mean(axis=1))
-    both = onp.flatnonzero((elbo_change > 0) & (gap_change > 0))
+    elbo_change, gap_change = np.diff(elbo.mean(axis=1)), np.diff(gap.mean(axis=1))
+    both = np.flatnonzero((elbo_change > 0) & (gap_change > 0))
     largest = max(both, key=lambda i: gap_change[i], default=None)
-    rose, grew = onp.diff(elbo, axis=0) > 0, onp.diff(gap, axis=0) > 0
+    rose, grew = np.diff(elbo, axis=0) > 0, np.diff(gap, axis=0) > 0
     return {"epochs_compared": len(epochs) - 1,
             "epochs_mean_elbo_rose_and_mean_gap_grew": [int(epochs[i + 1]) for i in both],
             "largest_gap_growth_while_elbo_rose": None if largest is None else {
@@ -165,7 +165,7 @@ def summarize(epochs, elbo, log_px, converged=None, allowance=None):
                        "pairs_grid_not_converged": int((~converged).sum()),
                        "pairs_negative_gap": int(negative.sum()),
                        "negative_gap_pairs_image_epoch": [
-                           [int(i), int(epochs[e])] for e, i in zip(*onp.nonzero(negative))][:20],
+                           [int(i), int(epochs[e])] for e, i in zip(*np.nonzero(negative))][:20],
                        "rule": "gap >= -(GRID_TOLERANCE + the grid's change with half its "
                                f"points), GRID_TOLERANCE = {grid.GRID_TOLERANCE}"}}
 
@@ -174,9 +174,9 @@ def convergence_check(gen_params, rec_params, binary, activation, grid_points):
     """How much log p(x) moves with half the grid points (as grid.exact_summary)
     and the ELBO with twice the Gauss-Hermite nodes: max and mean over images."""
     def change(a, b):
-        return {"max_abs_difference": float(onp.max(onp.abs(a - b))),
-                "mean_abs_difference": float(onp.mean(onp.abs(a - b)))}
-    gen_params, rec_params = (cast_params(p, onp.float64) for p in (gen_params, rec_params))
+        return {"max_abs_difference": float(np.max(np.abs(a - b))),
+                "mean_abs_difference": float(np.mean(np.abs(a - b)))}
+    gen_params, rec_params = (cast_params(p, np.float64) for p in (gen_params, rec_params))
     check = grid.grid_check(gen_params, binary, activation, points=grid_points)
     log_px = [check["log_px"], check["half_points"]]
     elbo = [quadrature_elbo(gen_params, rec_params, binary, activation, nodes)[0]
@@ -265,7 +265,7 @@ def gap_figure(records, marked):
     import plotting
 
     epochs = [r["epoch"] for r in records]
-    gap, se = (onp.array([r["gap"][key] for r in records]) for key in ("mean", "se"))
+    gap, se = (np.array([r["gap"][key] for r in records]) for key in ("mean", "se"))
     figure = Figure(figsize=(6, 6), dpi=plotting.FIGURE_DPI)
     FigureCanvasAgg(figure)
     top, bottom = figure.subplots(2, 1, sharex=True)
@@ -384,15 +384,15 @@ def run(args):
         print("Nothing to report: no epoch was tracked after the initialisation",
               file=sys.stderr)
         return code or 1
-    elbo, log_px = onp.array(arrays["elbo"]), onp.array(arrays["log_px"])
+    elbo, log_px = np.array(arrays["elbo"]), np.array(arrays["log_px"])
     report.update(summary=summarize([r["epoch"] for r in records], elbo, log_px,
-                                    onp.array(arrays["converged"]),
-                                    onp.array(arrays["allowance"])),
+                                    np.array(arrays["converged"]),
+                                    np.array(arrays["allowance"])),
                   convergence=check, wall_seconds=time.perf_counter() - wall_start)
     print(format_summary(report["summary"], check, args.track))
-    runs.atomic_write(out / ARRAYS_NAME, lambda f: onp.savez(
+    runs.atomic_write(out / ARRAYS_NAME, lambda f: np.savez(
         f, epoch=[r["epoch"] for r in records], elbo=elbo, log_px=log_px,
-        grid_converged=onp.array(arrays["converged"]), **params))
+        grid_converged=np.array(arrays["converged"]), **params))
     save_figure(records, report["summary"]["epochs_mean_elbo_rose_and_mean_gap_grew"],
                 out / FIGURE_NAME)
     runs.write_json(out / JSON_NAME, report)

@@ -7,7 +7,7 @@ the extent. Also the posterior on the grid (its mean and covariance, a local
 grid around it) and the ordering check against the importance-weighted
 estimate. evaluate.py, conditional.py and posterior_gap.py use them.
 """
-import numpy as onp
+import numpy as np
 from scipy.special import logsumexp
 
 from vaelib import fastgrad
@@ -39,14 +39,14 @@ def log_joint_on_grid(gen_params, binary, z, activation="relu", observed=None):
     decoder's outputs are shared by all images: log p(x|z_g) for every image
     and point is one matrix product, x @ logits.T minus the row sums of
     softplus(logits)."""
-    gen_params = observed_decoder(cast_params(gen_params, onp.float64), observed)
-    binary = onp.asarray(binary, dtype=onp.float64)
+    gen_params = observed_decoder(cast_params(gen_params, np.float64), observed)
+    binary = np.asarray(binary, dtype=np.float64)
     if observed is not None:
         binary = binary[:, observed]
-    z = onp.asarray(z, dtype=onp.float64)
+    z = np.asarray(z, dtype=np.float64)
     logits = fastgrad.neural_net_predict(gen_params, z, activation)
     log_joint = binary @ logits.T - fastgrad.softplus(logits).sum(axis=1)
-    log_joint += -0.5 * onp.sum(z ** 2, axis=1) - 0.5 * z.shape[1] * onp.log(2 * onp.pi)
+    log_joint += -0.5 * np.sum(z ** 2, axis=1) - 0.5 * z.shape[1] * np.log(2 * np.pi)
     return log_joint
 
 
@@ -55,8 +55,8 @@ def latent_grid(half_width=GRID_HALF_WIDTH, points=GRID_POINTS):
     points x points cells, as (points^2, 2) with z_1 varying slowest, and the
     log of a cell's area."""
     h = 2 * half_width / points
-    axis = -half_width + h * (onp.arange(points) + 0.5)
-    return onp.stack(onp.meshgrid(axis, axis, indexing="ij"), -1).reshape(-1, 2), 2 * onp.log(h)
+    axis = -half_width + h * (np.arange(points) + 0.5)
+    return np.stack(np.meshgrid(axis, axis, indexing="ij"), -1).reshape(-1, 2), 2 * np.log(h)
 
 
 def ring_chunks(n, inner, h, band_cells, grid_rows=GRID_ROWS):
@@ -64,19 +64,19 @@ def ring_chunks(n, inner, h, band_cells, grid_rows=GRID_ROWS):
     centred inner x inner box (n - inner even), in chunks of about grid_rows:
     yields (midpoints (G, 2), in the box's outer band of band_cells cells (G,) bool)."""
     side = (n - inner) // 2
-    axis = (onp.arange(n) - (n - 1) / 2) * h
-    every, edges = onp.arange(n), onp.r_[0:side, side + inner:n]
+    axis = (np.arange(n) - (n - 1) / 2) * h
+    every, edges = np.arange(n), np.r_[0:side, side + inner:n]
     rows_per_chunk = max(1, round(grid_rows / n))
     for start in range(0, n, rows_per_chunk):
         i, j = [], []
         for row in range(start, min(n, start + rows_per_chunk)):
             cols = every if inner == 0 or not side <= row < side + inner else edges
-            i.append(onp.full(len(cols), row))
+            i.append(np.full(len(cols), row))
             j.append(cols)
-        i, j = onp.concatenate(i), onp.concatenate(j)
-        band = ((onp.minimum(i, n - 1 - i) < band_cells)
-                | (onp.minimum(j, n - 1 - j) < band_cells))
-        yield onp.stack([axis[i], axis[j]], -1), band
+        i, j = np.concatenate(i), np.concatenate(j)
+        band = ((np.minimum(i, n - 1 - i) < band_cells)
+                | (np.minimum(j, n - 1 - j) < band_cells))
+        yield np.stack([axis[i], axis[j]], -1), band
 
 
 def grid_integral(gen_params, binary, half_width=GRID_HALF_WIDTH, points=GRID_POINTS,
@@ -103,20 +103,20 @@ def grid_integral(gen_params, binary, half_width=GRID_HALF_WIDTH, points=GRID_PO
     N, h = len(binary), 2 * half_width / points
     step = max(1, int(round(GRID_WIDENING / h)))
     band_cells = min(step, max(1, int(round(GRID_BAND / h))))
-    top, s0 = onp.full(N, -onp.inf), onp.zeros(N)
-    s1, s2 = onp.zeros((N, 2)), onp.zeros((N, 4))
-    band_sum, cells = onp.zeros(N), onp.full(N, points)
+    top, s0 = np.full(N, -np.inf), np.zeros(N)
+    s1, s2 = np.zeros((N, 2)), np.zeros((N, 4))
+    band_sum, cells = np.zeros(N), np.full(N, points)
     start_box = None
-    todo, n, inner = onp.arange(N), points, 0
+    todo, n, inner = np.arange(N), points, 0
     while True:
         x = binary if len(todo) == N else binary[todo]
         t_top, t_s0, t_s1, t_s2 = top[todo], s0[todo], s1[todo], s2[todo]
-        t_band = onp.zeros(len(todo))     # the new box's band: all in the new ring
+        t_band = np.zeros(len(todo))     # the new box's band: all in the new ring
         for z, band in ring_chunks(n, inner, h, band_cells, grid_rows):
             log_joint = log_joint_on_grid(gen_params, x, z, activation, observed)
-            new_top = onp.maximum(t_top, log_joint.max(axis=1))
-            scale = onp.exp(t_top - new_top)
-            w = onp.exp(log_joint - new_top[:, None])
+            new_top = np.maximum(t_top, log_joint.max(axis=1))
+            scale = np.exp(t_top - new_top)
+            w = np.exp(log_joint - new_top[:, None])
             t_s0 = t_s0 * scale + w.sum(axis=1)
             t_band = t_band * scale + w[:, band].sum(axis=1)
             if moments:
@@ -125,20 +125,20 @@ def grid_integral(gen_params, binary, half_width=GRID_HALF_WIDTH, points=GRID_PO
             t_top = new_top
         top[todo], s0[todo], s1[todo], s2[todo] = t_top, t_s0, t_s1, t_s2
         band_sum[todo], cells[todo] = t_band, n
-        log_total = top + onp.log(s0)
-        with onp.errstate(divide="ignore"):
-            log_band = onp.log(band_sum) + top
+        log_total = top + np.log(s0)
+        with np.errstate(divide="ignore"):
+            log_band = np.log(band_sum) + top
         if start_box is None:
             start_box = log_total.copy()
-        wide = log_band[todo] - log_total[todo] >= onp.log(GRID_BAND_TOLERANCE)
+        wide = log_band[todo] - log_total[todo] >= np.log(GRID_BAND_TOLERANCE)
         if not wide.any() or (n + 2 * step) * h / 2 > max_half_width * (1 + 1e-9):
             break
         todo, inner, n = todo[wide], n, n + 2 * step
-    log_cell = 2 * onp.log(h)
+    log_cell = 2 * np.log(h)
     out = {"log_px": log_total + log_cell, "log_px_start_box": start_box + log_cell,
            "half_width": cells * h / 2, "widened": cells > points,
            "log_band_fraction": log_band - log_total,
-           "extent_converged": log_band - log_total < onp.log(GRID_BAND_TOLERANCE)}
+           "extent_converged": log_band - log_total < np.log(GRID_BAND_TOLERANCE)}
     if moments:
         out["mean"] = s1 / s0[:, None]
         out["cov"] = ((s2 / s0[:, None]).reshape(-1, 2, 2)
@@ -180,7 +180,7 @@ def grid_check(gen_params, binary, activation="relu", observed=None, points=GRID
     coarse = exact_log_px(gen_params, binary, half_width, points // 2, activation=activation,
                           observed=observed, max_half_width=max_half_width)
     fine["half_points"] = coarse
-    fine["spacing_converged"] = onp.abs(fine["log_px"] - coarse) < GRID_TOLERANCE
+    fine["spacing_converged"] = np.abs(fine["log_px"] - coarse) < GRID_TOLERANCE
     fine["converged"] = fine["spacing_converged"] & fine["extent_converged"]
     return fine
 
@@ -203,34 +203,34 @@ def grid_facts(check):
             "extent_not_converged_images": int((~check["extent_converged"]).sum()),
             "widened_images": int(widened.sum()),
             "largest_half_width": float(check["half_width"].max()),
-            "max_change_from_widening": float(onp.max(onp.abs(
+            "max_change_from_widening": float(np.max(np.abs(
                 check["log_px"] - check["log_px_start_box"]))),
-            "max_change_from_half_the_points": float(onp.max(onp.abs(
+            "max_change_from_half_the_points": float(np.max(np.abs(
                 check["log_px"] - check["half_points"]))),
-            "max_band_fraction": float(onp.exp(check["log_band_fraction"].max()))}
+            "max_band_fraction": float(np.exp(check["log_band_fraction"].max()))}
 
 
 def local_posterior(gen_params, x_row, observed, mean, cov, activation, points=40, width=5):
     """p(z | x_observed) of one image on a points x points grid spanning
     mean +- width sds per axis (exact mean and covariance from grid_posterior).
     -> (z (points^2, 2), weights (points^2,) summing to 1)."""
-    sd = onp.sqrt(onp.diag(cov))
-    axes = [onp.linspace(mean[i] - width * sd[i], mean[i] + width * sd[i], points)
+    sd = np.sqrt(np.diag(cov))
+    axes = [np.linspace(mean[i] - width * sd[i], mean[i] + width * sd[i], points)
             for i in range(2)]
-    z = onp.stack(onp.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 2)
+    z = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 2)
     log_joint = log_joint_on_grid(gen_params, x_row[None], z, activation, observed)[0]
-    return z, onp.exp(log_joint - logsumexp(log_joint))
+    return z, np.exp(log_joint - logsumexp(log_joint))
 
 
 def ordering_check(exact, iw, iw_se, converged, ses=ORDERING_SES):
     """Per converged image, the exact log p(x) must not lie below the
     importance-weighted estimate (a stochastic lower bound) by more than ses
     of its standard errors. -> dict (JSON-ready) with the violating images."""
-    bad = converged & (exact < iw - ses * onp.nan_to_num(iw_se, nan=0.0))
+    bad = converged & (exact < iw - ses * np.nan_to_num(iw_se, nan=0.0))
     return {"rule": f"exact >= importance weighted - {ses} s.e., per converged image",
             "checked_images": int(converged.sum()), "violations": int(bad.sum()),
-            "violating_images": onp.flatnonzero(bad).tolist()[:20],
-            "largest_shortfall_in_ses": float(onp.max(((iw - exact) / iw_se)[bad]))
+            "violating_images": np.flatnonzero(bad).tolist()[:20],
+            "largest_shortfall_in_ses": float(np.max(((iw - exact) / iw_se)[bad]))
             if bad.any() else None}
 
 

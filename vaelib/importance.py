@@ -4,7 +4,7 @@ log (1/K) sum_k p(x|z_k) p(z_k) / q(z_k|x), z_k ~ q(z|x), per image from its
 own generator, with the ELBO's terms and per-unit KLs; and the summaries over
 images (mean and standard error, active units). evaluate.py reports them.
 """
-import numpy as onp
+import numpy as np
 from scipy.special import logsumexp
 
 from vaelib import fastgrad, runs
@@ -18,8 +18,8 @@ IW_CURVE = (1, 10, 100, 1000)    # also report the estimate from the first k sam
 
 def log_mean_exp(a, axis=-1):
     """log mean exp(a) along an axis, in float64, without overflow."""
-    a = onp.asarray(a, dtype=onp.float64)
-    return logsumexp(a, axis=axis) - onp.log(a.shape[axis])
+    a = np.asarray(a, dtype=np.float64)
+    return logsumexp(a, axis=axis) - np.log(a.shape[axis])
 
 
 def log_weight_terms(gen_params, rec_params, x, eps, activation="relu"):
@@ -32,22 +32,22 @@ def log_weight_terms(gen_params, rec_params, x, eps, activation="relu"):
     log p(z) - log q(z|x) = sum_j (eps_j^2 - z_j^2) / 2 + log_std_j."""
     B, M, L = eps.shape
     q = fastgrad.neural_net_predict(rec_params, x, activation)
-    z = fastgrad.reparameterize(onp.repeat(q, M, axis=0), eps.reshape(B * M, L))
+    z = fastgrad.reparameterize(np.repeat(q, M, axis=0), eps.reshape(B * M, L))
     logits = fastgrad.neural_net_predict(gen_params, z, activation).reshape(B, M, -1)
     log_px_given_z = fastgrad.bernoulli_log_prob(x[:, None, :], logits)
     _, log_std = fastgrad.unpack_gaussian_params(q)
     z = z.reshape(B, M, L)
-    log_prior_ratio = onp.sum(0.5 * (eps ** 2 - z ** 2) + log_std[:, None, :], axis=-1)
-    return log_px_given_z.astype(onp.float64), log_prior_ratio.astype(onp.float64)
+    log_prior_ratio = np.sum(0.5 * (eps ** 2 - z ** 2) + log_std[:, None, :], axis=-1)
+    return log_px_given_z.astype(np.float64), log_prior_ratio.astype(np.float64)
 
 
 def iw_standard_error(log_w):
     """The standard error of log (1/K) sum_k w_k per image, log_w (B, K) -> (B,),
     by the delta method: sd(w) / (sqrt(K) mean(w)); nan for K = 1."""
     if log_w.shape[1] < 2:
-        return onp.full(len(log_w), onp.nan)
-    w = onp.exp(log_w - log_w.max(axis=1, keepdims=True))
-    return onp.std(w, axis=1, ddof=1) / (onp.sqrt(w.shape[1]) * onp.mean(w, axis=1))
+        return np.full(len(log_w), np.nan)
+    w = np.exp(log_w - log_w.max(axis=1, keepdims=True))
+    return np.std(w, axis=1, ddof=1) / (np.sqrt(w.shape[1]) * np.mean(w, axis=1))
 
 
 def image_rngs(seed, indices, *stream):
@@ -55,7 +55,7 @@ def image_rngs(seed, indices, *stream):
     an image gets the same samples whatever the chunking, --n or the other
     images (stream: evaluate.py uses none; conditional.py 0 for the fit, 1
     for the estimates)."""
-    return [onp.random.default_rng([seed, int(i), *stream]) for i in indices]
+    return [np.random.default_rng([seed, int(i), *stream]) for i in indices]
 
 
 def evaluate(gen_params, rec_params, binary, iw_samples=IW_SAMPLES,
@@ -79,10 +79,10 @@ def evaluate(gen_params, rec_params, binary, iw_samples=IW_SAMPLES,
     images_per_pass = max(1, max_rows // M)
     samples_per_pass = min(M, max_rows)
     curve = [k for k in IW_CURVE if k < iw_samples] + [iw_samples]
-    out = {"log_px": onp.empty(N), "log_px_se": onp.empty(N), "iw_curve": {k: onp.empty(N) for k in curve},
-           "elbo": onp.empty(N), "log_px_given_z": onp.empty(N), "kl": onp.empty(N),
-           "kl_per_unit": onp.empty((N, latent_dim)),
-           "posterior_mean": onp.empty((N, latent_dim))}
+    out = {"log_px": np.empty(N), "log_px_se": np.empty(N), "iw_curve": {k: np.empty(N) for k in curve},
+           "elbo": np.empty(N), "log_px_given_z": np.empty(N), "kl": np.empty(N),
+           "kl_per_unit": np.empty((N, latent_dim)),
+           "posterior_mean": np.empty((N, latent_dim))}
     done, stopped_by = 0, None
     bar = runs.Progress(N * M, "evaluate.py",
                         f"log p(x) of {N} image{'s' * (N != 1)}, K={iw_samples}",
@@ -91,11 +91,11 @@ def evaluate(gen_params, rec_params, binary, iw_samples=IW_SAMPLES,
         for start in range(0, N, images_per_pass):
             x = binary[start:start + images_per_pass]
             rngs = image_rngs(seed, range(start, start + len(x)))
-            log_px_given_z = onp.empty((len(x), M))
-            log_w = onp.empty((len(x), M))
+            log_px_given_z = np.empty((len(x), M))
+            log_w = np.empty((len(x), M))
             for s in range(0, M, samples_per_pass):
                 m = min(samples_per_pass, M - s)
-                eps = onp.stack([rng.standard_normal((m, latent_dim)) for rng in rngs])
+                eps = np.stack([rng.standard_normal((m, latent_dim)) for rng in rngs])
                 terms = log_weight_terms(gen_params, rec_params, x, eps.astype(x.dtype),
                                          activation)
                 log_px_given_z[:, s:s + m] = terms[0]
@@ -104,15 +104,15 @@ def evaluate(gen_params, rec_params, binary, iw_samples=IW_SAMPLES,
             mean, log_std = fastgrad.unpack_gaussian_params(
                 fastgrad.neural_net_predict(rec_params, x, activation))
             # KL per unit in closed form: compute_KL of each unit's (mean, log_std) pair.
-            kl_per_unit = fastgrad.compute_KL(onp.stack([mean, log_std], axis=-1))
+            kl_per_unit = fastgrad.compute_KL(np.stack([mean, log_std], axis=-1))
             rows = slice(start, start + len(x))
             for k in curve:
                 out["iw_curve"][k][rows] = log_mean_exp(log_w[:, :k])
             out["log_px"][rows] = out["iw_curve"][iw_samples][rows]
             out["log_px_se"][rows] = iw_standard_error(log_w[:, :iw_samples])
-            out["log_px_given_z"][rows] = onp.mean(log_px_given_z[:, :elbo_samples], axis=1)
+            out["log_px_given_z"][rows] = np.mean(log_px_given_z[:, :elbo_samples], axis=1)
             out["kl_per_unit"][rows] = kl_per_unit
-            out["kl"][rows] = onp.sum(kl_per_unit, axis=1)
+            out["kl"][rows] = np.sum(kl_per_unit, axis=1)
             out["elbo"][rows] = out["log_px_given_z"][rows] - out["kl"][rows]
             out["posterior_mean"][rows] = mean
             done += len(x)
@@ -128,9 +128,9 @@ def evaluate(gen_params, rec_params, binary, iw_samples=IW_SAMPLES,
 
 def mean_and_se(values):
     """(mean, standard error of the mean) over images; the error is nan for one image."""
-    values = onp.asarray(values, dtype=onp.float64)
-    se = onp.std(values, ddof=1) / onp.sqrt(len(values)) if len(values) > 1 else onp.nan
-    return float(onp.mean(values)), float(se)
+    values = np.asarray(values, dtype=np.float64)
+    se = np.std(values, ddof=1) / np.sqrt(len(values)) if len(values) > 1 else np.nan
+    return float(np.mean(values)), float(se)
 
 
 def entry(values):
@@ -142,5 +142,5 @@ def entry(values):
 def active_units(posterior_mean, threshold=ACTIVE_UNIT_THRESHOLD):
     """Burda et al. 2016, Sec. 5.2: unit u is active if Cov_x(E_q[z_u | x]) > threshold.
     posterior_mean: (N, L) -> (variance over images (L,), active (L,) bool)."""
-    variance = onp.var(posterior_mean, axis=0)
+    variance = np.var(posterior_mean, axis=0)
     return variance, variance > threshold

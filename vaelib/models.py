@@ -15,9 +15,9 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-import autograd.numpy as np
+import autograd.numpy as anp
 import autograd.numpy.random as npr
-import numpy as onp
+import numpy as np
 from scipy.special import log_ndtr
 
 from autograd.scipy.special import expit
@@ -136,7 +136,7 @@ class Model:
         gen, rec = self.layer_sizes(config)
         networks = {"gen": gen, "rec": rec}
         if self.noise_layer:
-            networks["noise"] = [0, len(self.noise_layer(config, onp.float64)[1])]
+            networks["noise"] = [0, len(self.noise_layer(config, np.float64)[1])]
         return networks
 
 
@@ -146,14 +146,14 @@ class Model:
 
 def noise_log_std(raw, min_std):
     """log sigma with sigma^2 = min_std^2 + exp(2 raw): smooth, and never below min_std."""
-    return 0.5 * np.logaddexp(2 * np.log(min_std), 2 * raw)
+    return 0.5 * anp.logaddexp(2 * anp.log(min_std), 2 * raw)
 
 
 def gaussian_log_prob(x, mean, log_std):
     """sum_d log N(x_d; mean_d, exp(log_std_d)^2): x, mean (N, D), log_std
     (D,) or (1,) -> (N,), in nats."""
-    return np.sum(-0.5 * ((x - mean) * np.exp(-log_std)) ** 2 - log_std
-                  - 0.5 * np.log(2 * np.pi), axis=-1)
+    return anp.sum(-0.5 * ((x - mean) * anp.exp(-log_std)) ** 2 - log_std
+                  - 0.5 * anp.log(2 * anp.pi), axis=-1)
 
 
 def squared_error_sigma(scale, per="image", data_dim=DATA_DIM):
@@ -180,16 +180,16 @@ def gaussian_elbo_terms(gen_params, rec_params, images, randn, activation="relu"
 def noise_layer(noise, dtype):
     """The learnt log-std as a layer without inputs: (W (0, D or 1), raw (D or 1,))."""
     size = DATA_DIM if noise == "per-pixel" else 1
-    return (onp.zeros((0, size), dtype), onp.full(size, onp.log(NOISE_INIT_STD), dtype))
+    return (np.zeros((0, size), dtype), np.full(size, np.log(NOISE_INIT_STD), dtype))
 
 
 def report_noise(trained, latent):
     """The learnt pixel standard deviations, printed and in metrics.json."""
     min_std = trained.config["min_std"]
-    sigma = onp.exp(noise_log_std(trained.gen_params[-1][1], min_std))
-    print(f"Learnt pixel standard deviation: median {onp.median(sigma):.3f}, "
+    sigma = np.exp(noise_log_std(trained.gen_params[-1][1], min_std))
+    print(f"Learnt pixel standard deviation: median {np.median(sigma):.3f}, "
           f"range {sigma.min():.3f} to {sigma.max():.3f} (floor {min_std})")
-    return {"noise_std": {"min": float(sigma.min()), "median": float(onp.median(sigma)),
+    return {"noise_std": {"min": float(sigma.min()), "median": float(np.median(sigma)),
                           "max": float(sigma.max()), "floor": min_std}}, []
 
 
@@ -199,30 +199,30 @@ def report_noise(trained, latent):
 
 def laplace_inverse_cdf(u, loc, scale):
     """The quantile function of Lap(loc, scale) at u in (0, 1)."""
-    return loc - scale * onp.sign(u - 0.5) * onp.log1p(-2 * onp.abs(u - 0.5))
+    return loc - scale * np.sign(u - 0.5) * np.log1p(-2 * np.abs(u - 0.5))
 
 
 def standard_laplace_from_normal(eps):
     """Lap(0, 1) draws from standard normal ones: the inverse CDF at u = Phi(eps),
     written as -sign(eps) log(2 Phi(-|eps|)) (equal, and exact in the tails)."""
-    eps = onp.asarray(eps)
-    return -onp.sign(eps) * (onp.log(2.0) + log_ndtr(-onp.abs(eps)))
+    eps = np.asarray(eps)
+    return -np.sign(eps) * (np.log(2.0) + log_ndtr(-np.abs(eps)))
 
 
 def laplace_reparameterize(q_means_and_log_scales, eps):
     """z = mu + b * e, e ~ Lap(0, 1) from eps: (N, 2L), (N, L) -> (N, L).
     Differentiable in mu and log b; the noise is a constant."""
     mean, log_scale = fastgrad.unpack_gaussian_params(q_means_and_log_scales)
-    return mean + np.exp(log_scale) * standard_laplace_from_normal(eps).astype(eps.dtype)
+    return mean + anp.exp(log_scale) * standard_laplace_from_normal(eps).astype(eps.dtype)
 
 
 def laplace_kl(q_means_and_log_scales, prior_scale):
     """KL(Lap(mu, b) || Lap(0, tau)) summed over units: (N, 2L) -> (N,).
     Per unit, log(tau / b) + |mu| / tau + (b / tau) exp(-|mu| / b) - 1."""
     mean, log_scale = fastgrad.unpack_gaussian_params(q_means_and_log_scales)
-    b = np.exp(log_scale)
-    return np.sum(np.log(prior_scale) - log_scale + np.abs(mean) / prior_scale
-                  + b / prior_scale * np.exp(-np.abs(mean) / b) - 1, axis=-1)
+    b = anp.exp(log_scale)
+    return anp.sum(anp.log(prior_scale) - log_scale + anp.abs(mean) / prior_scale
+                  + b / prior_scale * anp.exp(-anp.abs(mean) / b) - 1, axis=-1)
 
 
 def laplace_elbo_terms(gen_params, rec_params, binary, randn, activation="relu",
@@ -257,7 +257,7 @@ class LaplaceLatent:
 def logistic_from_normal(eps):
     """Logistic(0, 1) draws, log u - log(1 - u) at u = Phi(eps), from standard
     normal ones, as log Phi(eps) - log Phi(-eps): exact in both tails."""
-    eps = onp.asarray(eps)
+    eps = np.asarray(eps)
     return log_ndtr(eps) - log_ndtr(-eps)
 
 
@@ -271,7 +271,7 @@ def relaxed_bernoulli(logits, eps, temperature):
 
 def hard_bernoulli(logits, eps):
     """Bernoulli(sigmoid(logits)) draws from the same noise: 1 where logits + L > 0."""
-    return (onp.asarray(logits) + logistic_from_normal(eps) > 0).astype(onp.float64)
+    return (np.asarray(logits) + logistic_from_normal(eps) > 0).astype(np.float64)
 
 
 def bernoulli_kl(logits):
@@ -279,8 +279,8 @@ def bernoulli_kl(logits):
     theta log theta + (1 - theta) log(1 - theta) + log 2, with
     log theta = -softplus(-l) and log(1 - theta) = -softplus(l)."""
     theta = expit(logits)
-    return np.sum(np.log(2.0) - theta * np.logaddexp(0.0, -logits)
-                  - (1 - theta) * np.logaddexp(0.0, logits), axis=-1)
+    return anp.sum(anp.log(2.0) - theta * anp.logaddexp(0.0, -logits)
+                  - (1 - theta) * anp.logaddexp(0.0, logits), axis=-1)
 
 
 def binary_elbo_terms(gen_params, rec_params, binary, randn, activation="relu",
@@ -301,7 +301,7 @@ class BinaryLatent:
 
     @staticmethod
     def sample_prior(rs, shape):
-        return (rs.randn(*shape) > 0).astype(onp.float64)
+        return (rs.randn(*shape) > 0).astype(np.float64)
 
     @staticmethod
     def ppf(p):
@@ -337,9 +337,9 @@ def sample_mixture(mixture, rs, n):
     """n draws from the mixture with RandomState rs: a component by its
     weight, then its Gaussian through the Cholesky factor. -> (n, L)."""
     k = rs.choice(len(mixture["weights"]), size=n, p=mixture["weights"])
-    chol = onp.linalg.cholesky(mixture["covariances"])
+    chol = np.linalg.cholesky(mixture["covariances"])
     eps = rs.randn(n, mixture["means"].shape[1])
-    return mixture["means"][k] + onp.einsum("nij,nj->ni", chol[k], eps)
+    return mixture["means"][k] + np.einsum("nij,nj->ni", chol[k], eps)
 
 
 class MixtureLatent:
@@ -354,7 +354,7 @@ class MixtureLatent:
         return sample_mixture(self.mixture, rs, shape[0])
 
     def ppf(self, p):
-        return onp.quantile(self.codes, p)
+        return np.quantile(self.codes, p)
 
     @staticmethod
     def reparameterize(codes, eps):
@@ -380,7 +380,7 @@ def fit_code_mixture(trained):
     binary = binarize_once(trained.train_images)
     codes = fastgrad.neural_net_predict(trained.rec_params, binary, config["activation"])
     mixture = fit_mixture(codes, config["components"], config["seed"])
-    runs.atomic_write(out / MIXTURE_NAME, lambda f: onp.savez(f, **mixture))
+    runs.atomic_write(out / MIXTURE_NAME, lambda f: np.savez(f, **mixture))
     return MixtureLatent(mixture, codes), {"mixture": {
         "components": config["components"], "fitted_to": (
             f"the codes of the {len(binary)} training images, binarised once with "
@@ -391,7 +391,7 @@ def load_mixture(folder):
     """The autoencoder's mixture beside its checkpoint. Raises runs.RunError."""
     path = Path(folder) / MIXTURE_NAME
     try:
-        with onp.load(path, allow_pickle=False) as f:
+        with np.load(path, allow_pickle=False) as f:
             return {key: f[key] for key in ("weights", "means", "covariances")}
     except (OSError, KeyError, ValueError) as e:
         raise runs.RunError(f"{path}, the autoencoder's mixture, cannot be read "
@@ -404,7 +404,7 @@ def mixture_figure(trained, latent):
         return {}, []
     import plotting
     path = trained.out / "mixture.png"
-    plotting.save_mixture(latent.codes, onp.argmax(trained.train_labels, axis=1),
+    plotting.save_mixture(latent.codes, np.argmax(trained.train_labels, axis=1),
                           latent.mixture["means"], latent.mixture["covariances"], path)
     return {}, [path]
 
@@ -423,14 +423,14 @@ def code_statistics(rec_params, images, activation):
     from scipy.stats import kurtosis
     mean, _ = fastgrad.unpack_gaussian_params(fastgrad.neural_net_predict(rec_params, images,
                                                                      activation))
-    active = onp.var(mean, axis=0) > ACTIVE_UNIT_THRESHOLD
+    active = np.var(mean, axis=0) > ACTIVE_UNIT_THRESHOLD
     if not active.any():
         return {"active_units": 0, "latent_dim": int(mean.shape[1])}, mean[:, active]
     standardised = (mean[:, active] - mean[:, active].mean(axis=0)) / mean[:, active].std(axis=0)
     return {"active_units": int(active.sum()), "latent_dim": int(mean.shape[1]),
             "active_excess_kurtosis": float(kurtosis(standardised.ravel())),
             f"active_share_within_{CODE_NEAR_ZERO}_sd": float(
-                onp.mean(onp.abs(standardised) < CODE_NEAR_ZERO))}, standardised
+                np.mean(np.abs(standardised) < CODE_NEAR_ZERO))}, standardised
 
 
 def report_codes(trained, latent):
@@ -550,10 +550,10 @@ def initial_params(config, seed, init_net_params):
     and its noise layer, if any."""
     model = model_of(config)
     npr.seed(seed)
-    gen, rec = (networks.cast_params(init_net_params(sizes), onp.float64)
+    gen, rec = (networks.cast_params(init_net_params(sizes), np.float64)
                 for sizes in model.layer_sizes(config))
     if model.noise_layer:
-        gen = gen + [model.noise_layer(config, onp.float64)]
+        gen = gen + [model.noise_layer(config, np.float64)]
     return gen, rec
 
 
@@ -579,7 +579,7 @@ def prior_samples(path, n, seed=0):
     (the mixture for the autoencoder), decoded. Draws from RandomState(seed).
     -> (images (n, D), config)."""
     gen, rec, config, _, prior = load_model(path)
-    model, rs = MODELS[config["model"]], onp.random.RandomState(seed)
+    model, rs = MODELS[config["model"]], np.random.RandomState(seed)
     latent = model.latent(config, prior)
     logits = fastgrad.neural_net_predict(
         model.decoder(gen), latent.sample_prior(rs, (n, config["latent_dim"])),

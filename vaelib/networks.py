@@ -1,7 +1,7 @@
 """Networks and their sizes: layer sizes from a configuration, initial
 parameters (the skeleton's init_net_params is vae.py's contract function and
 is passed in), casts and counts."""
-import autograd.numpy as np
+import autograd.numpy as anp
 import autograd.numpy.random as npr
 
 from data import DATA_DIM
@@ -29,7 +29,7 @@ def init_glorot_params(layer_sizes):
     """[(W, b), ...] as Glorot and Bengio (2010, Eq. 16) initialise them, the
     heuristic Burda et al. (2016) used: W ~ U(-a, a), a = sqrt(6 / (m + n)),
     from the global stream layer by layer; b = 0."""
-    return [(npr.uniform(-np.sqrt(6 / (m + n)), np.sqrt(6 / (m + n)), (m, n)), np.zeros(n))
+    return [(npr.uniform(-anp.sqrt(6 / (m + n)), anp.sqrt(6 / (m + n)), (m, n)), anp.zeros(n))
             for m, n in zip(layer_sizes[:-1], layer_sizes[1:])]
 
 

@@ -20,7 +20,7 @@ from functools import partial
 from pathlib import Path
 from typing import Callable, Union
 
-import autograd.numpy as np
+import autograd.numpy as anp
 import autograd.numpy.random as npr
 from autograd import value_and_grad
 from autograd.misc import flatten
@@ -43,7 +43,7 @@ def binarize_split(images, how):
     as vae.py binarises its test set; 'threshold': x > 0.5.
     -> (binary images, a sentence that says which)."""
     if how == "threshold":
-        return ((images > THRESHOLD).astype(np.float64),
+        return ((images > THRESHOLD).astype(anp.float64),
                 f"thresholded: x > {THRESHOLD}")
     return binarize_once(images), TEST_BINARIZATION
 
@@ -105,7 +105,7 @@ def in_place_adam():
     def step(params, gradient, m, v, t, learning_rate=1e-3, b1=ADAM_B1, b2=ADAM_B2,
              eps=ADAM_EPS):
         if not scratch:
-            scratch.append(np.empty_like(params))
+            scratch.append(anp.empty_like(params))
         return fastgrad.adam_step(params, gradient, m, v, t, learning_rate, b1, b2, eps,
                                   scratch=scratch[0],
                                   split=params.size >= ADAM_SPLIT_SIZE and tuning.cores() > 1)
@@ -180,7 +180,7 @@ class Epoch:
 
     def add(self, elbo):
         self.done += 1
-        if not np.isfinite(elbo):
+        if not anp.isfinite(elbo):
             raise runs.TrainingDiverged(f"the ELBO became {elbo} at epoch {self.number}, "
                                         f"batch {self.done}")
         self.elbo_sum += float(elbo)
@@ -229,7 +229,7 @@ def restore(state, flat_params, generator=None):
     """Adam's (m, v, t) for the flat parameters: zeros and 0 to start, or
     those of a training_state, whose random streams are then restored too
     (the generator's if one is given). -> (m, v, t)."""
-    m, v = np.zeros_like(flat_params), np.zeros_like(flat_params)
+    m, v = anp.zeros_like(flat_params), anp.zeros_like(flat_params)
     if state is None:
         return m, v, 0
     m[...], v[...] = state["adam_m"], state["adam_v"]
@@ -257,7 +257,7 @@ def fast_step(objective, generator, binarize=True):
 
     def binarized(images):
         data = generator.random(images.shape, dtype=images.dtype)
-        return np.greater(images, data, out=data, casting="unsafe")   # x > u as 0.0 / 1.0
+        return anp.greater(images, data, out=data, casting="unsafe")   # x > u as 0.0 / 1.0
 
     def step(flat_params, images, upcoming=None):
         data = pending.pop().result() if pending else binarized(images) if binarize else images
@@ -304,10 +304,10 @@ def evaluate_elbo(gen_params, rec_params, binary_images, seed=TEST_POSTERIOR_SEE
     rs = npr.RandomState(seed)
     parts = [terms(gen_params, rec_params, binary_images[i:i + EVAL_BATCH_SIZE], rs.randn)
              for i in range(0, len(binary_images), EVAL_BATCH_SIZE)]
-    log_px_given_z = np.concatenate([lp for lp, _ in parts])
-    kl = np.concatenate([kl for _, kl in parts])
-    return {"elbo": float(np.mean(log_px_given_z - kl)),
-            "log_px_given_z": float(np.mean(log_px_given_z)), "kl": float(np.mean(kl))}
+    log_px_given_z = anp.concatenate([lp for lp, _ in parts])
+    kl = anp.concatenate([kl for _, kl in parts])
+    return {"elbo": float(anp.mean(log_px_given_z - kl)),
+            "log_px_given_z": float(anp.mean(log_px_given_z)), "kl": float(anp.mean(kl))}
 
 
 EPOCH_HEADER = (f"{'epoch':>5} {'train ELBO':>11} {'test ELBO':>10} {'log p(x|z)':>11} "
@@ -318,7 +318,7 @@ def epoch_record(epoch, train_elbo, test, seconds, **more):
     """The history record of an epoch, printed as a row under EPOCH_HEADER;
     test: evaluate_elbo's dict. Raises runs.TrainingDiverged if the test ELBO
     is not finite."""
-    if not np.isfinite(test["elbo"]):
+    if not anp.isfinite(test["elbo"]):
         raise runs.TrainingDiverged(f"the test ELBO became {test['elbo']} after epoch {epoch}")
     print(f"{epoch:5d} {train_elbo:11.2f} {test['elbo']:10.2f} "
           f"{test['log_px_given_z']:11.2f} {test['kl']:7.2f} {seconds:8.1f}", flush=True)
