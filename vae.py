@@ -345,14 +345,12 @@ def run_from_checkpoint(args):
 
 def main(argv=None):
     """Entry point of `python vae.py`: returns the exit code."""
-    from data import DataError
     args = parse_args(argv)
-    try:
+
+    def work():
         with ExitStack() as held:   # a training run's lock on its folder, until it returns
             return run_from_checkpoint(args) if args.from_checkpoint else run_training(args, held)
-    except (DataError, runs.RunError) as e:
-        print(f"vae.py: error: {e}", file=sys.stderr)
-        return getattr(e, "exit_code", 1)
+    return runs.run_main("vae.py", work)
 
 
 if __name__ == "__main__":

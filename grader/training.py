@@ -17,7 +17,7 @@ end. Only a verified training is passed on to judge the figures.
 Nothing here draws from the global NumPy stream (other threads grade other
 files): the skeleton's initialisation and run are composed from the
 reference's contract functions and private RandomStates (with grader/draws.py's
-compositions), which give the same numbers (tests/test_check_script.py). The
+compositions), which give the same numbers (tests/grading/test_check_script.py). The
 run, replayed once per session, says whether the parameters are the reference's.
 """
 import math

@@ -176,13 +176,19 @@ def draw(path):
     slots, where = {}, {}
     for n in sorted(names, key=lambda n: (-layer[n], column[n], n)):
         key = (layer[n], column[n])
-        where[n] = (column[n] * 4.2 + 1.6 * slots.get(key, 0) % 4.2, layer[n] * 1.0)
-        slots[key] = slots.get(key, 0) + 1
-    fig, ax = plt.subplots(figsize=(11, 0.9 * (max(layer.values()) + 2)))
+        slots[n], slots[key] = slots.get(key, 0), slots.get(key, 0) + 1
+    width = {c: max([slots[k] for k in slots if isinstance(k, tuple) and k[1] == c] or [1])
+             for c in range(3)}
+    start = {0: 0.0, 1: 2.6 * width[0] + 1.0}
+    start[2] = start[1] + 2.6 * width[1] + 1.0
+    for n in names:
+        where[n] = (start[column[n]] + 2.6 * slots[n], layer[n] * 1.0)
+    right = start[2] + 2.6 * width[2]
+    fig, ax = plt.subplots(figsize=(right * 0.62 + 1, 0.75 * (max(layer.values()) + 2)))
     for a, b in sorted(edges):
         (x0, y0), (x1, y1) = where[a], where[b]
         ax.annotate("", (x1, y1 + 0.18), (x0, y0 - 0.18),
-                    arrowprops={"arrowstyle": "->", "color": "0.6", "lw": 0.7})
+                    arrowprops={"arrowstyle": "->", "color": "0.55", "lw": 0.6, "alpha": 0.6})
     colours = {0: "#dbe9f6", 1: "#f6e7d8", 2: "#e3f1dc"}
     for n, (x, y) in where.items():
         ax.text(x, y, n.replace("vaelib.", "vaelib/") + ("" if n.endswith("/") else ".py"),
@@ -190,9 +196,9 @@ def draw(path):
                 bbox={"boxstyle": "round", "fc": colours[column[n]], "ec": "0.4"})
     for c, title in enumerate(("scripts (top level)", "contract modules, grader/",
                                "library: vaelib/")):
-        ax.text(c * 4.2 + 1.6, max(layer.values()) + 1, title, ha="center", fontsize=10,
-                weight="bold")
-    ax.set_xlim(-1, 13.5)
+        ax.text(start[c] + 1.3 * (width[c] - 1), max(layer.values()) + 1, title,
+                ha="center", fontsize=10, weight="bold")
+    ax.set_xlim(-1.5, right)
     ax.set_ylim(-0.7, max(layer.values()) + 1.5)
     ax.axis("off")
     fig.tight_layout()

@@ -6,7 +6,7 @@ times the matrix products themselves (../shared/SPEED-NOTES.md,
 docs/speed.md). Each function here computes the same numbers as its plain
 twin, with the same signature, but is one autograd primitive whose
 derivative is written out in a single fused NumPy pass that keeps the
-input's dtype (float32 stays float32). tests/test_fastgrad.py checks every
+input's dtype (float32 stays float32). tests/library/test_fastgrad.py checks every
 one against its plain twin, value and gradient, and against finite
 differences. vae.py and evaluate.py assemble the bound from these pieces;
 the training loops differentiate flat_lower_bound, the same pieces in one

@@ -70,7 +70,7 @@ def fused_elbo_terms(gen_params, rec_params, data, randn, activation="relu"):
 
 def fused_lower_bound(gen_params, rec_params, data, randn=npr.randn, activation="relu"):
     """vae_lower_bound from fused pieces: the same value and gradient for the
-    same noise (tests/test_fastgrad.py). With the default randn it draws from
+    same noise (tests/library/test_fastgrad.py). With the default randn it draws from
     the global stream as vae_lower_bound does."""
     log_px_given_z, kl = fused_elbo_terms(gen_params, rec_params, data, randn, activation)
     return fastgrad.batch_mean(log_px_given_z - kl)

@@ -23,7 +23,7 @@ import pytest
 
 from grader import isolation, sandbox
 
-PROJECT = Path(__file__).resolve().parents[2]
+PROJECT = Path(__file__).resolve().parents[3]
 FIXTURES = Path(__file__).parent / "fixtures"
 STUDENT = (PROJECT / "tests" / "student_vae.py").read_text()
 root_with_bwrap = pytest.mark.skipif(

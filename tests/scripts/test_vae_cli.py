@@ -23,7 +23,7 @@ import loops
 from data import DATA_DIM
 import vae
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SMALL = ["--n-train", "200", "--epochs", "2", "--batch-size", "100", "--hidden-units", "20",
          "--latent-dim", "5", "--no-progress"]   # 2 Adam steps per epoch
 FIGURES = ["samples_from_prior.png", "reconstructions.png", "learning_curve.png",

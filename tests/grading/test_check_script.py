@@ -25,7 +25,7 @@ def initial_params(config, dtype, seed):
     """networks.initial_params with the skeleton's init_net_params, as vae.py passes it."""
     return networks.initial_params(config, dtype, seed, vae.init_net_params)
 
-STUDENT = (Path(__file__).parent / "student_vae.py").read_text()
+STUDENT = (Path(__file__).resolve().parents[1] / "student_vae.py").read_text()
 OPTIONS = ["--import-timeout", "10", "--check-timeout", "10", "--memory", "2048"]
 ADAM = "            flat_params = flat_params + 0.001 * mhat / (np.sqrt(vhat) + 1e-8)\n"
 START = "    m, v, t = np.zeros(len(flat_params)), np.zeros(len(flat_params)), 1\n"
