@@ -28,7 +28,7 @@ LOOPS = (("skeleton", "float64", 3.0), ("fast", "float32", 1.8))   # loop, dtype
 
 
 def parse_args(argv=None):
-    import runs   # imports no NumPy: --threads must be set before NumPy loads
+    from vaelib import runs   # imports no NumPy: --threads must be set before NumPy loads
     parser = runs.OneLineErrorParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--epochs", type=runs.positive_int, default=1,
                         help="timed epochs per repeat")
@@ -82,23 +82,33 @@ def interleaved_seconds(vae, np, images, config, loop, dtype, shapes, steps, epo
     loop_seconds, floor_seconds = [], []
     for repeat in range(repeats + 1):   # the first, on 10 batches, warms up
         floor_seconds.append(gemm_seconds(operands, steps if repeat else 10))
-        gen, rec = vae.initial_params(config, dtype, config["seed"] + repeat)
         data = images if repeat else images[:10 * config["batch_size"]]
-        vae.train(gen, rec, data, epochs if repeat else 1, config["batch_size"],
-                  config["learning_rate"], step=vae.LOOPS[loop], seed=repeat,
-                  on_epoch_end=lambda e, g, r, elbo, s, state: loop_seconds.append(s)
-                  if repeat else None)
+        for end in train(vae, config, loop, dtype, data, epochs if repeat else 1,
+                         config["seed"] + repeat, seed=repeat):
+            if repeat:
+                loop_seconds.append(end.seconds)
     return min(loop_seconds), min(floor_seconds[1:])
+
+
+def train(vae, config, loop, dtype, images, epochs, init_seed, seed=0):
+    """The training loop as `python vae.py --loop <loop>` runs it (vae.py's
+    loop or the fast one, with the fused bound and the in-place Adam), from
+    parameters drawn after npr.seed(init_seed). -> its EpochEnds."""
+    from vaelib import networks, training
+    gen, rec = networks.initial_params(config, dtype, init_seed, vae.init_net_params)
+    settings = training.Settings(epochs, config["batch_size"], config["learning_rate"], seed=seed)
+    return (vae.train if loop == "skeleton" else training.fast_train)(
+        gen, rec, images, settings, training.fused_objective((gen, rec)),
+        training.in_place_adam())
 
 
 def peak_megabytes(vae, images, config, loop, dtype, steps=5):
     """Peak memory that NumPy allocates while training `steps` batches (tracemalloc)."""
     import tracemalloc
-    gen, rec = vae.initial_params(config, dtype, config["seed"])
     data = images[:steps * config["batch_size"]].astype(dtype)
     tracemalloc.start()
-    vae.train(gen, rec, data, 1, config["batch_size"], config["learning_rate"],
-              step=vae.LOOPS[loop])
+    for _ in train(vae, config, loop, dtype, data, 1, config["seed"]):
+        pass
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     return peak / 2 ** 20
@@ -113,11 +123,11 @@ def main(argv=None):
     import numpy as np
 
     import data
-    import runs
+    from vaelib import networks, runs
     import vae
     config = vars(vae.parse_args([]))   # the assignment's defaults
     _, images, _, _, _ = data.load_data()
-    gen_sizes, rec_sizes = vae.layer_sizes(config)
+    gen_sizes, rec_sizes = networks.layer_sizes(config)
     batch, steps = config["batch_size"], -(-len(images) // config["batch_size"])
     rec_forward, rec_backward = gemm_shapes(batch, rec_sizes, input_is_data=True)
     gen_forward, gen_backward = gemm_shapes(batch, gen_sizes, input_is_data=False)

@@ -29,7 +29,7 @@ import signal
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
-import runs
+from vaelib import runs
 from grader import intake
 from grader.limits import Limits
 from grader.isolation import PROJECT, IsolationUnavailable, setup  # noqa: F401  PROJECT: tests

@@ -1,14 +1,18 @@
 """An MLP that classifies MNIST digits, and a score for generated digits.
 
-    python classifier.py                                  train, write output/classifier/
-    python classifier.py --score output/checkpoint.npz    score a model's prior samples
+    python classifier.py train                           train, write output/classifier/
+    python classifier.py score output/checkpoint.npz     score a model's prior samples
+
+The forms before the subcommands still work: `python classifier.py [train
+options]` trains, and `python classifier.py --score CHECKPOINT ... [score
+options]` scores.
 
 Training: a multilayer perceptron (ReLU hidden layers, softmax output) on the
 grey-level training images, maximising the mean log-probability of the true
 digit with the project's Adam (fastgrad.adam_step), the batches shuffled
 every epoch. Test accuracy is reported after every epoch.
 
-Scoring (--score): a generative model's prior samples, drawn and decoded to
+Scoring (score): a generative model's prior samples, drawn and decoded to
 pixel means by models.prior_samples (any checkpoint of vae.py or
 variants.py), are classified. Two numbers describe them:
 
@@ -26,16 +30,15 @@ import time
 from functools import partial
 from pathlib import Path
 
-import autograd.numpy as np
-import numpy as onp
+import autograd.numpy as anp
+import numpy as np
 from autograd import value_and_grad
 from autograd.misc import flatten
 from autograd.scipy.special import logsumexp
 
 import data
-import fastgrad
-import models
-import runs
+from vaelib import fastgrad
+from vaelib import checkpoints, models, runs
 from data import DATA_DIM
 
 N_CLASSES = 10
@@ -49,7 +52,7 @@ def layer_sizes(config):
 
 def init_params(sizes, rs):
     """He initialisation for ReLU layers: W ~ N(0, 2 / fan_in), b = 0."""
-    return [(rs.randn(m, n) * onp.sqrt(2.0 / m), onp.zeros(n))
+    return [(rs.randn(m, n) * np.sqrt(2.0 / m), np.zeros(n))
             for m, n in zip(sizes[:-1], sizes[1:])]
 
 
@@ -61,13 +64,13 @@ def log_probabilities(params, images):
 
 def mean_log_likelihood(params, images, labels):
     """The training objective: the mean over images of log p(true digit | image)."""
-    return fastgrad.batch_mean(np.sum(labels * log_probabilities(params, images), axis=1))
+    return fastgrad.batch_mean(anp.sum(labels * log_probabilities(params, images), axis=1))
 
 
 def accuracy(params, images, labels, batch=2000):
-    predictions = onp.concatenate([onp.argmax(log_probabilities(params, images[i:i + batch]), 1)
+    predictions = np.concatenate([np.argmax(log_probabilities(params, images[i:i + batch]), 1)
                                    for i in range(0, len(images), batch)])
-    return float(onp.mean(predictions == onp.argmax(labels, axis=1)))
+    return float(np.mean(predictions == np.argmax(labels, axis=1)))
 
 
 def train(params, images, labels, epochs, batch_size, learning_rate, seed,
@@ -76,9 +79,9 @@ def train(params, images, labels, epochs, batch_size, learning_rate, seed,
     -> params. on_epoch_end(epoch, params, train_log_likelihood, seconds)."""
     from tqdm import tqdm
     flat, unflatten = flatten(params)
-    m, v = onp.zeros_like(flat), onp.zeros_like(flat)
+    m, v = np.zeros_like(flat), np.zeros_like(flat)
     objective = value_and_grad(lambda flat, x, y: mean_log_likelihood(unflatten(flat), x, y))
-    rng, t = onp.random.default_rng(seed), 1
+    rng, t = np.random.default_rng(seed), 1
     for epoch in range(1, epochs + 1):
         start, order, total = time.perf_counter(), rng.permutation(len(images)), 0.0
         batches = range(0, len(images), batch_size)
@@ -97,19 +100,19 @@ def train(params, images, labels, epochs, batch_size, learning_rate, seed,
 def score(params, images, confidence=0.9):
     """How recognisable and how varied images are. -> {"confident_share",
     "digit_entropy_nats", "digit_histogram" (10 shares), "mean_top_probability"}."""
-    probabilities = onp.exp(onp.concatenate([log_probabilities(params, images[i:i + 2000])
+    probabilities = np.exp(np.concatenate([log_probabilities(params, images[i:i + 2000])
                                              for i in range(0, len(images), 2000)]))
     top = probabilities.max(axis=1)
-    histogram = onp.bincount(probabilities.argmax(axis=1), minlength=N_CLASSES) / len(images)
+    histogram = np.bincount(probabilities.argmax(axis=1), minlength=N_CLASSES) / len(images)
     used = histogram[histogram > 0]
-    return {"confident_share": float(onp.mean(top > confidence)),
-            "digit_entropy_nats": float(onp.sum(used * -onp.log(used))) + 0.0,
+    return {"confident_share": float(np.mean(top > confidence)),
+            "digit_entropy_nats": float(np.sum(used * -np.log(used))) + 0.0,
             "digit_histogram": [float(h) for h in histogram],
             "mean_top_probability": float(top.mean())}
 
 
 def load_classifier(path):
-    networks, config, history = runs.load_checkpoint(
+    networks, config, history = checkpoints.load_checkpoint(
         path, lambda config: {"classifier": layer_sizes(config)}, written_by="classifier.py")
     return networks["classifier"], config, history
 
@@ -118,11 +121,35 @@ def load_classifier(path):
 # The command line
 # ----------------------------------------------------------------------------
 
+COMMANDS = ("train", "score")
+
+
+def with_command(argv):
+    """argv with its subcommand: the forms before subcommands, `[train options]`
+    and `--score CHECKPOINT ... [score options]`, become `train ...` and
+    `score CHECKPOINT ... ...`. A first word that is not an option is left to
+    argparse (a subcommand, or a wrong one)."""
+    if argv and (argv[0] in ("-h", "--help") or not argv[0].startswith("-")):
+        return argv
+    if "--score" in argv:
+        return ["score", *(a for a in argv if a != "--score")]
+    if any(a.startswith("--score=") for a in argv):
+        return ["score", *(a.removeprefix("--score=") for a in argv)]
+    return ["train", *argv]
+
+
 def parse_args(argv=None):
+    argv = with_command(sys.argv[1:] if argv is None else list(argv))
     parser = runs.OneLineErrorParser(
-        description="Train an MLP digit classifier, or (--score) use it to score the prior "
-                    "samples of generative models.")
-    add = parser.add_argument
+        description="Train an MLP digit classifier (train), or use it to score the prior "
+                    "samples of generative models (score). Without a subcommand, the options "
+                    "are train's, or score's after --score CHECKPOINT ...")
+    commands = parser.add_subparsers(dest="command", required=True, title="subcommands")
+    train_parser = commands.add_parser(
+        "train", help="train the classifier (the default)",
+        description=f"Train the MLP digit classifier and write its checkpoint and metrics "
+                    f"(default: {DEFAULT_DIR}/).")
+    add = train_parser.add_argument
     add("--epochs", type=runs.positive_int, default=10, help="passes over the training set")
     add("--batch-size", type=runs.positive_int, default=100, help="images per Adam step")
     add("--hidden-units", type=runs.positive_int, default=500, help="units per hidden layer")
@@ -134,18 +161,24 @@ def parse_args(argv=None):
         help="use only the first N training images (default: all)")
     add("--output-dir", type=runs.output_dir, default=None, metavar="DIR",
         help=f"where the classifier's checkpoint and metrics go (default: {DEFAULT_DIR})")
-    add("--overwrite", action="store_true",
-        help="replace the classifier (or the --json report) already there")
-    add("--score", type=runs.existing_file, nargs="+", default=None, metavar="CHECKPOINT",
-        help="score the prior samples of these models (checkpoints of vae.py or variants.py)")
-    add("--classifier", type=runs.existing_file, default=None, metavar="PATH",
-        help=f"with --score: the classifier (default: {DEFAULT_DIR}/checkpoint.npz)")
-    add("--samples", type=runs.positive_int, default=1000, help="with --score: samples per model")
-    add("--confidence", type=runs.checked(float, lambda c: 0 < c < 1, "a number in (0, 1)"),
-        default=0.9, help="with --score: a sample is recognised above this probability")
-    add("--json", type=runs.output_file, default=None, metavar="PATH",
-        help="with --score: also write the scores here (its folder must exist)")
+    add("--overwrite", action="store_true", help="replace the classifier already there")
     add("--no-progress", action="store_true", help="no progress bar")
+    score_parser = commands.add_parser(
+        "score", help="score the prior samples of models (also: --score CHECKPOINT ...)",
+        description="Score the prior samples of generative models with the classifier: the "
+                    "recognised share and the digit entropy, beside real test images and "
+                    "uniform noise.")
+    add = score_parser.add_argument
+    add("score", type=runs.existing_file, nargs="+", metavar="CHECKPOINT",
+        help="the models' checkpoints (of vae.py or variants.py)")
+    add("--classifier", type=runs.existing_file, default=None, metavar="PATH",
+        help=f"the classifier (default: {DEFAULT_DIR}/checkpoint.npz)")
+    add("--samples", type=runs.positive_int, default=1000, help="samples per model")
+    add("--confidence", type=runs.checked(float, lambda c: 0 < c < 1, "a number in (0, 1)"),
+        default=0.9, help="a sample is recognised above this probability")
+    add("--json", type=runs.output_file, default=None, metavar="PATH",
+        help="also write the scores here (its folder must exist)")
+    add("--overwrite", action="store_true", help="replace the --json report already there")
     return parser.parse_args(argv)
 
 
@@ -165,7 +198,7 @@ def run_training(args):
                             "classifier.py")
     _, train_images, train_labels, test_images, test_labels = data.load_mnist()
     train_images, train_labels = train_images[:args.n_train], train_labels[:args.n_train]
-    params = init_params(layer_sizes(config), onp.random.RandomState(args.seed))
+    params = init_params(layer_sizes(config), np.random.RandomState(args.seed))
     print(f"MLP classifier {'-'.join(map(str, layer_sizes(config)))} on {len(train_images)} "
           f"grey-level training images\n{'epoch':>5} {'train log-lik':>14} "
           f"{'test accuracy':>14} {'seconds':>8}")
@@ -176,7 +209,7 @@ def run_training(args):
                   "seconds": seconds}
         print(f"{epoch:5d} {train_log_likelihood:14.4f} {record['test_accuracy']:14.4f} "
               f"{seconds:8.1f}", flush=True)
-        run.add_epoch(record, lambda history: runs.save_checkpoint(
+        run.add_epoch(record, lambda history: checkpoints.save_checkpoint(
             run.checkpoint, {"classifier": params}, config, history))
 
     try:
@@ -221,7 +254,7 @@ def run_scoring(args):
 
 def score_models(args, params, test_images):
     """The scores of the test images, of noise and of each model's prior samples."""
-    rs = onp.random.RandomState(REFERENCE_SEED)
+    rs = np.random.RandomState(REFERENCE_SEED)
     rows = {"MNIST test images": score(params, test_images[rs.permutation(len(test_images))
                                                            [:args.samples]], args.confidence),
             "uniform noise": score(params, rs.uniform(size=(args.samples, DATA_DIM)),
@@ -241,7 +274,7 @@ def run_scoring_report(args, path, history, rows):
     for name, r in rows.items():
         print(f"{name[-60:]:<60}{r['confident_share']:>11.1%}"
               f"{r['digit_entropy_nats']:>11.3f} nats")
-    print(f"(the entropy is at most log 10 = {onp.log(10):.3f} nats: every digit equally often)")
+    print(f"(the entropy is at most log 10 = {np.log(10):.3f} nats: every digit equally often)")
     if args.json is not None:
         runs.write_json(args.json, {"classifier": str(path), "samples": args.samples,
                                     "confidence": args.confidence, "scores": rows,
@@ -252,11 +285,7 @@ def run_scoring_report(args, path, history, rows):
 
 def main(argv=None):
     args = parse_args(argv)
-    try:
-        return run_scoring(args) if args.score else run_training(args)
-    except (data.DataError, runs.RunError) as e:
-        print(f"classifier.py: error: {e}", file=sys.stderr)
-        return getattr(e, "exit_code", 1)
+    return runs.run_main("classifier.py", lambda: run_scoring(args) if args.command == "score" else run_training(args))
 
 
 if __name__ == "__main__":

@@ -38,15 +38,18 @@ import sys
 import time
 from pathlib import Path
 
-import autograd.numpy as anp
 import numpy as np
-from autograd import value_and_grad
 from scipy.special import expit, logsumexp
 
 import data
-import evaluate
-import fastgrad
-import runs
+from vaelib import fastgrad
+from vaelib import runs
+from vaelib import checkpoints, grid, importance, training
+from vaelib.importance import image_rngs
+from vaelib.svi import (UNCERTAIN, correlation_summary, draw, fit_q, log_pixel_marginal,
+                        log_predictive, missing_pixel_means, observed_pixels,
+                        pixel_correlations, predictive_samples, svi_objective)
+from vaelib.networks import cast_params
 import vae
 from data import DATA_DIM
 from plotting import IMAGE_SIDE
@@ -57,143 +60,38 @@ SHOWN_IMAGES = 8           # rows of the completions figure
 SHOWN_SAMPLES = 3          # sampled completions per row
 CONTOUR_IMAGES = 4         # panels of the posterior figure (2-D latent space)
 CONTOUR_POINTS = 120       # per side of each panel's local grid
-IMAGES_PER_PASS = 10       # images whose K predictive samples are decoded together
-UNCERTAIN = (0.05, 0.95)   # correlations between missing pixels whose mean lies inside
 
 
 # ----------------------------------------------------------------------------
 # The model seen through a mask
 # ----------------------------------------------------------------------------
 
-def observed_pixels(mask):
-    """Boolean (D,): the pixels of the named half ("top", "bottom", "left",
-    "right") of a flattened IMAGE_SIDE x IMAGE_SIDE image."""
-    rows, cols = np.indices((IMAGE_SIDE, IMAGE_SIDE))
-    half = IMAGE_SIDE // 2
-    return {"top": rows < half, "bottom": rows >= half,
-            "left": cols < half, "right": cols >= half}[mask].reshape(-1)
 
 
-def log_px_observed(gen_params, x, observed, z, activation="relu"):
-    """log p(x_observed | z): x (N, D), z (S, N, L) -> (S, N). Only the observed
-    pixels' logits are computed (evaluate.observed_decoder), so a missing
-    pixel cannot enter."""
-    S, N, L = z.shape
-    logits = fastgrad.neural_net_predict(evaluate.observed_decoder(gen_params, observed),
-                                         anp.reshape(z, (S * N, L)), activation)
-    targets = np.broadcast_to(x[:, observed], (S, N, int(observed.sum())))
-    return anp.reshape(fastgrad.bernoulli_log_prob(targets.reshape(S * N, -1), logits), (S, N))
 
 
-def svi_objective(q_means_and_log_stds, gen_params, x, observed, eps, activation="relu"):
-    """Per image, (1/S) sum_s log p(x_observed | z_s) - KL(q || p(z)), with
-    z_s = mean + exp(log_std) * eps_s. q: (N, 2L), eps: (S, N, L) -> (N,)."""
-    S = len(eps)
-    z = fastgrad.reparameterize(anp.concatenate([q_means_and_log_stds] * S, axis=0),
-                                eps.reshape(S * len(x), -1))
-    log_px = log_px_observed(gen_params, x, observed, anp.reshape(z, eps.shape), activation)
-    return anp.mean(log_px, axis=0) - fastgrad.compute_KL(q_means_and_log_stds)
 
 
-def image_rngs(seed, indices, stream):
-    """One generator per image and stream (0: the fit, 1: the estimates),
-    default_rng([seed, i, stream]): an image's numbers do not depend on --n
-    or on the other images."""
-    return [np.random.default_rng([seed, int(i), stream]) for i in indices]
 
 
-def draw(rngs, samples, latent_dim):
-    """eps (samples, N, latent_dim): image n's column from rngs[n]."""
-    return np.stack([rng.standard_normal((samples, latent_dim)) for rng in rngs], axis=1)
 
 
-def fit_q(gen_params, x, observed, q_init, rngs, steps, samples, learning_rate,
-          activation="relu", progress=False, estimate=False):
-    """Stochastic variational inference: Adam (fastgrad.adam_step, ascending)
-    on the per-image objective, for all images at once (Adam acts elementwise,
-    so each image's q is fitted as if alone). -> (q (N, 2L), the objective's
-    mean over images at every step (steps,)). progress, estimate: runs.Progress's
-    bar and estimate of the duration."""
-    q = np.array(q_init, dtype=np.float64)
-    m, v = np.zeros_like(q), np.zeros_like(q)
-    objective_and_grad = value_and_grad(lambda q, eps: anp.sum(
-        svi_objective(q, gen_params, x, observed, eps, activation)))
-    trace = np.empty(steps)
-    with runs.Progress(steps, "conditional.py", f"SVI fit of {len(x)} images, {steps} steps",
-                       unit="step", bar=progress, estimate=estimate) as bar:
-        for t in range(1, steps + 1):
-            value, gradient = objective_and_grad(q, draw(rngs, samples, q.shape[1] // 2))
-            fastgrad.adam_step(q, gradient, m, v, t, learning_rate)
-            trace[t - 1] = value / len(x)
-            bar.bar.set_postfix(objective=f"{trace[t - 1]:.2f}")
-            bar.update(1)
-    return q, trace
 
 
 # ----------------------------------------------------------------------------
 # Prediction of the missing pixels
 # ----------------------------------------------------------------------------
 
-def missing_pixel_means(gen_params, z, missing, activation="relu"):
-    """p(x_d = 1 | z) for the missing pixels: z (K, L) -> (K, D_missing)."""
-    return expit(fastgrad.neural_net_predict(
-        evaluate.observed_decoder(gen_params, missing), z, activation))
 
 
-def log_predictive(gen_params, x, missing, z, activation="relu"):
-    """log (1/K) sum_k p(x_missing | z_k) per image, z: (K, N, L) -> (N,)."""
-    out = np.empty(len(x))
-    for start in range(0, len(x), IMAGES_PER_PASS):
-        rows = slice(start, start + IMAGES_PER_PASS)
-        log_p = log_px_observed(gen_params, x[rows], missing, z[:, rows], activation)
-        out[rows] = logsumexp(log_p, axis=0) - np.log(len(z))
-    return out
 
 
-def predictive_samples(q, rngs, samples):
-    """z (samples, N, L) from each image's q, with its own generator."""
-    mean, log_std = vae.unpack_gaussian_params(q)
-    return mean + np.exp(log_std) * draw(rngs, samples, mean.shape[1])
 
 
-def log_pixel_marginal(x, missing, pixel_probability):
-    """sum over missing pixels of log Bernoulli(x_d; p_d): (N, D) -> (N,)."""
-    p = pixel_probability[missing]
-    return np.sum(x[:, missing] * np.log(p) + (1 - x[:, missing]) * np.log1p(-p), axis=1)
 
 
-def pixel_correlations(means, weights=None):
-    """Correlations between missing pixels under a predictive that mixes
-    independent Bernoullis: means (K, D) = p(x_d = 1 | z_k), mixed with
-    weights (K,) summing to 1 (default 1/K each). Given z the pixels are
-    independent, so E[x_i x_j] = sum_k w_k p_ki p_kj for i != j, and
-    Var x_i = m_i (1 - m_i) with m_i = sum_k w_k p_ki. -> (D, D), diagonal 1."""
-    weights = np.full(len(means), 1 / len(means)) if weights is None else weights
-    m = weights @ means
-    cov = means.T @ (weights[:, None] * means) - np.outer(m, m)
-    sd = np.sqrt(m * (1 - m))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        corr = cov / np.outer(sd, sd)
-    np.fill_diagonal(corr, 1.0)
-    return corr
 
 
-def correlation_summary(means, weights=None):
-    """Largest and mean |correlation| between two different missing pixels
-    whose predictive mean lies in UNCERTAIN (the others are all but decided),
-    and that pair. means (K, D), weights as pixel_correlations ->
-    dict (nan if fewer than two such pixels)."""
-    weights = np.full(len(means), 1 / len(means)) if weights is None else weights
-    m = weights @ means
-    pixels = np.flatnonzero((m > UNCERTAIN[0]) & (m < UNCERTAIN[1]))
-    if len(pixels) < 2:
-        return {"uncertain_pixels": len(pixels), "max_abs": np.nan, "mean_abs": np.nan,
-                "pair": None}
-    corr = np.abs(pixel_correlations(means[:, pixels], weights))
-    off = ~np.eye(len(pixels), dtype=bool)
-    i, j = np.unravel_index(np.argmax(np.where(off, corr, -1)), corr.shape)
-    return {"uncertain_pixels": len(pixels), "max_abs": float(corr[i, j]),
-            "mean_abs": float(corr[off].mean()), "pair": (int(pixels[i]), int(pixels[j]))}
 
 
 # ----------------------------------------------------------------------------
@@ -216,7 +114,7 @@ def contour_panel(gen_params, x, observed, q, encoder_q, exact_mean, exact_cov, 
     high = np.max([c + 4 * s for c, s in zip(centres, spreads)], axis=0)
     axes = [np.linspace(low[i], high[i], CONTOUR_POINTS) for i in range(2)]
     z = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 2)
-    log_joint = evaluate.log_joint_on_grid(gen_params, x[None], z, activation, observed)[0]
+    log_joint = grid.log_joint_on_grid(gen_params, x[None], z, activation, observed)[0]
     cell = (axes[0][1] - axes[0][0]) * (axes[1][1] - axes[1][0])
     exact = np.exp(log_joint - logsumexp(log_joint)) / cell
     shape = (CONTOUR_POINTS, CONTOUR_POINTS)
@@ -255,9 +153,9 @@ def parse_args(argv=None):
              "missing pixels set to their training mean; prior: q starts at N(0, I)")
     add("--predictive-samples", type=runs.positive_int, default=1000, metavar="K",
         help="samples of z behind every predictive estimate")
-    add("--grid-points", type=grid_points, default=evaluate.GRID_POINTS, metavar="P",
+    add("--grid-points", type=grid_points, default=grid.GRID_POINTS, metavar="P",
         help="2-D latent space: the exact answers integrate over a P x P grid on "
-             f"[-{evaluate.GRID_HALF_WIDTH:g}, {evaluate.GRID_HALF_WIDTH:g}]^2, widened per "
+             f"[-{grid.GRID_HALF_WIDTH:g}, {grid.GRID_HALF_WIDTH:g}]^2, widened per "
              "image where the mass reaches its edge, checked against P/2 x P/2")
     add("--seed", type=runs.seed_int, default=0,
         help="image i draws its noise from numpy.random.default_rng([seed, i, 0]) for the "
@@ -328,11 +226,11 @@ def exact_answers(gen_params, x, observed, activation, points, progress=False):
     conditional log p(x_missing | x_observed) = log p(x) - log p(x_observed)
     and log p(x_missing) (N,); the posterior's mean (N, 2) and covariance
     (N, 2, 2); the largest change of the conditional with half the points;
-    per image, whether all three integrals converged (evaluate.grid_check:
+    per image, whether all three integrals converged (grid.grid_check:
     spacing and extent) and the grid's facts; the missing pixels'
     correlations under the exact conditional, per image."""
     missing = ~observed
-    checks = [evaluate.grid_check(gen_params, x, activation, mask, points,
+    checks = [grid.grid_check(gen_params, x, activation, mask, points,
                                   moments=mask is observed)
               for mask in (None, observed, missing)]
     log_p_observed, mean, cov = (checks[1][key] for key in ("log_px", "mean", "cov"))
@@ -343,13 +241,13 @@ def exact_answers(gen_params, x, observed, activation, points, progress=False):
            "exact_mean": mean, "exact_cov": cov, "correlations": [],
            "grid_converged": checks[0]["converged"] & checks[1]["converged"]
                              & checks[2]["converged"],
-           "grid_facts": {name: evaluate.grid_facts(c) for name, c in
+           "grid_facts": {name: grid.grid_facts(c) for name, c in
                           zip(("x", "x_observed", "x_missing"), checks)}}
     out["grid_change"] = float(np.max(np.abs(out["exact"] - coarse)))
     from tqdm import tqdm
     for n in tqdm(range(len(x)), desc="exact correlations", unit="image", leave=False,
                   disable=None if progress else True):
-        z, w = evaluate.local_posterior(gen_params, x[n], observed, mean[n], cov[n], activation)
+        z, w = grid.local_posterior(gen_params, x[n], observed, mean[n], cov[n], activation)
         means = missing_pixel_means(gen_params, z, missing, activation)
         out["correlations"].append(correlation_summary(means, w))
         if n == 0:
@@ -385,8 +283,8 @@ def correlation_entry(summaries, missing):
     if not finite.any():
         return {"images_with_two_uncertain_pixels": 0}
     return {"images_with_two_uncertain_pixels": int(finite.sum()),
-            "max_abs": evaluate.entry(max_abs[finite]),
-            "mean_abs": evaluate.entry(np.array([r["mean_abs"] for r in summaries])[finite]),
+            "max_abs": importance.entry(max_abs[finite]),
+            "mean_abs": importance.entry(np.array([r["mean_abs"] for r in summaries])[finite]),
             "image_0": {**{k: v for k, v in summaries[0].items() if k != "pair"},
                         "most_correlated_pixels_row_column": [
                             divmod(int(np.flatnonzero(missing)[i]), IMAGE_SIDE)
@@ -396,11 +294,11 @@ def correlation_entry(summaries, missing):
 def summarize(per_image, args):
     """The report's numbers, means and standard errors over images."""
     s = {"missing_pixels_log_likelihood": {
-        key: evaluate.entry(per_image[key]) for key in ("svi", "prior", "pixel_marginal")}}
-    s["svi_minus"] = {key: evaluate.entry(per_image["svi"] - per_image[key])
+        key: importance.entry(per_image[key]) for key in ("svi", "prior", "pixel_marginal")}}
+    s["svi_minus"] = {key: importance.entry(per_image["svi"] - per_image[key])
                       for key in ("prior", "pixel_marginal")}
-    s["observed_pixels_bound"] = {"start": evaluate.entry(per_image["bound_start"]),
-                                  "end": evaluate.entry(per_image["bound_end"]),
+    s["observed_pixels_bound"] = {"start": importance.entry(per_image["bound_start"]),
+                                  "end": importance.entry(per_image["bound_end"]),
                                   "trace_first_last": [float(per_image["trace"][0]),
                                                        float(per_image["trace"][-1])]}
     s["predictive_correlation"] = {
@@ -410,26 +308,26 @@ def summarize(per_image, args):
            for name, c in per_image["correlations"].items()}}
     if "exact" in per_image:
         ll = s["missing_pixels_log_likelihood"]
-        ll["exact"] = evaluate.entry(per_image["exact"])
-        ll["prior_exact"] = evaluate.entry(per_image["prior_exact"])
-        s["svi_minus"]["exact"] = evaluate.entry(per_image["svi"] - per_image["exact"])
+        ll["exact"] = importance.entry(per_image["exact"])
+        ll["prior_exact"] = importance.entry(per_image["prior_exact"])
+        s["svi_minus"]["exact"] = importance.entry(per_image["svi"] - per_image["exact"])
         # log p(x_missing | x_observed) - log p(x_missing): what seeing one half is worth.
         pmi = per_image["exact"] - per_image["prior_exact"]
-        s["pointwise_mutual_information"] = {**evaluate.entry(pmi),
+        s["pointwise_mutual_information"] = {**importance.entry(pmi),
                                              "fraction_negative": float(np.mean(pmi < 0))}
-        s["observed_pixels_bound"]["exact_log_p_observed"] = evaluate.entry(per_image["log_p_observed"])
-        s["observed_pixels_bound"]["gap_at_end"] = evaluate.entry(per_image["log_p_observed"]
+        s["observed_pixels_bound"]["exact_log_p_observed"] = importance.entry(per_image["log_p_observed"])
+        s["observed_pixels_bound"]["gap_at_end"] = importance.entry(per_image["log_p_observed"]
                                                          - per_image["bound_end"])
         mean, log_std = vae.unpack_gaussian_params(per_image["q"])
         exact_sd = np.sqrt(np.diagonal(per_image["exact_cov"], axis1=1, axis2=2))
         s["posterior_fit"] = {
-            "mean_error_in_exact_sds": evaluate.entry(np.max(np.abs(mean - per_image["exact_mean"])
+            "mean_error_in_exact_sds": importance.entry(np.max(np.abs(mean - per_image["exact_mean"])
                                                     / exact_sd, axis=1)),
-            "std_ratio_q_to_exact": evaluate.entry(np.exp(log_std) / exact_sd),
-            "exact_correlation": evaluate.entry(per_image["exact_cov"][:, 0, 1]
+            "std_ratio_q_to_exact": importance.entry(np.exp(log_std) / exact_sd),
+            "exact_correlation": importance.entry(per_image["exact_cov"][:, 0, 1]
                                        / np.prod(exact_sd, axis=1)),
         }
-        s["grid"] = {**evaluate.grid_settings(args.grid_points),
+        s["grid"] = {**grid.grid_settings(args.grid_points),
                      "max_change_from_half_the_points": per_image["grid_change"],
                      "converged_images": int(per_image["grid_converged"].sum()),
                      "not_converged_image_indices":
@@ -597,11 +495,11 @@ def check_sizes(args, config):
 def run(args):
     """Fits, prints the report, then writes it and the figures. -> exit code."""
     wall_start = time.perf_counter()
-    gen_params, rec_params, config, history, note = vae.read_model(args.checkpoint)
+    gen_params, rec_params, config, history, note = checkpoints.read_model(args.checkpoint)
     if note:   # a run is training into its folder: said first
         print(note, flush=True)
-    gen_params = vae.cast_params(gen_params, np.float64)
-    rec_params = vae.cast_params(rec_params, np.float64)
+    gen_params = cast_params(gen_params, np.float64)
+    rec_params = cast_params(rec_params, np.float64)
     out = args.output_dir or args.checkpoint.parent
     stem = f"conditional_{args.mask}" + "_model" * (args.images == "model")
     json_path = args.json or out / f"{stem}.json"
@@ -615,13 +513,13 @@ def run(args):
                             exit_code=2)
     check_sizes(args, config)
     runs.prepare_output_dir(out, [f"{stem}_{kind}.png" for kind in FIGURE_KINDS], args.overwrite,
-                            "conditional.py", vae.FIGURE_BYTES)
+                            "conditional.py", runs.FIGURE_BYTES)
     runs.claim_output_dir(json_path.parent, (json_path.name,), args.overwrite, "conditional.py")
     runs.check_writable(json_path.parent, what="the report's folder")
     if args.images == "model":
         x, binarization = model_images(gen_params, config["activation"], args.n, args.seed)
     else:
-        x, binarization = evaluate.binarize_split(test_images, "sample")
+        x, binarization = training.binarize_split(test_images, "sample")
         x = x[:args.n]
     pixel_mean, pixel_probability = training_pixel_mean(train_images[:config["n_train"]])
     try:
@@ -663,11 +561,7 @@ def run(args):
 def main(argv=None):
     """Entry point of `python conditional.py`: returns the exit code."""
     args = parse_args(argv)
-    try:
-        return run(args)
-    except (data.DataError, runs.RunError) as e:
-        print(f"conditional.py: error: {e}", file=sys.stderr)
-        return getattr(e, "exit_code", 1)
+    return runs.run_main("conditional.py", lambda: run(args))
 
 
 if __name__ == "__main__":

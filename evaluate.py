@@ -26,369 +26,69 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as onp
-from scipy.special import logsumexp
+import numpy as np
 
 import data
-import fastgrad
-import runs
-import vae
+from vaelib import checkpoints, runs
+from vaelib.grid import (GRID_HALF_WIDTH, GRID_MAX_HALF_WIDTH, GRID_POINTS, ORDERING_SES,
+                         exact_summary, ordering_check)
+from vaelib.importance import (ACTIVE_UNIT_THRESHOLD, ELBO_SAMPLES, IW_SAMPLES, MAX_ROWS,
+                               active_units, entry, evaluate)
+from vaelib.networks import cast_params
+from vaelib.training import THRESHOLD, binarize_split
 
-IW_SAMPLES = 5000
-ELBO_SAMPLES = 100
-ACTIVE_UNIT_THRESHOLD = 1e-2     # Burda et al. 2016, Sec. 5.2
-THRESHOLD = 0.5                  # --binarize threshold: pixel > 0.5
-MAX_ROWS = 8192                  # decoder rows per chunk: about 50 MB in float64
-IW_CURVE = (1, 10, 100, 1000)    # also report the estimate from the first k samples
-GRID_HALF_WIDTH = 6.0            # --exact: the grid starts on [-6, 6]^2 ...
-GRID_POINTS = 601                # ... with spacing 12/601 = 0.02 (and a check at 0.04)
-GRID_ROWS = 1024                 # grid points per decoder pass
-GRID_TOLERANCE = 0.01            # converged: halving the points moves log p(x) by less,
-GRID_BAND = 1.0                  # and the box's outer band, this wide, holds less
-GRID_BAND_TOLERANCE = 1e-3       # than this share of the posterior mass on the box;
-GRID_MAX_HALF_WIDTH = 18.0       # else the box is widened, same spacing, up to [-18, 18]^2,
-GRID_WIDENING = 2.0              # by this much on every side at a time
-ORDERING_SES = 3                 # exact >= importance weighted - 3 of its standard errors
 
 
 # ----------------------------------------------------------------------------
 # The estimators
 # ----------------------------------------------------------------------------
 
-def log_mean_exp(a, axis=-1):
-    """log mean exp(a) along an axis, in float64, without overflow."""
-    a = onp.asarray(a, dtype=onp.float64)
-    return logsumexp(a, axis=axis) - onp.log(a.shape[axis])
 
 
-def log_weight_terms(gen_params, rec_params, x, eps, activation="relu"):
-    """The two parts of the importance weights of images x given noise eps.
-
-    x: (B, D) in {0, 1}; eps: (B, M, L) standard normal; z = mean + std * eps.
-    -> log p(x|z): (B, M), and log p(z) - log q(z|x): (B, M), both float64.
-    The log weight is their sum. With eps as the standardised sample,
-    log q(z|x) = sum_j -eps_j^2 / 2 - log_std_j - log(2 pi) / 2, so
-    log p(z) - log q(z|x) = sum_j (eps_j^2 - z_j^2) / 2 + log_std_j."""
-    B, M, L = eps.shape
-    q = fastgrad.neural_net_predict(rec_params, x, activation)
-    z = fastgrad.reparameterize(onp.repeat(q, M, axis=0), eps.reshape(B * M, L))
-    logits = fastgrad.neural_net_predict(gen_params, z, activation).reshape(B, M, -1)
-    log_px_given_z = fastgrad.bernoulli_log_prob(x[:, None, :], logits)
-    _, log_std = vae.unpack_gaussian_params(q)
-    z = z.reshape(B, M, L)
-    log_prior_ratio = onp.sum(0.5 * (eps ** 2 - z ** 2) + log_std[:, None, :], axis=-1)
-    return log_px_given_z.astype(onp.float64), log_prior_ratio.astype(onp.float64)
 
 
-def iw_standard_error(log_w):
-    """The standard error of log (1/K) sum_k w_k per image, log_w (B, K) -> (B,),
-    by the delta method: sd(w) / (sqrt(K) mean(w)); nan for K = 1."""
-    if log_w.shape[1] < 2:
-        return onp.full(len(log_w), onp.nan)
-    w = onp.exp(log_w - log_w.max(axis=1, keepdims=True))
-    return onp.std(w, axis=1, ddof=1) / (onp.sqrt(w.shape[1]) * onp.mean(w, axis=1))
 
 
-def image_rngs(seed, indices):
-    """One random generator per image, seeded by (seed, image index): an image
-    gets the same samples whatever the chunking, --n or the other images."""
-    return [onp.random.default_rng([seed, int(i)]) for i in indices]
 
 
-def evaluate(gen_params, rec_params, binary, iw_samples=IW_SAMPLES,
-             elbo_samples=ELBO_SAMPLES, seed=0, max_rows=MAX_ROWS, progress=False,
-             activation="relu", estimate=False):
-    """Per-image estimates for binary images (N, D).
-
-    Every image draws M = max(K, S) posterior samples from its own generator;
-    the importance-weighted estimate uses the first K, the ELBO's
-    reconstruction term the first S. -> dict of arrays over the images:
-    "log_px" (N,) and its standard error "log_px_se" (N,) (the delta method:
-    sd of the K weights / (sqrt(K) x their mean)), "iw_curve" {k: (N,)} for k in IW_CURVE below K,
-    "elbo", "log_px_given_z", "kl" (N,), "kl_per_unit" and "posterior_mean"
-    (N, L), and "n_done": the number of images finished, fewer than N when
-    interrupted (Ctrl-C or SIGTERM: "stopped_by" holds the KeyboardInterrupt,
-    else None), in which case the arrays hold those images only. progress:
-    a bar or progress lines; estimate: a line with the duration, measured
-    after the first pass (runs.Progress)."""
-    N, M = len(binary), max(iw_samples, elbo_samples)
-    latent_dim = gen_params[0][0].shape[0]
-    images_per_pass = max(1, max_rows // M)
-    samples_per_pass = min(M, max_rows)
-    curve = [k for k in IW_CURVE if k < iw_samples] + [iw_samples]
-    out = {"log_px": onp.empty(N), "log_px_se": onp.empty(N), "iw_curve": {k: onp.empty(N) for k in curve},
-           "elbo": onp.empty(N), "log_px_given_z": onp.empty(N), "kl": onp.empty(N),
-           "kl_per_unit": onp.empty((N, latent_dim)),
-           "posterior_mean": onp.empty((N, latent_dim))}
-    done, stopped_by = 0, None
-    bar = runs.Progress(N * M, "evaluate.py",
-                        f"log p(x) of {N} image{'s' * (N != 1)}, K={iw_samples}",
-                        unit="sample", bar=progress, estimate=estimate)
-    try:
-        for start in range(0, N, images_per_pass):
-            x = binary[start:start + images_per_pass]
-            rngs = image_rngs(seed, range(start, start + len(x)))
-            log_px_given_z = onp.empty((len(x), M))
-            log_w = onp.empty((len(x), M))
-            for s in range(0, M, samples_per_pass):
-                m = min(samples_per_pass, M - s)
-                eps = onp.stack([rng.standard_normal((m, latent_dim)) for rng in rngs])
-                terms = log_weight_terms(gen_params, rec_params, x, eps.astype(x.dtype),
-                                         activation)
-                log_px_given_z[:, s:s + m] = terms[0]
-                log_w[:, s:s + m] = terms[0] + terms[1]
-                bar.update(len(x) * m)
-            mean, log_std = vae.unpack_gaussian_params(
-                fastgrad.neural_net_predict(rec_params, x, activation))
-            # KL per unit in closed form: compute_KL of each unit's (mean, log_std) pair.
-            kl_per_unit = vae.compute_KL(onp.stack([mean, log_std], axis=-1))
-            rows = slice(start, start + len(x))
-            for k in curve:
-                out["iw_curve"][k][rows] = log_mean_exp(log_w[:, :k])
-            out["log_px"][rows] = out["iw_curve"][iw_samples][rows]
-            out["log_px_se"][rows] = iw_standard_error(log_w[:, :iw_samples])
-            out["log_px_given_z"][rows] = onp.mean(log_px_given_z[:, :elbo_samples], axis=1)
-            out["kl_per_unit"][rows] = kl_per_unit
-            out["kl"][rows] = onp.sum(kl_per_unit, axis=1)
-            out["elbo"][rows] = out["log_px_given_z"][rows] - out["kl"][rows]
-            out["posterior_mean"][rows] = mean
-            done += len(x)
-    except KeyboardInterrupt as e:
-        stopped_by = e
-    finally:
-        bar.close()
-    out = {key: ({k: v[:done] for k, v in value.items()} if key == "iw_curve" else value[:done])
-           for key, value in out.items()}
-    out["n_done"], out["stopped_by"] = done, stopped_by
-    return out
 
 
-def observed_decoder(gen_params, observed):
-    """The decoder restricted to the observed pixels (a boolean mask (D,), or
-    None for all): the last layer's columns of those pixels only."""
-    if observed is None:
-        return gen_params
-    W, b = gen_params[-1]
-    return list(gen_params[:-1]) + [(W[:, observed], b[observed])]
 
 
-def log_joint_on_grid(gen_params, binary, z, activation="relu", observed=None):
-    """log p(x_observed, z_g) = log p(x_observed | z_g) + log p(z_g) for
-    images (N, D) and latent points z (G, L) -> (N, G), in float64. The
-    decoder's outputs are shared by all images: log p(x|z_g) for every image
-    and point is one matrix product, x @ logits.T minus the row sums of
-    softplus(logits)."""
-    gen_params = observed_decoder(vae.cast_params(gen_params, onp.float64), observed)
-    binary = onp.asarray(binary, dtype=onp.float64)
-    if observed is not None:
-        binary = binary[:, observed]
-    z = onp.asarray(z, dtype=onp.float64)
-    logits = fastgrad.neural_net_predict(gen_params, z, activation)
-    log_joint = binary @ logits.T - fastgrad.softplus(logits).sum(axis=1)
-    log_joint += -0.5 * onp.sum(z ** 2, axis=1) - 0.5 * z.shape[1] * onp.log(2 * onp.pi)
-    return log_joint
 
 
-def latent_grid(half_width=GRID_HALF_WIDTH, points=GRID_POINTS):
-    """The cell midpoints of a square grid on [-half_width, half_width]^2 with
-    points x points cells, as (points^2, 2) with z_1 varying slowest, and the
-    log of a cell's area."""
-    h = 2 * half_width / points
-    axis = -half_width + h * (onp.arange(points) + 0.5)
-    return onp.stack(onp.meshgrid(axis, axis, indexing="ij"), -1).reshape(-1, 2), 2 * onp.log(h)
 
 
-def ring_chunks(n, inner, h, band_cells, grid_rows=GRID_ROWS):
-    """The cells of the centred n x n box of spacing h that lie outside its
-    centred inner x inner box (n - inner even), in chunks of about grid_rows:
-    yields (midpoints (G, 2), in the box's outer band of band_cells cells (G,) bool)."""
-    side = (n - inner) // 2
-    axis = (onp.arange(n) - (n - 1) / 2) * h
-    every, edges = onp.arange(n), onp.r_[0:side, side + inner:n]
-    rows_per_chunk = max(1, round(grid_rows / n))
-    for start in range(0, n, rows_per_chunk):
-        i, j = [], []
-        for row in range(start, min(n, start + rows_per_chunk)):
-            cols = every if inner == 0 or not side <= row < side + inner else edges
-            i.append(onp.full(len(cols), row))
-            j.append(cols)
-        i, j = onp.concatenate(i), onp.concatenate(j)
-        band = ((onp.minimum(i, n - 1 - i) < band_cells)
-                | (onp.minimum(j, n - 1 - j) < band_cells))
-        yield onp.stack([axis[i], axis[j]], -1), band
 
 
-def grid_integral(gen_params, binary, half_width=GRID_HALF_WIDTH, points=GRID_POINTS,
-                  grid_rows=GRID_ROWS, activation="relu", observed=None,
-                  max_half_width=GRID_MAX_HALF_WIDTH, moments=False):
-    """log p(x) = log integral p(x|z) p(z) dz for a 2-dimensional latent space,
-    by the midpoint rule in float64, on a square box that follows the mass.
-    The box starts as [-half_width, half_width]^2 with points x points cells of
-    spacing h = 2 half_width / points. While the box's outer band (the cells
-    within GRID_BAND of its edge) holds GRID_BAND_TOLERANCE or more of an
-    image's posterior mass on the box, that image's box is widened by
-    GRID_WIDENING on every side (a whole number of cells, same spacing; only
-    the new ring is computed), up to max_half_width. binary: (N, D); with a boolean pixel mask
-    `observed` (D,), log p(x_observed) (the other pixels summed out). The
-    decoder runs once per chunk of grid_rows points for all images still
-    being widened. -> dict of per-image arrays: "log_px", "log_px_start_box"
-    (on the starting box), "half_width" (of the final box), "log_band_fraction"
-    (log of the band's share of the mass), "extent_converged" (the share is
-    below the tolerance), and with moments the posterior's "mean" (N, 2) and
-    "cov" (N, 2, 2) on the final box."""
-    if gen_params[0][0].shape[0] != 2:
-        raise ValueError("exact_log_px integrates over a 2-dimensional latent space; "
-                         f"this decoder takes {gen_params[0][0].shape[0]}")
-    N, h = len(binary), 2 * half_width / points
-    step = max(1, int(round(GRID_WIDENING / h)))
-    band_cells = min(step, max(1, int(round(GRID_BAND / h))))
-    top, s0 = onp.full(N, -onp.inf), onp.zeros(N)
-    s1, s2 = onp.zeros((N, 2)), onp.zeros((N, 4))
-    band_sum, cells = onp.zeros(N), onp.full(N, points)
-    start_box = None
-    todo, n, inner = onp.arange(N), points, 0
-    while True:
-        x = binary if len(todo) == N else binary[todo]
-        t_top, t_s0, t_s1, t_s2 = top[todo], s0[todo], s1[todo], s2[todo]
-        t_band = onp.zeros(len(todo))     # the new box's band: all in the new ring
-        for z, band in ring_chunks(n, inner, h, band_cells, grid_rows):
-            log_joint = log_joint_on_grid(gen_params, x, z, activation, observed)
-            new_top = onp.maximum(t_top, log_joint.max(axis=1))
-            scale = onp.exp(t_top - new_top)
-            w = onp.exp(log_joint - new_top[:, None])
-            t_s0 = t_s0 * scale + w.sum(axis=1)
-            t_band = t_band * scale + w[:, band].sum(axis=1)
-            if moments:
-                t_s1 = t_s1 * scale[:, None] + w @ z
-                t_s2 = t_s2 * scale[:, None] + w @ (z[:, :, None] * z[:, None, :]).reshape(-1, 4)
-            t_top = new_top
-        top[todo], s0[todo], s1[todo], s2[todo] = t_top, t_s0, t_s1, t_s2
-        band_sum[todo], cells[todo] = t_band, n
-        log_total = top + onp.log(s0)
-        with onp.errstate(divide="ignore"):
-            log_band = onp.log(band_sum) + top
-        if start_box is None:
-            start_box = log_total.copy()
-        wide = log_band[todo] - log_total[todo] >= onp.log(GRID_BAND_TOLERANCE)
-        if not wide.any() or (n + 2 * step) * h / 2 > max_half_width * (1 + 1e-9):
-            break
-        todo, inner, n = todo[wide], n, n + 2 * step
-    log_cell = 2 * onp.log(h)
-    out = {"log_px": log_total + log_cell, "log_px_start_box": start_box + log_cell,
-           "half_width": cells * h / 2, "widened": cells > points,
-           "log_band_fraction": log_band - log_total,
-           "extent_converged": log_band - log_total < onp.log(GRID_BAND_TOLERANCE)}
-    if moments:
-        out["mean"] = s1 / s0[:, None]
-        out["cov"] = ((s2 / s0[:, None]).reshape(-1, 2, 2)
-                      - out["mean"][:, :, None] * out["mean"][:, None, :])
-    return out
 
 
-def exact_log_px(gen_params, binary, half_width=GRID_HALF_WIDTH, points=GRID_POINTS,
-                 grid_rows=GRID_ROWS, activation="relu", observed=None,
-                 max_half_width=GRID_MAX_HALF_WIDTH):
-    """log p(x) (N,) by grid_integral: the midpoint rule on a box that starts
-    at [-half_width, half_width]^2 with points x points cells and is widened,
-    per image, until its outer band holds a negligible share of the mass."""
-    return grid_integral(gen_params, binary, half_width, points, grid_rows, activation,
-                         observed, max_half_width)["log_px"]
 
 
-def grid_posterior(gen_params, x, observed=None, activation="relu",
-                   half_width=GRID_HALF_WIDTH, points=GRID_POINTS,
-                   grid_rows=GRID_ROWS, max_half_width=GRID_MAX_HALF_WIDTH):
-    """On exact_log_px's grid: log p(x_observed) (N,), and the mean (N, 2) and
-    covariance (N, 2, 2) of p(z | x_observed) (conditional.py), accumulated
-    chunk by chunk with a running maximum so nothing overflows."""
-    out = grid_integral(gen_params, x, half_width, points, grid_rows, activation, observed,
-                        max_half_width, moments=True)
-    return out["log_px"], out["mean"], out["cov"]
 
 
-def grid_check(gen_params, binary, activation="relu", observed=None, points=GRID_POINTS,
-               half_width=GRID_HALF_WIDTH, max_half_width=GRID_MAX_HALF_WIDTH, moments=False):
-    """grid_integral with points and with half the points, and per image
-    whether the value has converged in both senses: the spacing (halving the
-    points moves log p(x) by less than GRID_TOLERANCE) and the extent (the
-    final box's outer band holds less than GRID_BAND_TOLERANCE of the mass).
-    -> grid_integral's dict plus "half_points" (N,), "spacing_converged",
-    "converged" (N,) bool (and the posterior's "mean" and "cov" with moments)."""
-    fine = grid_integral(gen_params, binary, half_width, points, activation=activation,
-                         observed=observed, max_half_width=max_half_width, moments=moments)
-    coarse = exact_log_px(gen_params, binary, half_width, points // 2, activation=activation,
-                          observed=observed, max_half_width=max_half_width)
-    fine["half_points"] = coarse
-    fine["spacing_converged"] = onp.abs(fine["log_px"] - coarse) < GRID_TOLERANCE
-    fine["converged"] = fine["spacing_converged"] & fine["extent_converged"]
-    return fine
 
 
-def grid_settings(points=GRID_POINTS, half_width=GRID_HALF_WIDTH):
-    """The grid's fixed settings, as the reports record them."""
-    return {"start_half_width": half_width, "points": points,
-            "spacing": 2 * half_width / points, "max_half_width": GRID_MAX_HALF_WIDTH,
-            "widening_step": max(1, int(round(GRID_WIDENING * points / (2 * half_width))))
-                             * 2 * half_width / points,
-            "band_width": GRID_BAND, "band_tolerance": GRID_BAND_TOLERANCE,
-            "tolerance": GRID_TOLERANCE}
 
 
-def grid_facts(check):
-    """What a grid_check found, over its images (JSON-ready)."""
-    widened = check["widened"]
-    return {"converged_images": int(check["converged"].sum()),
-            "spacing_not_converged_images": int((~check["spacing_converged"]).sum()),
-            "extent_not_converged_images": int((~check["extent_converged"]).sum()),
-            "widened_images": int(widened.sum()),
-            "largest_half_width": float(check["half_width"].max()),
-            "max_change_from_widening": float(onp.max(onp.abs(
-                check["log_px"] - check["log_px_start_box"]))),
-            "max_change_from_half_the_points": float(onp.max(onp.abs(
-                check["log_px"] - check["half_points"]))),
-            "max_band_fraction": float(onp.exp(check["log_band_fraction"].max()))}
 
 
-def local_posterior(gen_params, x_row, observed, mean, cov, activation, points=40, width=5):
-    """p(z | x_observed) of one image on a points x points grid spanning
-    mean +- width sds per axis (exact mean and covariance from grid_posterior).
-    -> (z (points^2, 2), weights (points^2,) summing to 1)."""
-    sd = onp.sqrt(onp.diag(cov))
-    axes = [onp.linspace(mean[i] - width * sd[i], mean[i] + width * sd[i], points)
-            for i in range(2)]
-    z = onp.stack(onp.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 2)
-    log_joint = log_joint_on_grid(gen_params, x_row[None], z, activation, observed)[0]
-    return z, onp.exp(log_joint - logsumexp(log_joint))
 
 
 # ----------------------------------------------------------------------------
 # From per-image numbers to a report
 # ----------------------------------------------------------------------------
 
-def mean_and_se(values):
-    """(mean, standard error of the mean) over images; the error is nan for one image."""
-    values = onp.asarray(values, dtype=onp.float64)
-    se = onp.std(values, ddof=1) / onp.sqrt(len(values)) if len(values) > 1 else onp.nan
-    return float(onp.mean(values)), float(se)
 
 
-def entry(values):
-    """{"mean", "se"} over images, as the reports write them."""
-    mean, se = mean_and_se(values)
-    return {"mean": mean, "se": se}
 
 
-def active_units(posterior_mean, threshold=ACTIVE_UNIT_THRESHOLD):
-    """Burda et al. 2016, Sec. 5.2: unit u is active if Cov_x(E_q[z_u | x]) > threshold.
-    posterior_mean: (N, L) -> (variance over images (L,), active (L,) bool)."""
-    variance = onp.var(posterior_mean, axis=0)
-    return variance, variance > threshold
 
 
 def summarize(per_image, exact=None):
     """The report's numbers: means and standard errors over images."""
     variance, active = active_units(per_image["posterior_mean"])
-    kl_per_unit = onp.mean(per_image["kl_per_unit"], axis=0)
+    kl_per_unit = np.mean(per_image["kl_per_unit"], axis=0)
     summary = {
         "elbo": entry(per_image["elbo"]),
         "log_px_given_z": entry(per_image["log_px_given_z"]),
@@ -396,7 +96,7 @@ def summarize(per_image, exact=None):
         "log_px": entry(per_image["log_px"]),
         "gap_log_px_minus_elbo": entry(per_image["log_px"] - per_image["elbo"]),
         "iw_curve": {str(k): entry(v) for k, v in per_image["iw_curve"].items()},
-        "active_units": int(onp.sum(active)),
+        "active_units": int(np.sum(active)),
         "latent_dim": len(active),
         "units": [{"unit": u, "kl": float(kl_per_unit[u]),
                    "posterior_mean_variance": float(variance[u]), "active": bool(active[u])}
@@ -408,9 +108,9 @@ def summarize(per_image, exact=None):
         summary["exact_log_px" if converged.all() else "grid_log_px"] = entry(exact["log_px"])
         summary["exact_grid"] = exact["grid"]
         summary["exact_minus_iw"] = entry(exact["log_px"] - per_image["log_px"])
-        summary["exact_converged_images"] = int(onp.sum(converged))
-        summary["exact_not_converged_image_indices"] = onp.flatnonzero(~converged).tolist()
-        if onp.any(converged):
+        summary["exact_converged_images"] = int(np.sum(converged))
+        summary["exact_not_converged_image_indices"] = np.flatnonzero(~converged).tolist()
+        if np.any(converged):
             summary["exact_minus_iw_converged_images"] = entry(
                 exact["log_px"][converged] - per_image["log_px"][converged])
         summary["ordering"] = ordering_check(exact["log_px"], per_image["log_px"],
@@ -418,27 +118,8 @@ def summarize(per_image, exact=None):
     return summary
 
 
-def ordering_check(exact, iw, iw_se, converged, ses=ORDERING_SES):
-    """Per converged image, the exact log p(x) must not lie below the
-    importance-weighted estimate (a stochastic lower bound) by more than ses
-    of its standard errors. -> dict (JSON-ready) with the violating images."""
-    bad = converged & (exact < iw - ses * onp.nan_to_num(iw_se, nan=0.0))
-    return {"rule": f"exact >= importance weighted - {ses} s.e., per converged image",
-            "checked_images": int(converged.sum()), "violations": int(bad.sum()),
-            "violating_images": onp.flatnonzero(bad).tolist()[:20],
-            "largest_shortfall_in_ses": float(onp.max(((iw - exact) / iw_se)[bad]))
-            if bad.any() else None}
 
 
-def binarize_split(images, how):
-    """'sample': x > uniform noise drawn once from RandomState(TEST_BINARIZATION_SEED),
-    as vae.py binarises its test set; 'threshold': x > 0.5.
-    -> (binary images, a sentence that says which)."""
-    if how == "threshold":
-        return ((images > THRESHOLD).astype(onp.float64),
-                f"thresholded: x > {THRESHOLD}")
-    rs = onp.random.RandomState(vae.TEST_BINARIZATION_SEED)
-    return vae.binarize(images, rs), vae.TEST_BINARIZATION
 
 
 def exact_lines(s, n, K, row):
@@ -586,11 +267,6 @@ def holds_complete_report(path):
         return False
 
 
-def exact_summary(gen_params, binary, activation="relu"):
-    """grid_check: log p(x) on the grid and with half the points, per image the
-    final box and whether the grid converged (spacing and extent)."""
-    check = grid_check(gen_params, binary, activation)
-    return {**check, "grid": {**grid_settings(), **grid_facts(check)}}
 
 
 def write_report(path, report, per_image, exact):
@@ -604,7 +280,7 @@ def write_report(path, report, per_image, exact):
         arrays["exact_converged"] = exact["converged"]
         arrays["exact_half_width"] = exact["half_width"]
         arrays["exact_log_band_fraction"] = exact["log_band_fraction"]
-    runs.atomic_write(path.with_suffix(".npz"), lambda f: onp.savez(f, **arrays))
+    runs.atomic_write(path.with_suffix(".npz"), lambda f: np.savez(f, **arrays))
     runs.write_json(path, report)
 
 
@@ -621,7 +297,7 @@ def evaluation_memory(iw_samples, elbo_samples, config, max_rows=MAX_ROWS):
 def run(args):
     """Evaluates per args, prints the table, then writes the JSON. -> exit code."""
     wall_start = time.perf_counter()
-    gen_params, rec_params, config, history, note = vae.read_model(args.checkpoint)
+    gen_params, rec_params, config, history, note = checkpoints.read_model(args.checkpoint)
     if note:   # a run is training into its folder: said first
         print(note, flush=True)
     latent_dim = config["latent_dim"]
@@ -648,8 +324,8 @@ def run(args):
     binary, binarization = binarize_split(images, args.binarize)
     binary = binary[:args.n]
     # Float64 throughout: the weights of a float32-trained model are cast up.
-    gen_params = vae.cast_params(gen_params, onp.float64)
-    rec_params = vae.cast_params(rec_params, onp.float64)
+    gen_params = cast_params(gen_params, np.float64)
+    rec_params = cast_params(rec_params, np.float64)
     with runs.sigterm_as_interrupt():
         per_image = evaluate(gen_params, rec_params, binary, args.iw_samples,
                              args.elbo_samples, args.seed, progress=not args.no_progress,
@@ -705,11 +381,7 @@ def run(args):
 def main(argv=None):
     """Entry point of `python evaluate.py`: returns the exit code."""
     args = parse_args(argv)
-    try:
-        return run(args)
-    except (data.DataError, runs.RunError) as e:
-        print(f"evaluate.py: error: {e}", file=sys.stderr)
-        return getattr(e, "exit_code", 1)
+    return runs.run_main("evaluate.py", lambda: run(args))
 
 
 if __name__ == "__main__":

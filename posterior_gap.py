@@ -12,7 +12,7 @@ them per epoch for a fixed set of training images:
 
 - log p(x) = log integral p(x|z) p(z) dz by the midpoint rule on a grid that
   starts on [-6, 6]^2 and is widened per image until its outer band holds a
-  negligible share of the mass (evaluate.grid_check), checked at half the points;
+  negligible share of the mass (grid.grid_check), checked at half the points;
 - ELBO(x) = E_q[log p(x|z)] - KL(q(z|x) || p(z)): the KL in closed form, the
   expectation by Gauss-Hermite quadrature over q's two dimensions
   (z = mean + std * node), so no Monte Carlo noise hides a change;
@@ -27,16 +27,16 @@ Units: nats per image. `python posterior_gap.py --help` lists the options.
 """
 import sys
 import time
-from functools import partial
 from pathlib import Path
 
-import numpy as onp
+import numpy as np
 from numpy.polynomial.hermite_e import hermegauss
 
 import data
-import evaluate
-import fastgrad
-import runs
+from vaelib import fastgrad
+from vaelib import runs
+from vaelib import cli, grid, importance, training
+from vaelib.networks import cast_params, initial_params
 import vae
 
 PROG = "posterior_gap.py"
@@ -45,7 +45,7 @@ HERMITE_NODES = 20               # per latent dimension: 400 points per image
 JSON_NAME, FIGURE_NAME, ARRAYS_NAME = "posterior_gap.json", "posterior_gap.png", "posterior_gap.npz"
 OUTPUT_FILES = (JSON_NAME, FIGURE_NAME, ARRAYS_NAME)
 BINARIZATION = ("binarised once, before training: x > uniform(0, 1) drawn from "
-                f"numpy.random.RandomState({vae.TEST_BINARIZATION_SEED})")
+                f"numpy.random.RandomState({training.TEST_BINARIZATION_SEED})")
 VAE_COMMAND = ("python vae.py --latent-dim 2 --hidden-layers {hidden_layers} --hidden-units "
                "{hidden_units} --activation {activation} --n-train {n_train} --epochs {epochs} "
                "--batch-size {batch_size} --learning-rate {learning_rate} --seed {seed}")
@@ -57,23 +57,23 @@ def hermite_rule(nodes=HERMITE_NODES):
     """E[f(eps)], eps ~ N(0, I_2), as sum_s weights_s f(eps_s): the tensor
     product of probabilists' Gauss-Hermite rules. -> eps (S, 2), weights (S,), S = nodes^2."""
     x, w = hermegauss(nodes)
-    w = w / onp.sqrt(2 * onp.pi)             # hermegauss weights sum to sqrt(2 pi)
-    eps = onp.stack(onp.meshgrid(x, x, indexing="ij"), -1).reshape(-1, LATENT_DIM)
-    return eps, onp.outer(w, w).ravel()
+    w = w / np.sqrt(2 * np.pi)             # hermegauss weights sum to sqrt(2 pi)
+    eps = np.stack(np.meshgrid(x, x, indexing="ij"), -1).reshape(-1, LATENT_DIM)
+    return eps, np.outer(w, w).ravel()
 
 
 def quadrature_elbo(gen_params, rec_params, binary, activation="relu", nodes=HERMITE_NODES):
     """ELBO per image without sampling: binary (N, D) -> elbo, log_px_given_z, kl, each (N,).
-    The decoder runs on N * nodes^2 points, in chunks of about evaluate.MAX_ROWS rows."""
+    The decoder runs on N * nodes^2 points, in chunks of about importance.MAX_ROWS rows."""
     eps, weights = hermite_rule(nodes)
     q_means_and_log_stds = fastgrad.neural_net_predict(rec_params, binary, activation)
     mean, log_std = vae.unpack_gaussian_params(q_means_and_log_stds)
     kl = vae.compute_KL(q_means_and_log_stds)
-    log_px_given_z = onp.empty(len(binary))
-    images_per_pass = max(1, evaluate.MAX_ROWS // len(eps))
+    log_px_given_z = np.empty(len(binary))
+    images_per_pass = max(1, importance.MAX_ROWS // len(eps))
     for start in range(0, len(binary), images_per_pass):
         rows = slice(start, start + images_per_pass)
-        z = mean[rows, None, :] + onp.exp(log_std[rows, None, :]) * eps     # (B, S, 2)
+        z = mean[rows, None, :] + np.exp(log_std[rows, None, :]) * eps     # (B, S, 2)
         logits = fastgrad.neural_net_predict(gen_params, z.reshape(-1, LATENT_DIM), activation)
         log_lik = fastgrad.bernoulli_log_prob(binary[rows, None, :],
                                               logits.reshape(*z.shape[:2], -1))  # (B, S)
@@ -87,13 +87,13 @@ def track_images(gen_params, rec_params, binary, activation, grid_points, nodes=
     "allowance" (GRID_TOLERANCE + |log p(x) - log p(x) with half the points|:
     how far below 0 a gap may lie before it is a violation)}, each (N,).
     Draws no random numbers."""
-    gen_params, rec_params = (vae.cast_params(p, onp.float64) for p in (gen_params, rec_params))
+    gen_params, rec_params = (cast_params(p, np.float64) for p in (gen_params, rec_params))
     elbo, log_px_given_z, kl = quadrature_elbo(gen_params, rec_params, binary, activation, nodes)
-    grid = evaluate.grid_check(gen_params, binary, activation, points=grid_points)
-    log_px = grid["log_px"]
+    check = grid.grid_check(gen_params, binary, activation, points=grid_points)
+    log_px = check["log_px"]
     return {"elbo": elbo, "log_px": log_px, "gap": log_px - elbo,
-            "log_px_given_z": log_px_given_z, "kl": kl, "converged": grid["converged"],
-            "allowance": evaluate.GRID_TOLERANCE + onp.abs(log_px - grid["half_points"])}
+            "log_px_given_z": log_px_given_z, "kl": kl, "converged": check["converged"],
+            "allowance": grid.GRID_TOLERANCE + np.abs(log_px - check["half_points"])}
 
 
 # ---- Training with tracking --------------------------------------------------
@@ -101,7 +101,7 @@ def track_images(gen_params, rec_params, binary, activation, grid_points, nodes=
 def epoch_record(epoch, train_elbo, seconds, now, before, tracking_seconds):
     """One epoch's summary; before: the previous epoch's tracked arrays (None at epoch 0)."""
     record = {"epoch": epoch, "train_elbo": train_elbo,
-              **{key: evaluate.entry(now[key]) for key in ("elbo", "log_px", "gap", "kl")},
+              **{key: importance.entry(now[key]) for key in ("elbo", "log_px", "gap", "kl")},
               "images_elbo_rose": None, "images_gap_grew": None,
               "images_elbo_rose_and_gap_grew": None,
               "seconds": seconds, "tracking_seconds": tracking_seconds}
@@ -117,24 +117,25 @@ def train_and_track(config, train_images, binary, grid_points, on_record=None, p
     the images binary (N, D) at initialisation (epoch 0) and after every epoch:
     on_record(record, tracked arrays). -> (gen_params, rec_params)."""
     activation = config["activation"]
-    gen_params, rec_params = vae.initial_params(config, "float64", config["seed"])
+    gen_params, rec_params = initial_params(config, "float64", config["seed"], vae.init_net_params)
     last = {}
 
-    def on_epoch_end(epoch, gen_params, rec_params, train_elbo, seconds, state=None):
+    def on_epoch_end(end):
         start = time.perf_counter()
-        now = track_images(gen_params, rec_params, binary, activation, grid_points)
-        record = epoch_record(epoch, train_elbo, seconds, now, last.get("arrays"),
+        now = track_images(end.gen_params, end.rec_params, binary, activation, grid_points)
+        record = epoch_record(end.epoch, end.train_elbo, end.seconds, now, last.get("arrays"),
                               time.perf_counter() - start)
         last["arrays"] = now
         if on_record is not None:
             on_record(record, now)
 
-    on_epoch_end(0, gen_params, rec_params, None, 0.0)
-    return vae.train(gen_params, rec_params, train_images, config["epochs"],
-                     config["batch_size"], config["learning_rate"],
-                     objective=partial(vae.fused_lower_bound, activation=activation),
-                     step=vae.skeleton_step, on_epoch_end=on_epoch_end,
-                     progress=progress, seed=config["seed"])
+    on_epoch_end(training.EpochEnd(0, gen_params, rec_params, None, 0.0, None))
+    settings = training.Settings(config["epochs"], config["batch_size"],
+                                 config["learning_rate"], seed=config["seed"], progress=progress)
+    return training.final_params(vae.train(   # vae.py's loop, as `python vae.py` runs it
+        gen_params, rec_params, train_images, settings,
+        training.fused_objective((gen_params, rec_params), activation),
+        training.in_place_adam()), on_epoch_end)
 
 
 def summarize(epochs, elbo, log_px, converged=None, allowance=None):
@@ -142,14 +143,14 @@ def summarize(epochs, elbo, log_px, converged=None, allowance=None):
     converged (E + 1, N) bool and allowance (E + 1, N) as track_images's
     (default: all converged, allowance GRID_TOLERANCE)."""
     gap = log_px - elbo
-    converged = onp.ones(gap.shape, bool) if converged is None else onp.asarray(converged)
-    allowance = (onp.full(gap.shape, evaluate.GRID_TOLERANCE) if allowance is None
-                 else onp.asarray(allowance))
+    converged = np.ones(gap.shape, bool) if converged is None else np.asarray(converged)
+    allowance = (np.full(gap.shape, grid.GRID_TOLERANCE) if allowance is None
+                 else np.asarray(allowance))
     negative = gap < -allowance
-    elbo_change, gap_change = onp.diff(elbo.mean(axis=1)), onp.diff(gap.mean(axis=1))
-    both = onp.flatnonzero((elbo_change > 0) & (gap_change > 0))
+    elbo_change, gap_change = np.diff(elbo.mean(axis=1)), np.diff(gap.mean(axis=1))
+    both = np.flatnonzero((elbo_change > 0) & (gap_change > 0))
     largest = max(both, key=lambda i: gap_change[i], default=None)
-    rose, grew = onp.diff(elbo, axis=0) > 0, onp.diff(gap, axis=0) > 0
+    rose, grew = np.diff(elbo, axis=0) > 0, np.diff(gap, axis=0) > 0
     return {"epochs_compared": len(epochs) - 1,
             "epochs_mean_elbo_rose_and_mean_gap_grew": [int(epochs[i + 1]) for i in both],
             "largest_gap_growth_while_elbo_rose": None if largest is None else {
@@ -157,31 +158,31 @@ def summarize(epochs, elbo, log_px, converged=None, allowance=None):
                 "elbo_change": float(elbo_change[largest])},
             "image_epoch_pairs": int(rose.size), "pairs_elbo_rose": int(rose.sum()),
             "pairs_elbo_rose_and_gap_grew": int((rose & grew).sum()),
-            "final": {"epoch": int(epochs[-1]), "elbo": evaluate.entry(elbo[-1]),
-                      "log_px": evaluate.entry(log_px[-1]), "gap": evaluate.entry(gap[-1])},
+            "final": {"epoch": int(epochs[-1]), "elbo": importance.entry(elbo[-1]),
+                      "log_px": importance.entry(log_px[-1]), "gap": importance.entry(gap[-1])},
             "smallest_gap": float(gap.min()),
             "checks": {"pairs": int(gap.size),
                        "pairs_grid_not_converged": int((~converged).sum()),
                        "pairs_negative_gap": int(negative.sum()),
                        "negative_gap_pairs_image_epoch": [
-                           [int(i), int(epochs[e])] for e, i in zip(*onp.nonzero(negative))][:20],
+                           [int(i), int(epochs[e])] for e, i in zip(*np.nonzero(negative))][:20],
                        "rule": "gap >= -(GRID_TOLERANCE + the grid's change with half its "
-                               f"points), GRID_TOLERANCE = {evaluate.GRID_TOLERANCE}"}}
+                               f"points), GRID_TOLERANCE = {grid.GRID_TOLERANCE}"}}
 
 
 def convergence_check(gen_params, rec_params, binary, activation, grid_points):
-    """How much log p(x) moves with half the grid points (as evaluate.exact_summary)
+    """How much log p(x) moves with half the grid points (as grid.exact_summary)
     and the ELBO with twice the Gauss-Hermite nodes: max and mean over images."""
     def change(a, b):
-        return {"max_abs_difference": float(onp.max(onp.abs(a - b))),
-                "mean_abs_difference": float(onp.mean(onp.abs(a - b)))}
-    gen_params, rec_params = (vae.cast_params(p, onp.float64) for p in (gen_params, rec_params))
-    grid = evaluate.grid_check(gen_params, binary, activation, points=grid_points)
-    log_px = [grid["log_px"], grid["half_points"]]
+        return {"max_abs_difference": float(np.max(np.abs(a - b))),
+                "mean_abs_difference": float(np.mean(np.abs(a - b)))}
+    gen_params, rec_params = (cast_params(p, np.float64) for p in (gen_params, rec_params))
+    check = grid.grid_check(gen_params, binary, activation, points=grid_points)
+    log_px = [check["log_px"], check["half_points"]]
     elbo = [quadrature_elbo(gen_params, rec_params, binary, activation, nodes)[0]
             for nodes in (HERMITE_NODES, 2 * HERMITE_NODES)]
     return {"grid": {"points": grid_points, "half_points": grid_points // 2, **change(*log_px),
-                     **evaluate.grid_facts(grid)},
+                     **grid.grid_facts(check)},
             "quadrature": {"nodes": HERMITE_NODES, "double_nodes": 2 * HERMITE_NODES,
                            **change(*elbo)}}
 
@@ -264,7 +265,7 @@ def gap_figure(records, marked):
     import plotting
 
     epochs = [r["epoch"] for r in records]
-    gap, se = (onp.array([r["gap"][key] for r in records]) for key in ("mean", "se"))
+    gap, se = (np.array([r["gap"][key] for r in records]) for key in ("mean", "se"))
     figure = Figure(figsize=(6, 6), dpi=plotting.FIGURE_DPI)
     FigureCanvasAgg(figure)
     top, bottom = figure.subplots(2, 1, sharex=True)
@@ -302,7 +303,7 @@ def parse_args(argv=None):
     add("--hidden-units", type=runs.positive_int, default=500, help="units per hidden layer")
     add("--hidden-layers", type=runs.nonnegative_int, default=1,
         help="hidden layers in the encoder and in the decoder")
-    add("--activation", choices=tuple(vae.ACTIVATIONS), default="tanh",
+    add("--activation", choices=fastgrad.ACTIVATIONS, default="tanh",
         help="of the hidden layers")
     add("--batch-size", type=runs.positive_int, default=200, help="images per Adam step")
     add("--learning-rate", type=runs.positive_float, default=1e-3, help="Adam step size")
@@ -323,7 +324,7 @@ def parse_args(argv=None):
 def run(args):
     """Trains and tracks per args, prints, writes the outputs. -> exit code."""
     wall_start = time.perf_counter()
-    config = {key: getattr(args, key) for key in vae.TRAINING_OPTIONS if hasattr(args, key)}
+    config = {key: getattr(args, key) for key in cli.TRAINING_OPTIONS if hasattr(args, key)}
     config.update(latent_dim=LATENT_DIM, dtype="float64", loop="skeleton", data_dir=None)
     N, train_images, *_ = data.load_data()
     if args.n_train > N:
@@ -333,14 +334,13 @@ def run(args):
         raise runs.RunError(f"--track {args.track} but only {args.n_train} training images "
                             "(--n-train)", exit_code=2)
     out = args.output_dir
-    runs.prepare_output_dir(out, OUTPUT_FILES, args.overwrite, PROG, 3 * vae.FIGURE_BYTES)
+    runs.prepare_output_dir(out, OUTPUT_FILES, args.overwrite, PROG, 3 * runs.FIGURE_BYTES)
     train_images = train_images[:args.n_train].astype("float64")
-    binary = vae.binarize(train_images[:args.track],
-                          onp.random.RandomState(vae.TEST_BINARIZATION_SEED))
+    binary = training.binarize_once(train_images[:args.track])
     records, arrays = [], {"elbo": [], "log_px": [], "converged": [], "allowance": []}
     report = {"status": "running", "config": config, "track": args.track,
               "vae_command": VAE_COMMAND.format(**config), "binarization": BINARIZATION,
-              "grid": evaluate.grid_settings(args.grid_points),
+              "grid": grid.grid_settings(args.grid_points),
               "elbo_method": f"KL in closed form; E_q[log p(x|z)] by {HERMITE_NODES}x"
                              f"{HERMITE_NODES}-point Gauss-Hermite quadrature",
               "units": "nats per image; se: standard error of the mean over the tracked images",
@@ -384,15 +384,15 @@ def run(args):
         print("Nothing to report: no epoch was tracked after the initialisation",
               file=sys.stderr)
         return code or 1
-    elbo, log_px = onp.array(arrays["elbo"]), onp.array(arrays["log_px"])
+    elbo, log_px = np.array(arrays["elbo"]), np.array(arrays["log_px"])
     report.update(summary=summarize([r["epoch"] for r in records], elbo, log_px,
-                                    onp.array(arrays["converged"]),
-                                    onp.array(arrays["allowance"])),
+                                    np.array(arrays["converged"]),
+                                    np.array(arrays["allowance"])),
                   convergence=check, wall_seconds=time.perf_counter() - wall_start)
     print(format_summary(report["summary"], check, args.track))
-    runs.atomic_write(out / ARRAYS_NAME, lambda f: onp.savez(
+    runs.atomic_write(out / ARRAYS_NAME, lambda f: np.savez(
         f, epoch=[r["epoch"] for r in records], elbo=elbo, log_px=log_px,
-        grid_converged=onp.array(arrays["converged"]), **params))
+        grid_converged=np.array(arrays["converged"]), **params))
     save_figure(records, report["summary"]["epochs_mean_elbo_rose_and_mean_gap_grew"],
                 out / FIGURE_NAME)
     runs.write_json(out / JSON_NAME, report)
@@ -405,11 +405,7 @@ def run(args):
 def main(argv=None):
     """Entry point of `python posterior_gap.py`: returns the exit code."""
     args = parse_args(argv)
-    try:
-        return run(args)
-    except (data.DataError, runs.RunError) as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return getattr(e, "exit_code", 1)
+    return runs.run_main(PROG, lambda: run(args))
 
 
 if __name__ == "__main__":

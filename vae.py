@@ -11,57 +11,36 @@ The reference solution of the course practical, following Kingma and Welling,
 estimated with one reparameterised sample z = mean + exp(log_std) * eps,
 eps ~ N(0, I) (Section 2.4), maximised with Adam (Kingma and Ba 2015).
 
-The graded functions come first, in plain autograd; the training loops
-differentiate the same bound built from fastgrad.py's fused derivatives
-(tested equal, several times faster); runs.py holds the run machinery.
-Units: nats per image, summed over the 784 pixels, averaged over images.
-`python vae.py --help` lists the options; nothing runs at import.
+The graded functions come first, then Adam, the training loop in the
+skeleton's order, the figures and the command line. `python vae.py` runs
+that loop with faster twins of the bound and of Adam from the library
+(vaelib/training.py: the same numbers, tested); vaelib/ holds the run
+machinery. Units: nats per image, summed over the 784 pixels, averaged over
+images. `python vae.py --help` lists the options; nothing runs at import.
 """
-import os
 import sys
-import time
 from contextlib import ExitStack
 from functools import partial
 from pathlib import Path
 
-# Before NumPy loads: OpenBLAS's idle threads then sleep at once instead of
-# spinning on the core that Adam and the log-likelihood share (docs/speed.md).
-os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
-
+from vaelib import tuning  # noqa: F401  (before NumPy loads: its BLAS threads sleep when idle)
 import autograd.numpy as np
 import autograd.numpy.random as npr
-from autograd import grad, value_and_grad
+from autograd import grad
 from autograd.misc import flatten
 from autograd.scipy.special import expit
 
-import fastgrad
-import runs
-from data import DATA_DIM, load_data
+from data import load_data
+from vaelib import checkpoints, cli, runs, training
+from vaelib.latents import GaussianLatent
+from vaelib.networks import INITS, initial_params
+from vaelib.training import ADAM_B1, ADAM_B2, ADAM_EPS, evaluate_elbo
 
 NUM_PRIOR_SAMPLES = 25
 NUM_RECONSTRUCTIONS = 10
 INTERPOLATION_PAIRS = ((0, 1), (2, 3), (4, 5), (6, 7), (8, 9))
 INTERPOLATION_STEPS = 25
 MANIFOLD_SIDE = 20
-TEST_BINARIZATION_SEED = 1234  # the test set is binarised once, with its own stream
-TEST_POSTERIOR_SEED = 4321     # the posterior samples of the test ELBO, same every epoch
-EVAL_BATCH_SIZE = 1000
-FIGURE_BYTES = 2 ** 23       # room the figures need on disk, generously
-ADAM_B1, ADAM_B2, ADAM_EPS = 0.9, 0.999, 1e-8
-ADAM_SPLIT_SIZE = 2 ** 16    # parameters from which Adam updates in two threads
-CHECKPOINT_NAME, METRICS_NAME = runs.CHECKPOINT_NAME, runs.METRICS_NAME
-EVALUATION_NAME = "evaluation_test_sample.json"   # evaluate.py's report, default options
-EVALUATE_COMMAND = "python evaluate.py {}"        # estimates log p(x) of a checkpoint
-FIGURE_NAMES = ("samples_from_prior.png", "reconstructions.png", "interpolation_*_*.png",
-                "figures_explained.png", "learning_curve.png", "latent_scatter.png",
-                "latent_manifold.png")
-REPORT_FILES = ("evaluation_*.json", "evaluation_*.npz", "conditional_*.json",
-                "conditional_*.png")   # evaluate.py's and conditional.py's, on one checkpoint
-RUN_FILES = (CHECKPOINT_NAME, METRICS_NAME, *FIGURE_NAMES, *REPORT_FILES)
-# (what a run, evaluate.py and conditional.py write into the run's folder)
-TRAIN_BINARIZATION = "dynamic: every training batch binarised afresh, x > uniform(0, 1)"
-TEST_BINARIZATION = ("sampled once: x > uniform(0, 1) drawn from "
-                     f"numpy.random.RandomState({TEST_BINARIZATION_SEED})")
 
 
 # ---- The model: the assignment's functions (../shared/ASSIGNMENT.md) ---------
@@ -80,14 +59,6 @@ def init_net_params(layer_sizes, scale=1e-2):
     """[(W, b), ...] with W: (m, n), b: (n,) for consecutive sizes (m, n),
     drawn as scale * randn from the global stream: W first, then b, layer by layer."""
     return [(scale * npr.randn(m, n), scale * npr.randn(n))
-            for m, n in zip(layer_sizes[:-1], layer_sizes[1:])]
-
-
-def init_glorot_params(layer_sizes):
-    """[(W, b), ...] as Glorot and Bengio (2010, Eq. 16) initialise them, the
-    heuristic Burda et al. (2016) used: W ~ U(-a, a), a = sqrt(6 / (m + n)),
-    from the global stream layer by layer; b = 0."""
-    return [(npr.uniform(-np.sqrt(6 / (m + n)), np.sqrt(6 / (m + n)), (m, n)), np.zeros(n))
             for m, n in zip(layer_sizes[:-1], layer_sizes[1:])]
 
 
@@ -137,7 +108,7 @@ def vae_lower_bound(gen_params, rec_params, data):
     return np.mean(bernoulli_log_prob(data, logits) - compute_KL(q_means_and_log_stds))
 
 
-ACTIVATIONS = {"relu": relu, "tanh": np.tanh}   # --activation; fastgrad takes the names
+ACTIVATIONS = {"relu": relu, "tanh": np.tanh}   # --activation
 
 
 # ---- Training --------------------------------------------------------------
@@ -158,237 +129,37 @@ def adam_step(params, gradient, m, v, t, learning_rate=1e-3,
     return params + learning_rate * m_hat / (np.sqrt(v_hat) + eps), m, v
 
 
-def fused_elbo_terms(gen_params, rec_params, data, randn, activation="relu"):
-    """The terms of vae_lower_bound per image, built from fastgrad's fused
-    derivatives, with eps = randn(N, L) and hidden layers of the activation
-    named (a key of ACTIVATIONS). -> log p(x|z) (N,), KL (N,)."""
-    q_means_and_log_stds = fastgrad.neural_net_predict(rec_params, data, activation)
-    eps = randn(len(data), q_means_and_log_stds.shape[-1] // 2)
-    logits = fastgrad.neural_net_predict(
-        gen_params, fastgrad.reparameterize(q_means_and_log_stds, eps), activation)
-    return (fastgrad.bernoulli_log_prob(data, logits),
-            fastgrad.compute_KL(q_means_and_log_stds))
-
-
-def fused_lower_bound(gen_params, rec_params, data, randn=npr.randn, activation="relu"):
-    """vae_lower_bound, the objective both training loops differentiate: the
-    same value and gradient for the same noise (tests/test_fastgrad.py). With
-    the default randn it draws from the global stream as vae_lower_bound does.
-    A tanh model trains with functools.partial(fused_lower_bound, activation="tanh")."""
-    log_px_given_z, kl = fused_elbo_terms(gen_params, rec_params, data, randn, activation)
-    return fastgrad.batch_mean(log_px_given_z - kl)
-
-
-class Adam:
-    """fastgrad's in-place Adam on the flat parameter vector, with its state:
-    the moments m and v and the step count t. update(gradient) takes one step
-    at the current learning_rate, which the loop may change between epochs."""
-
-    def __init__(self, flat_params, learning_rate, eps=ADAM_EPS):
-        self.params, self.learning_rate, self.eps, self.t = flat_params, learning_rate, eps, 0
-        self.m, self.v, self.scratch = (np.zeros_like(flat_params) for _ in range(3))
-        # Two threads for large vectors on two free cores: the same numbers, faster.
-        self.split = flat_params.size >= ADAM_SPLIT_SIZE and fastgrad.cores() > 1
-
-    def __call__(self, gradient):
-        self.t += 1
-        fastgrad.adam_step(self.params, gradient, self.m, self.v, self.t, self.learning_rate,
-                           ADAM_B1, ADAM_B2, self.eps, scratch=self.scratch, split=self.split)
-
-
-fused_lower_bound.flat_form = fastgrad.flat_lower_bound   # the same bound, one node
-
-
-def on_flat_params(objective, like):
-    """objective as a function of the flat parameter vector, viewed as `like`.
-    An objective with a flat_form (fused_lower_bound, or a partial of it that
-    fixes keywords) is that one fused primitive instead: the same numbers."""
-    base, keywords = ((objective.func, objective.keywords) if isinstance(objective, partial)
-                      and not objective.args else (objective, {}))
-    flat_form = getattr(base, "flat_form", None)
-    if flat_form is not None:
-        return lambda flat_params, data, randn: flat_form(flat_params, like, data, randn,
-                                                          **keywords)
-    return lambda flat_params, data, randn: objective(
-        *fastgrad.unflatten_views(flat_params, like), data, randn)
-
-
-def skeleton_step(objective, flat_params, like, update, rng):
-    """The course skeleton's step, drawing from the global stream as it does:
-    binarise, gradient of the objective, Adam step, binarise again and
-    evaluate the objective at the new parameters (the epoch's estimate).
-    objective(gen_params, rec_params, data, randn) -> scalar; update: an Adam.
-    `rng` is unused: the global stream was seeded before the parameters were
-    drawn. step(images, upcoming) -> the estimate; upcoming is ignored."""
-    flat_objective = on_flat_params(objective, like)
-    objective_grad = grad(flat_objective)
-
-    def step(images, upcoming=None):
-        update(objective_grad(flat_params, binarize(images), npr.randn))
-        return flat_objective(flat_params, binarize(images), npr.randn)
-    return step
-
-
-def fast_step(objective, flat_params, like, update, rng):
-    """The same mathematics with one value-and-gradient pass per step (the
-    estimate is the objective before the update); binarisation and noise from
-    the generator rng (numpy.random.default_rng(seed)) in the data's dtype.
-    Not stream-compatible with the skeleton. step(images, upcoming): if the
-    next step's images are given, their binarisation, the stream's next draw,
-    is made by a second thread while Adam updates (the same numbers)."""
-    objective_and_grad = value_and_grad(on_flat_params(objective, like))
-    pending = []   # the next batch's binarised data, being drawn
-
-    def binarized(images):
-        data = rng.random(images.shape, dtype=images.dtype)
-        return np.greater(images, data, out=data, casting="unsafe")   # x > u as 0.0 / 1.0
-
-    def step(images, upcoming=None):
-        data = pending.pop().result() if pending else binarized(images)
-        elbo, gradient = objective_and_grad(
-            flat_params, data, lambda *shape: rng.standard_normal(shape, dtype=images.dtype))
-        if upcoming is not None:   # not earlier: beside the products, it would slow them
-            pending.append(fastgrad.worker().submit(binarized, upcoming))
-        update(gradient)
-        return elbo
-    return step
-
-
-def burda_learning_rate(epoch, base=1e-3):
-    """Burda, Grosse and Salakhutdinov (2016), Section 5: base * 10^(-i/7)
-    for 3^i passes, i = 0, ..., 7 (3,280 passes in all; i stays 7 after)."""
-    i = 0
-    while i < 7 and epoch > (3 ** (i + 1) - 1) // 2:   # passes of stages 0..i
-        i += 1
-    return base * 10 ** (-i / 7)
-
-
-LR_SCHEDULES = {"constant": lambda base: lambda epoch: base,
-                "burda": lambda base: partial(burda_learning_rate, base=base)}
-
-
-def training_state(epoch, update, rng):
-    """What continuing after `epoch` needs, exactly: Adam's moments and step
-    count, and both random streams (the global one, which the skeleton loop
-    draws from, and the generator of the fast loop). Arrays and JSON values."""
-    stream = npr.get_state(legacy=False)
-    return {"epoch": epoch, "adam_t": update.t, "adam_m": update.m.copy(),
-            "adam_v": update.v.copy(), "generator": rng.bit_generator.state,
-            "global_key": stream["state"]["key"],
-            "global_stream": {"pos": stream["state"]["pos"], "has_gauss": stream["has_gauss"],
-                              "gauss": stream["gauss"]}}
-
-
-def restore_training_state(state, update, rng):
-    """The inverse of training_state. -> the epoch it was taken after."""
-    update.t = state["adam_t"]
-    update.m[...], update.v[...] = state["adam_m"], state["adam_v"]
-    rng.bit_generator.state = state["generator"]
-    stream = state["global_stream"]
-    npr.set_state({"bit_generator": "MT19937", "has_gauss": stream["has_gauss"],
-                   "gauss": stream["gauss"],
-                   "state": {"key": state["global_key"], "pos": stream["pos"]}})
-    return state["epoch"]
-
-
-def train(gen_params, rec_params, train_images, epochs, batch_size, learning_rate,
-          objective=fused_lower_bound, step=skeleton_step, on_epoch_end=None,
-          progress=False, seed=0, adam_eps=ADAM_EPS, resume=None):
-    """Maximises objective(gen_params, rec_params, data, randn) with Adam, batches
-    in order (the last may be short); step (skeleton_step or fast_step) makes
-    the per-batch function. learning_rate: a number, or a function of the
-    epoch (1, 2, ...). -> (gen_params, rec_params).
-    on_epoch_end(epoch, gen_params, rec_params, train_elbo, seconds, state)
-    follows every epoch; given that state as `resume`, with that epoch's
-    parameters, training continues exactly as if it had never stopped."""
-    from tqdm import tqdm
-
-    fastgrad.keep_freed_memory()
+def train(gen_params, rec_params, train_images, settings, objective=None, optimizer=adam_step,
+          resume=None):
+    """Maximises the ELBO with Adam as the course skeleton does, batches in order
+    (the last may be short), drawing from the global stream. settings: a
+    training.Settings (epochs, batch size, learning rate, Adam's eps, progress
+    bar). objective(flat_params, data) -> the batch's bound (default:
+    vae_lower_bound of the parameters flat_params holds); optimizer: adam_step
+    or a twin. Yields a training.EpochEnd after every epoch: the parameters,
+    the epoch's estimate, seconds, and the state that, passed as `resume`
+    with those parameters, continues as if training had never stopped."""
     # Parameters flattened with autograd.misc.flatten: Adam updates the flat
-    # vector in place, and autograd differentiates with respect to it.
+    # vector, and autograd differentiates with respect to it.
     flat_params, unflatten = flatten((gen_params, rec_params))
-    rate = learning_rate if callable(learning_rate) else LR_SCHEDULES["constant"](learning_rate)
-    update, rng = Adam(flat_params, None, adam_eps), npr.default_rng(seed)
-    done = 0 if resume is None else restore_training_state(resume, update, rng)
-    batch_step = step(objective, flat_params, (gen_params, rec_params), update, rng)
-    num_batches = -(-len(train_images) // batch_size)
-    for epoch in range(done + 1, epochs + 1):
-        start, elbo_sum, update.learning_rate = time.perf_counter(), 0.0, rate(epoch)
-        batches = tqdm(range(num_batches), desc=f"epoch {epoch}/{epochs}", leave=False,
-                       unit="batch", disable=None if progress else True)
-        for n in batches:
-            upcoming = train_images[(n + 1) * batch_size:(n + 2) * batch_size]
-            elbo = batch_step(train_images[n * batch_size:(n + 1) * batch_size],
-                              upcoming if len(upcoming) else None)
-            if not np.isfinite(elbo):
-                raise runs.TrainingDiverged(f"the ELBO became {elbo} at epoch {epoch}, "
-                                            f"batch {n + 1}")
-            elbo_sum += float(elbo)
-            batches.set_postfix(elbo=f"{elbo_sum / (n + 1):.2f}")
-        if on_epoch_end is not None:
-            on_epoch_end(epoch, *unflatten(flat_params), elbo_sum / num_batches,
-                         time.perf_counter() - start, training_state(epoch, update, rng))
-    return unflatten(flat_params)
-
-
-LOOPS = {"skeleton": skeleton_step, "fast": fast_step}
-
-
-def evaluate_elbo(gen_params, rec_params, binary_images, seed=TEST_POSTERIOR_SEED,
-                  activation="relu"):
-    """ELBO of a fixed binary data set, one posterior sample per image drawn
-    from RandomState(seed): the global stream is untouched and repeated calls
-    are comparable. -> {"elbo", "log_px_given_z", "kl"}, means over images."""
-    rs = npr.RandomState(seed)
-    terms = [fused_elbo_terms(gen_params, rec_params, binary_images[i:i + EVAL_BATCH_SIZE],
-                              rs.randn, activation)
-             for i in range(0, len(binary_images), EVAL_BATCH_SIZE)]
-    log_px_given_z = np.concatenate([lp for lp, _ in terms])
-    kl = np.concatenate([kl for _, kl in terms])
-    return {"elbo": float(np.mean(log_px_given_z - kl)),
-            "log_px_given_z": float(np.mean(log_px_given_z)), "kl": float(np.mean(kl))}
-
-
-EPOCH_HEADER = (f"{'epoch':>5} {'train ELBO':>11} {'test ELBO':>10} {'log p(x|z)':>11} "
-                f"{'KL':>7} {'seconds':>8}")
-
-
-def epoch_record(epoch, train_elbo, test, seconds, **more):
-    """The history record of an epoch, printed as a row under EPOCH_HEADER;
-    test: evaluate_elbo's dict. Raises runs.TrainingDiverged if the test ELBO
-    is not finite."""
-    if not np.isfinite(test["elbo"]):
-        raise runs.TrainingDiverged(f"the test ELBO became {test['elbo']} after epoch {epoch}")
-    print(f"{epoch:5d} {train_elbo:11.2f} {test['elbo']:10.2f} "
-          f"{test['log_px_given_z']:11.2f} {test['kl']:7.2f} {seconds:8.1f}", flush=True)
-    return {"epoch": epoch, "train_elbo": train_elbo, "test_elbo": test["elbo"],
-            "test_log_px_given_z": test["log_px_given_z"], "test_kl": test["kl"],
-            "seconds": seconds, **more}
+    if objective is None:
+        def objective(flat_params, data):
+            return vae_lower_bound(*unflatten(flat_params), data)
+    objective_grad = grad(objective)
+    m, v, t = training.restore(resume, flat_params)
+    for epoch in training.epochs(train_images, settings, resume):
+        for images in epoch:
+            t += 1
+            gradient = objective_grad(flat_params, binarize(images))
+            flat_params, m, v = optimizer(flat_params, gradient, m, v, t, epoch.learning_rate,
+                                          eps=settings.adam_eps)
+            # The epoch's estimate: a fresh binarisation and sample, new parameters.
+            epoch.add(objective(flat_params, binarize(images)))
+        yield epoch.end(unflatten(flat_params),
+                        training.training_state(epoch.number, m, v, t, seed=settings.seed))
 
 
 # ---- Figures ---------------------------------------------------------------
-
-class GaussianLatent:
-    """The latent space of this model, as write_figures uses it: draws from
-    the prior N(0, I), its quantile function, z from the encoder's output and
-    standard normal noise, and the posterior's location (the mean). Other
-    latent spaces (variants.py) pass their own."""
-
-    @staticmethod
-    def sample_prior(rs, shape):
-        return rs.randn(*shape)
-
-    @staticmethod
-    def ppf(p):
-        from scipy.stats import norm
-        return norm.ppf(p)
-
-    reparameterize = staticmethod(fastgrad.reparameterize)
-
-    @staticmethod
-    def locations(encoder_output):
-        return unpack_gaussian_params(encoder_output)[0]
-
 
 def write_figures(gen_params, rec_params, test_images, test_labels, history,
                   output_dir, seed, activation="relu", latent=GaussianLatent, measure="ELBO"):
@@ -451,154 +222,7 @@ def write_figures(gen_params, rec_params, test_images, test_labels, history,
     return paths
 
 
-# ---- The command line (run machinery: runs.py) -----------------------------
-
-def layer_sizes(config):
-    """(generator sizes, recognition sizes) for a configuration dict."""
-    hidden = [config["hidden_units"]] * config["hidden_layers"]
-    return ([config["latent_dim"]] + hidden + [DATA_DIM],
-            [DATA_DIM] + hidden + [2 * config["latent_dim"]])
-
-
-def cast_params(params, dtype):
-    return [(W.astype(dtype), b.astype(dtype)) for W, b in params]
-
-
-INITS = {"normal": init_net_params, "glorot": init_glorot_params}   # --init
-
-
-def initial_params(config, dtype, seed):
-    """(gen_params, rec_params) as the skeleton initialises them (or with
-    config["init"]): the global stream seeded with `seed`, generator first,
-    then cast to dtype."""
-    npr.seed(seed)
-    init = INITS[config.get("init", "normal")]
-    return tuple(cast_params(init(sizes), dtype) for sizes in layer_sizes(config))
-
-
-def count_params(config):
-    return runs.count_params(layer_sizes(config))
-
-
-HISTORY_KEYS = {"epoch", "train_elbo", "test_elbo"}
-DEFAULT_ACTIVATION = "relu"   # of checkpoints written before --activation existed
-
-
-def load_model(path):
-    """-> (gen_params, rec_params, config, history) of a checkpoint written by
-    vae.py, validated (runs.load_checkpoint); raises runs.RunError."""
-    def sizes(config):   # another model is named before its shapes are judged
-        model = config.get("model", "vae")
-        if model != "vae":
-            raise runs.RunError(
-                f"{path} holds a{'n' * (str(model)[:1] in 'aeiou')} {model} model written by "
-                f"variants.py (`python variants.py {model}`), and this script reads vae.py's "
-                "model only; that run's figures and metrics.json are beside it, and "
-                f"`python classifier.py --score {path}` scores its prior samples")
-        return dict(zip(("gen", "rec"), layer_sizes(config)))
-    networks, config, history = runs.load_checkpoint(path, sizes)
-    if not all(HISTORY_KEYS <= set(record) for record in history):
-        raise runs.RunError(f"{path} is not a checkpoint written by vae.py (an epoch of "
-                            f"its history lacks one of {', '.join(sorted(HISTORY_KEYS))})")
-    config.setdefault("activation", DEFAULT_ACTIVATION)
-    config.setdefault("init", "normal")        # as written before these options existed
-    config.setdefault("lr_schedule", "constant")
-    config.setdefault("adam_eps", config.get("adam", {}).get("eps", ADAM_EPS))
-    if config["activation"] not in ACTIVATIONS:
-        raise runs.RunError(f"{path} names the activation {config['activation']!r}; this "
-                            f"vae.py knows {', '.join(ACTIVATIONS)}")
-    return networks["gen"], networks["rec"], config, history
-
-
-def read_model(path):
-    """load_model, for a report on the checkpoint: -> (gen_params, rec_params,
-    config, history, note), note a line saying that a run is training into
-    the checkpoint's folder right now (runs.being_trained), or None."""
-    holder = runs.lock_holder(Path(path).parent)
-    gen_params, rec_params, config, history = load_model(path)
-    return gen_params, rec_params, config, history, runs.being_trained(
-        path, len(history), config.get("epochs"), holder)
-
-
-def save_model(path, gen_params, rec_params, config, history, state=None):
-    runs.save_checkpoint(path, {"gen": gen_params, "rec": rec_params}, config, history, state)
-
-
-def load_resumable(args):
-    """-> (gen_params, rec_params, config, history, state) of the checkpoint
-    --resume names, with config["epochs"] = --epochs; raises runs.RunError if
-    it cannot be continued exactly as asked."""
-    path = args.resume
-    gen_params, rec_params, config, history = load_model(path)
-    state = runs.load_state(path)
-    if state is None:
-        raise runs.RunError(f"{path} was written before checkpoints held what resuming needs "
-                            "(Adam's moments, the random streams), so it cannot be continued "
-                            "exactly; `python vae.py --from-checkpoint` still draws its figures "
-                            "and evaluate.py evaluates it")
-    done, size = state.get("epoch"), count_params(config)
-    if (done != len(history) or any(np.shape(state.get(k)) != (size,) or
-                                     np.asarray(state.get(k)).dtype != config["dtype"]
-                                     for k in ("adam_m", "adam_v"))):
-        raise runs.RunError(f"{path} holds an inconsistent training state (epoch {done}, "
-                            f"{len(history)} epochs of history); it cannot be resumed")
-    changed = [f"--{dest.replace('_', '-')} {getattr(args, dest)} (the run has {config[dest]})"
-               for dest in TRAINING_OPTIONS if dest != "epochs"
-               and f"--{dest.replace('_', '-')}" in args.given
-               and str(getattr(args, dest)) != str(config[dest])]
-    if changed:
-        raise runs.RunError(f"a resumed run keeps the settings it started with, and "
-                            f"{'; '.join(changed)} would change them", exit_code=2)
-    if args.epochs <= done:
-        raise runs.RunError(f"{path} already holds {done} epochs; --epochs is the total to "
-                            f"reach, e.g. --epochs {done + 30}", exit_code=2)
-    config["epochs"] = args.epochs
-    return gen_params, rec_params, config, history, state
-
-
-def run_metrics(config, checkpoint, history, status, wall_seconds):
-    """metrics.json: everything needed to interpret and reproduce the run."""
-    train_stream = (" from the global numpy.random stream" if config["loop"] == "skeleton"
-                    else f" from numpy.random.default_rng({config['seed']})")
-    return {
-        "status": status, "config": config, "seed": config["seed"],
-        "versions": runs.library_versions(),
-        "units": "nats per image, summed over pixels, averaged over images; higher is better",
-        "binarization": {"train": TRAIN_BINARIZATION + train_stream, "test": TEST_BINARIZATION,
-                         "test_posterior_samples": "one per image, numpy.random.RandomState"
-                                                   f"({TEST_POSTERIOR_SEED}), the same every epoch"},
-        "epochs": history,
-        "final_test_elbo": history[-1]["test_elbo"] if history else None,
-        "wall_seconds": wall_seconds, "checkpoint": str(checkpoint),
-        "log_likelihood": {
-            "note": "the ELBO is a lower bound on log p(x); evaluate.py estimates log p(x) "
-                    "of this checkpoint by importance sampling",
-            "command": EVALUATE_COMMAND.format(checkpoint),
-            "report": str(Path(checkpoint).parent / EVALUATION_NAME)},
-    }
-
-
-TRAINING_OPTIONS = ("epochs", "batch_size", "latent_dim", "hidden_units", "hidden_layers",
-                    "activation", "learning_rate", "seed", "n_train", "dtype", "loop", "data_dir",
-                    "init", "lr_schedule", "adam_eps")
-
-
-def add_model_options(parser):
-    """The options that shape a model and its training, with the assignment's
-    defaults: vae.py's, and those of every script that trains with its loop."""
-    add = parser.add_argument
-    add("--epochs", type=runs.positive_int, default=30, help="passes over the training set")
-    add("--batch-size", type=runs.positive_int, default=200, help="images per Adam step")
-    add("--latent-dim", type=runs.positive_int, default=50, help="dimension L of z")
-    add("--hidden-units", type=runs.positive_int, default=200, help="units per hidden layer")
-    add("--hidden-layers", type=runs.nonnegative_int, default=2,
-        help="hidden layers in the encoder and in the decoder")
-    add("--activation", choices=tuple(ACTIVATIONS), default="relu",
-        help="of the hidden layers: relu (the assignment's) or tanh (Kingma and Welling's, Appendix C)")
-    add("--learning-rate", type=runs.positive_float, default=1e-3, help="Adam step size")
-    add("--n-train", type=runs.positive_int, default=None, metavar="N",
-        help="use only the first N training images (default: all)")
-
+# ---- The command line (the run's machinery: vaelib/) -----------------------
 
 def parse_args(argv=None):
     """Parses and validates the command line (defaults: the assignment's)."""
@@ -606,7 +230,7 @@ def parse_args(argv=None):
     parser = runs.OneLineErrorParser(
         description="Train a variational autoencoder on binarised MNIST and write "
                     "its figures, metrics and checkpoint.")
-    add_model_options(parser)
+    cli.add_model_options(parser)
     add = parser.add_argument
     add("--seed", type=runs.seed_int, default=0, help="seed of the global numpy random stream")
     add("--data-dir", type=runs.existing_dir, default=None, metavar="DIR",
@@ -619,17 +243,17 @@ def parse_args(argv=None):
         help="if the output folder holds a run, delete that run's files first")
     add("--dtype", choices=("float64", "float32"), default="float64",
         help="floating-point type of parameters and data")
-    add("--loop", choices=tuple(LOOPS), default="skeleton",
+    add("--loop", choices=("skeleton", "fast"), default="skeleton",
         help="skeleton: the course skeleton's loop and random stream (a gradient pass "
              "and a second ELBO evaluation per step); fast: one pass per step, noise from "
              "numpy.random.default_rng(seed), same mathematics, not stream-compatible")
-    add("--init", choices=tuple(INITS), default="normal",
+    add("--init", choices=INITS, default="normal",
         help="normal: weights and biases N(0, 0.01^2), the skeleton's; glorot: "
              "W ~ U(-a, a), a = sqrt(6 / (fan_in + fan_out)), b = 0 (Glorot and Bengio "
              "2010, as Burda et al. 2016)")
     add("--adam-eps", type=runs.positive_float, default=ADAM_EPS,
         help="Adam's epsilon (Kingma and Ba 2015: 1e-8; Burda et al. 2016: 1e-4)")
-    add("--lr-schedule", choices=tuple(LR_SCHEDULES), default="constant",
+    add("--lr-schedule", choices=tuple(training.LR_SCHEDULES), default="constant",
         help="constant: --learning-rate throughout; burda: --learning-rate * 10^(-i/7) for "
              "3^i epochs, i = 0, ..., 7, 3,280 epochs in all (Burda et al. 2016, Section 5)")
     add("--resume", type=runs.existing_file, default=None, metavar="PATH",
@@ -645,7 +269,7 @@ def parse_args(argv=None):
         parser.error("--resume continues the run in the checkpoint's folder; it takes no "
                      "--from-checkpoint, --output-dir or --overwrite")
     if args.from_checkpoint:
-        ignored = [option for option in (f"--{dest.replace('_', '-')}" for dest in TRAINING_OPTIONS)
+        ignored = [option for option in (f"--{dest.replace('_', '-')}" for dest in cli.TRAINING_OPTIONS)
                    if option in runs.given_options(argv)]
         if ignored:
             parser.error(f"--from-checkpoint takes its settings from the checkpoint; "
@@ -653,85 +277,36 @@ def parse_args(argv=None):
     return args
 
 
-def print_header(config, n_train, n_test):
-    gen_sizes, rec_sizes = layer_sizes(config)
-    print(f"VAE: {n_train} training and {n_test} test images; "
-          f"encoder {'-'.join(map(str, rec_sizes))}, decoder {'-'.join(map(str, gen_sizes))} "
-          f"({config['activation']}); "
-          f"{config['dtype']}, seed {config['seed']}, {config['loop']} loop")
-    print("ELBO in nats per image (summed over pixels, averaged over images); higher "
-          "is better.\nTrain: Monte Carlo estimate over the epoch's batches, binarised "
-          f"afresh{' (before each update)' * (config['loop'] == 'fast')}. Test: all {n_test} "
-          f"test images, binarised once (seed {TEST_BINARIZATION_SEED}).")
-    print(EPOCH_HEADER)
+def run_training(args, held):
+    """Trains per args (or continues the run --resume names) and writes
+    checkpoint, metrics and figures; held (an ExitStack) keeps the folder's
+    lock until it closes (two processes resuming one run would mix their
+    epochs). -> exit code."""
+    config, state, run, (gen_params, rec_params), (train_images, test_images, test_labels,
+                                                   test_binary) = cli.start_training_run(
+        args, held, partial(initial_params, init_net_params=init_net_params))
+    out, checkpoint = run.checkpoint.parent, run.checkpoint
+    rate = training.LR_SCHEDULES[config["lr_schedule"]](config["learning_rate"])
+    settings = training.Settings(config["epochs"], config["batch_size"], rate, config["adam_eps"],
+                                 config["seed"], progress=not args.no_progress)
+    # The same loop with twins of the bound and of Adam: the same numbers, faster.
+    loop = train if config["loop"] == "skeleton" else training.fast_train
+    objective = training.fused_objective((gen_params, rec_params), config["activation"])
 
-
-def run_training(args):
-    """Trains per args (or continues the run --resume names), writes checkpoint,
-    metrics and figures, holding the folder's lock (two processes resuming one
-    run would mix their epochs). -> exit code."""
-    with ExitStack() as held:   # the lock, taken below, is released on return
-        return train_into(args, held)
-
-
-def train_into(args, held):
-    """run_training; held (an ExitStack) keeps the folder's lock until it closes."""
-    out = args.resume.parent if args.resume else args.output_dir or Path("output")
-    if args.resume:
-        held.enter_context(runs.locked(out, "vae.py"))
-        gen_params, rec_params, config, history, state = load_resumable(args)
-    else:
-        config = {key: getattr(args, key) for key in TRAINING_OPTIONS}
-        config.update(data_dir=None if args.data_dir is None else str(args.data_dir),
-                      adam={"b1": ADAM_B1, "b2": ADAM_B2})
-        history, state = [], None
-    checkpoint = out / CHECKPOINT_NAME
-    run = runs.TrainingRun(out, partial(run_metrics, config, checkpoint), history,
-                           [] if state is None else state.get("sittings", []))
-    dtype, n_train = config["dtype"], config["n_train"]
-    rows = min(config["batch_size"], n_train or 60000) + EVAL_BATCH_SIZE
-    runs.check_memory(runs.training_memory(layer_sizes(config), dtype, rows),
-                      f"this model ({count_params(config):,} parameters)",
-                      "choose a smaller --hidden-units, --latent-dim, --hidden-layers or --batch-size")
-    N, train_images, _, test_images, test_labels = load_data(config["data_dir"])
-    runs.check_training_size(N, n_train, config["batch_size"])
-    need = 2 * 3 * count_params(config) * np.dtype(dtype).itemsize + FIGURE_BYTES
-    if args.resume:   # old and new checkpoint: parameters, Adam's m and v
-        reports = runs.run_files(out, REPORT_FILES)
-        if reports:
-            raise runs.RunError(f"{out} holds reports on the checkpoint as it is now "
-                                f"({', '.join(p.name for p in reports)}); move them elsewhere "
-                                "first, so that they do not sit beside a later epoch's "
-                                "checkpoint", exit_code=2)
-        runs.check_writable(out, need)
-    else:
-        runs.check_writable(out)   # creates it: the lock comes before --overwrite deletes
-        held.enter_context(runs.locked(out, "vae.py"))
-        runs.prepare_output_dir(out, RUN_FILES, args.overwrite, "vae.py", need)
-        gen_params, rec_params = initial_params(config, dtype, config["seed"])
-    train_images = train_images[:n_train].astype(dtype)
-    test_binary = binarize(test_images, npr.RandomState(TEST_BINARIZATION_SEED)).astype(dtype)
-    run.write_metrics("running")   # claims the folder
-    print_header(config, len(train_images), len(test_images))
-    if args.resume:
-        print(f"Resuming {checkpoint} after epoch {state['epoch']}, to epoch {config['epochs']}")
-    rate = LR_SCHEDULES[config["lr_schedule"]](config["learning_rate"])
-
-    def on_epoch_end(epoch, gen_params, rec_params, train_elbo, seconds, state):
-        test = evaluate_elbo(gen_params, rec_params, test_binary, activation=config["activation"])
-        record = epoch_record(epoch, train_elbo, test, seconds, learning_rate=rate(epoch))
-        state["sittings"] = run.with_this_sitting(epoch)
-        run.add_epoch(record, lambda history: save_model(checkpoint, gen_params, rec_params,
-                                                         config, history, state))
+    def on_epoch_end(end):
+        test = evaluate_elbo(end.gen_params, end.rec_params, test_binary,
+                             activation=config["activation"])
+        record = training.epoch_record(end.epoch, end.train_elbo, test, end.seconds,
+                                       learning_rate=rate(end.epoch))
+        end.state["sittings"] = run.with_this_sitting(end.epoch)
+        run.add_epoch(record, lambda history: checkpoints.save_model(
+            checkpoint, end.gen_params, end.rec_params, config, history, end.state))
 
     try:
         with runs.sigterm_as_interrupt():
-            gen_params, rec_params = train(
-                gen_params, rec_params, train_images, config["epochs"], config["batch_size"],
-                rate, objective=partial(fused_lower_bound, activation=config["activation"]),
-                step=LOOPS[config["loop"]], on_epoch_end=on_epoch_end,
-                progress=not args.no_progress, seed=config["seed"],
-                adam_eps=config["adam_eps"], resume=state)
+            gen_params, rec_params = training.final_params(
+                loop(gen_params, rec_params, train_images, settings, objective,
+                     training.in_place_adam(), resume=state), on_epoch_end)
             paths = write_figures(gen_params, rec_params, test_images, test_labels, run.history,
                                   out, config["seed"], config["activation"])
             epochs, wall = config["epochs"], run.write_metrics("complete")
@@ -739,45 +314,27 @@ def train_into(args, held):
         return run.stopped(
             e, f"No figures were written. Try a smaller --learning-rate (it was "
                f"{config['learning_rate']})",
-            how_to_go_on(checkpoint, run.history, config["epochs"],
-                         resumable=not isinstance(e, runs.TrainingDiverged)))
+            cli.how_to_go_on(checkpoint, run.history, config["epochs"],
+                             resumable=not isinstance(e, runs.TrainingDiverged)))
     print(f"Final test ELBO {run.history[-1]['test_elbo']:.2f} nats per image after "
           f"{epochs} epoch{'s' * (epochs > 1)} ({wall:.0f} s). Wrote {checkpoint}, "
           f"{run.metrics_path} and {len(paths)} figures to {out}/")
     print(f"The ELBO is a lower bound on log p(x). To estimate log p(x) itself (importance "
           f"sampling, K=5000; about half an hour on one CPU core for the 10000 test images), "
-          f"run: {EVALUATE_COMMAND.format(checkpoint)}")
+          f"run: {runs.EVALUATE_COMMAND.format(checkpoint)}")
     return 0
-
-
-def how_to_go_on(checkpoint, history, epochs, resumable=True):
-    """What a stopped run's message says after "checkpoint holds epoch N":
-    the --resume command only where resuming can continue (not after the
-    last epoch, nor after a divergence, which a resume would repeat exactly)."""
-    figures = f"`python vae.py --from-checkpoint {checkpoint}`"
-    if not history:
-        return ""
-    done = history[-1]["epoch"]
-    if done >= epochs:
-        return (f", all {epochs} epochs: training is complete; draw its figures with {figures}, "
-                f"or train further with `python vae.py --resume {checkpoint} --epochs "
-                f"{done + 30}` (--epochs is the total to reach)")
-    if not resumable:
-        return f"; regenerate its figures with {figures}"
-    return (f": continue with `python vae.py --resume {checkpoint} --epochs {epochs}`, "
-            f"or regenerate its figures with {figures}")
 
 
 def run_from_checkpoint(args):
     """Regenerates every figure from a checkpoint, without training, beside the
     checkpoint unless --output-dir names another folder."""
-    gen_params, rec_params, config, history, note = read_model(args.from_checkpoint)
+    gen_params, rec_params, config, history, note = checkpoints.read_model(args.from_checkpoint)
     if note:
         print(note, flush=True)
     home = args.from_checkpoint.parent
     out = args.output_dir or home
-    others = RUN_FILES if out.resolve() != home.resolve() else ()   # its own run's figures
-    runs.prepare_output_dir(out, others, args.overwrite, "vae.py", FIGURE_BYTES)
+    others = runs.RUN_FILES if out.resolve() != home.resolve() else ()   # its own run's figures
+    runs.prepare_output_dir(out, others, args.overwrite, "vae.py", runs.FIGURE_BYTES)
     _, _, _, test_images, test_labels = load_data(config["data_dir"])
     paths = write_figures(gen_params, rec_params, test_images, test_labels, history,
                           out, config["seed"], config["activation"])
@@ -788,13 +345,12 @@ def run_from_checkpoint(args):
 
 def main(argv=None):
     """Entry point of `python vae.py`: returns the exit code."""
-    from data import DataError
     args = parse_args(argv)
-    try:
-        return run_from_checkpoint(args) if args.from_checkpoint else run_training(args)
-    except (DataError, runs.RunError) as e:
-        print(f"vae.py: error: {e}", file=sys.stderr)
-        return getattr(e, "exit_code", 1)
+
+    def work():
+        with ExitStack() as held:   # a training run's lock on its folder, until it returns
+            return run_from_checkpoint(args) if args.from_checkpoint else run_training(args, held)
+    return runs.run_main("vae.py", work)
 
 
 if __name__ == "__main__":

@@ -131,7 +131,7 @@ CORRELATION_ERRORS = 6
 def ks_normal(values):
     """Kolmogorov-Smirnov distance of values from N(0, 1) and its p-value from
     Kolmogorov's asymptotic distribution: scipy.stats.kstest(values, "norm",
-    method="asymp") (tests/test_checks.py compares them), without importing
+    method="asymp") (tests/grading/test_checks.py compares them), without importing
     scipy.stats, which would add half a second to every grading run."""
     n = len(values)
     cdf = special.ndtr(np.sort(values))

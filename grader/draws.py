@@ -2,7 +2,7 @@
 for each file, so no answer can be precomputed), in the assignment's
 dimensions, and the reference's answers for a seed composed with noise from
 a private RandomState(seed), never the global NumPy stream (check.py grades
-several files in parallel threads; tests/test_checks.py pins the
+several files in parallel threads; tests/grading/test_checks.py pins the
 compositions to what the worker draws, bit for bit)."""
 import autograd.numpy as anp    # in the compositions that autograd differentiates
 import numpy as np

@@ -21,6 +21,7 @@ import numpy as np
 
 from grader import checks, figures, intake, protocol, training, verdicts
 from grader.sandbox import Budget, GraderProblem, WorkerLost, start_worker
+from vaelib import networks
 
 STATUSES = ("pass", "fail", "warning", "error", "skipped")
 FUNCTION_NAMES = tuple(checks.CHECKS)
@@ -92,8 +93,9 @@ def probe(submission, options, isolation, budget):
         answer, _ = worker.request({"op": "import"}, [], options.import_timeout)
         if not answer["ok"]:
             problems.append(f"importing it failed: {describe(answer['error'])}")
+        staged = {name.split("/")[0] for name in submission.files}   # a package: its folder
         written = [name for name in answer.get("files", [])
-                   if name not in submission.files and name != "__pycache__"]
+                   if name not in staged and name != "__pycache__"]
         if written:
             problems.append(f"importing it wrote files: {', '.join(written[:5])}")
     except WorkerLost as e:
@@ -223,7 +225,7 @@ def grade_script(submission, options, isolation, budget):
     of MNIST, and its trained parameters and saved figures are judged."""
     import vae as reference
     data = shared("subset", subset)
-    size = reference.count_params(training.assignment_config(reference))
+    size = networks.count_params(training.assignment_config(reference))
     if budget.left <= 0:
         return [result("(script)", "runs as a script", "skipped", "not run: the file's time is up")]
     worker = start_worker(submission, isolation, budget, options.import_timeout)

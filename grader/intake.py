@@ -214,21 +214,55 @@ def take(found):
 
 def stage_helpers(submission, tree):
     """Adds the student's own modules that the file imports: regular .py files
-    of its folder, not links, not named like an installed module."""
+    of its folder, or of a package folder beside it (one level, its .py files),
+    not links, not named like an installed module."""
     folder = submission.path.parent
     for module in sorted(imported_names(tree)):
         if len(submission.files) > MAX_HELPERS:
             submission.notes.append(f"more than {MAX_HELPERS} modules of your own: the rest "
                                     "were not copied")
             break
-        path = folder / f"{module}.py"
-        if module == Path(submission.name).stem or not os.path.lexists(path):
+        path, package = folder / f"{module}.py", folder / module
+        is_package = (not os.path.lexists(path) and not package.is_symlink()
+                      and package.is_dir() and os.path.lexists(package / "__init__.py"))
+        if module == Path(submission.name).stem or not (os.path.lexists(path) or is_package):
             continue
         if installed(module):
-            submission.notes.append(f"{module}.py beside the file was not copied: it has the "
-                                    f"name of an installed module, which it would hide")
+            submission.notes.append(f"{module}{'/' if is_package else '.py'} beside the file was "
+                                    "not copied: it has the name of an installed module, which "
+                                    "it would hide")
+            continue
+        if is_package:
+            stage_package(submission, package)
             continue
         try:
             submission.files[staged_name(path.name, submission.files)] = read_regular(path)
         except Rejected as e:
             submission.notes.append(f"{module}.py beside the file was not copied: {e}")
+
+
+def stage_package(submission, package):
+    """The .py files of a package folder beside the file (not its subfolders),
+    staged as package/name.py, within MAX_HELPERS files in all."""
+    name = package.name
+    if not STAGED_NAME.fullmatch(f"{name}.py"):
+        return
+    names = []
+    try:
+        with os.scandir(package) as listing:
+            for seen, entry in enumerate(listing):
+                if seen >= MAX_ENTRIES:
+                    break
+                if STAGED_NAME.fullmatch(entry.name):
+                    names.append(entry.name)
+    except OSError:
+        return
+    for entry in sorted(names)[:MAX_HELPERS + 1]:
+        if len(submission.files) > MAX_HELPERS:
+            submission.notes.append(f"more than {MAX_HELPERS} modules of your own: the rest "
+                                    "were not copied")
+            return
+        try:
+            submission.files[f"{name}/{entry}"] = read_regular(package / entry)
+        except Rejected as e:
+            submission.notes.append(f"{name}/{entry} beside the file was not copied: {e}")

@@ -55,7 +55,7 @@ class Budget:
 # ---- One worker ------------------------------------------------------------------------
 
 def memfd(name, content):
-    fd = os.memfd_create(name, 0)
+    fd = os.memfd_create(name.replace("/", "-"), 0)
     os.write(fd, content)
     os.lseek(fd, 0, os.SEEK_SET)
     return fd
@@ -152,6 +152,8 @@ class Worker:
                  "--proc", "/proc", "--dev", "/dev",
                  "--perms", "1777", "--size", str(limits.shm_mb * mib), "--tmpfs", "/dev/shm",
                  "--perms", "1777", "--size", str(limits.disk_mb * mib), "--tmpfs", "/submission"]
+        for package in sorted({Path(name).parent for name in files} - {Path(".")}):
+            args += ["--perms", "0755", "--dir", f"/submission/{package}"]
         for name, fd in files.items():
             args += ["--perms", "0644", "--file", str(fd), f"/submission/{name}"]
         args += ["--remount-ro", "/", "--remount-ro", "/dev", "--chdir", "/submission",
@@ -179,9 +181,14 @@ class Worker:
                 subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs",
                                 str(self.private)], check=True, capture_output=True)
         for name, content in self.submission.files.items():
-            (self.private / name).write_bytes(content)
+            target = self.private / name
+            if target.parent != self.private and not target.parent.exists():   # a package
+                target.parent.mkdir()
+                if self.uid is not None:
+                    os.chown(target.parent, self.uid, self.uid)
+            target.write_bytes(content)
             if self.uid is not None:
-                os.chown(self.private / name, self.uid, self.uid)
+                os.chown(target, self.uid, self.uid)
         return self.private
 
     # ---- talking to it

@@ -17,18 +17,20 @@ end. Only a verified training is passed on to judge the figures.
 Nothing here draws from the global NumPy stream (other threads grade other
 files): the skeleton's initialisation and run are composed from the
 reference's contract functions and private RandomStates (with grader/draws.py's
-compositions), which give the same numbers (tests/test_check_script.py). The
+compositions), which give the same numbers (tests/grading/test_check_script.py). The
 run, replayed once per session, says whether the parameters are the reference's.
 """
 import math
 from typing import NamedTuple
 
-import autograd.numpy as np
+import autograd.numpy as anp
 from autograd import grad
 from autograd.misc import flatten
 
 from grader.draws import INIT_SCALE, reference_bound, reference_init
 from grader.script import traced_width
+from vaelib import networks
+from vaelib.training import evaluate_elbo
 
 TRAIN_IMAGES, TEST_IMAGES = 300, 100
 EPOCHS, BATCH_SIZE, SEED = 30, 200, 0                    # the skeleton's run
@@ -59,9 +61,9 @@ def initial_params(reference, rs=None):
     """(gen_params, rec_params) as the skeleton draws them after npr.seed(SEED):
     init_net_params' draws, generator first, from a private stream (default: a
     RandomState(SEED), which is the global stream's MT19937 and normal transform)."""
-    rs = np.random.RandomState(SEED) if rs is None else rs
+    rs = anp.random.RandomState(SEED) if rs is None else rs
     return tuple(reference_init(rs.randn, sizes, INIT_SCALE)
-                 for sizes in reference.layer_sizes(assignment_config(reference)))
+                 for sizes in networks.layer_sizes(assignment_config(reference)))
 
 
 def adam_update(g, m, v, t, moment_power=2, t_offset=0, corrected=True, sign=1):
@@ -72,7 +74,7 @@ def adam_update(g, m, v, t, moment_power=2, t_offset=0, corrected=True, sign=1):
     v = B2 * v + (1 - B2) * g ** moment_power
     t = t + t_offset
     m_hat, v_hat = (m / (1 - B1 ** t), v / (1 - B2 ** t)) if corrected else (m, v)
-    return sign * LEARNING_RATE * m_hat / (np.sqrt(v_hat) + EPS), m, v
+    return sign * LEARNING_RATE * m_hat / (anp.sqrt(v_hat) + EPS), m, v
 
 
 def skeleton_run(reference, images, epochs=EPOCHS):
@@ -81,7 +83,7 @@ def skeleton_run(reference, images, epochs=EPOCHS):
     uniform then randn from one private RandomState(SEED) continued from the
     initialisation, in the order a skeleton-shaped script draws them from the
     global stream. -> the final flat parameters."""
-    rs = np.random.RandomState(SEED)
+    rs = anp.random.RandomState(SEED)
     flat, unflatten = flatten(initial_params(reference, rs))   # the stream then goes on
 
     def objective(flat_params, batch):
@@ -90,7 +92,7 @@ def skeleton_run(reference, images, epochs=EPOCHS):
         return reference_bound(reference, *unflatten(flat_params), binary, rs.randn)
 
     gradient = grad(objective)
-    m, v, t = np.zeros(len(flat)), np.zeros(len(flat)), 1
+    m, v, t = anp.zeros(len(flat)), anp.zeros(len(flat)), 1
     for _ in range(epochs):
         for batch in range(-(-len(images) // BATCH_SIZE)):
             step, m, v = adam_update(gradient(flat, batch), m, v, t)
@@ -103,10 +105,10 @@ def skeleton_run(reference, images, epochs=EPOCHS):
 def judging_elbo(reference, flat, images):
     """The bound on the training images with fixed binarisation and noise."""
     _, unflatten = flatten(initial_params(reference))
-    rs = np.random.RandomState(ELBO_SEED)
+    rs = anp.random.RandomState(ELBO_SEED)
     binary = (images > rs.uniform(size=images.shape)).astype(float)
-    return reference.evaluate_elbo(*unflatten(np.asarray(flat, dtype=float)), binary,
-                                   seed=ELBO_SEED)["elbo"]
+    return evaluate_elbo(*unflatten(anp.asarray(flat, dtype=float)), binary,
+                         seed=ELBO_SEED)["elbo"]
 
 
 def parameter_names(reference):
@@ -114,7 +116,7 @@ def parameter_names(reference):
     order autograd's flatten lays them out (generator first, W row by row, then b)."""
     blocks, offset = [], 0
     for network, sizes in zip(("generator", "recognition network"),
-                              reference.layer_sizes(assignment_config(reference))):
+                              networks.layer_sizes(assignment_config(reference))):
         for layer, (m, n) in enumerate(zip(sizes[:-1], sizes[1:]), 1):
             where = f"of the {network}'s layer {layer}"
             blocks += [(offset, n, "W", where), (offset + m * n, n, "b", where)]
@@ -147,11 +149,11 @@ VARIANTS = {
 class Trace(NamedTuple):
     """The worker's record of the gradient evaluations at the model's parameters."""
     count: int             # evaluations
-    first: np.ndarray      # (size,) the parameters at the first
-    last: np.ndarray       # (size,) the parameters at the last
-    indices: np.ndarray    # (K,) the coordinates followed
-    points: np.ndarray     # (count, K) the parameters there, at every evaluation
-    gradients: np.ndarray  # (count, K) the gradient there
+    first: anp.ndarray      # (size,) the parameters at the first
+    last: anp.ndarray       # (size,) the parameters at the last
+    indices: anp.ndarray    # (K,) the coordinates followed
+    points: anp.ndarray     # (count, K) the parameters there, at every evaluation
+    gradients: anp.ndarray  # (count, K) the gradient there
 
 
 def read_trace(record, arrays, indices, size):
@@ -165,14 +167,14 @@ def read_trace(record, arrays, indices, size):
     first, last, points, gradients = (decode(record[key], arrays)
                                       for key in ("first", "last", "points", "gradients"))
     kept = indices[:traced_width(count, len(indices))]
-    if not all(isinstance(a, np.ndarray) and a.dtype.kind == "f" for a in
+    if not all(isinstance(a, anp.ndarray) and a.dtype.kind == "f" for a in
                (first, last, points, gradients)):
         raise ValueError("a record of the gradient evaluations that is not float arrays")
     if first.shape != (size,) or last.shape != (size,) \
             or points.shape != (count, len(kept)) or gradients.shape != points.shape:
         raise ValueError(f"a record of {count} gradient evaluations of the wrong shape")
-    if not (np.array_equal(points[0], first[kept], equal_nan=True)
-            and np.array_equal(points[-1], last[kept], equal_nan=True)):
+    if not (anp.array_equal(points[0], first[kept], equal_nan=True)
+            and anp.array_equal(points[-1], last[kept], equal_nan=True)):
         raise ValueError("a record of the gradient evaluations that contradicts itself")
     return Trace(count, first, last, kept, points, gradients)
 
@@ -196,16 +198,16 @@ def reach(steps_from, steps_to):
 
 def rounding(*points):
     """A few units of the last place of the recorded parameters (their own dtype)."""
-    return 4 * np.spacing(np.max(np.abs(points), axis=0).astype(points[0].dtype)).astype(float)
+    return 4 * anp.spacing(anp.max(anp.abs(points), axis=0).astype(points[0].dtype)).astype(float)
 
 
 class Replay(NamedTuple):
     matches: bool      # every compared step within tolerance
     compared: int      # (step, coordinate) pairs compared
     worst: tuple       # (excess, step, coordinate, moved, predicted, scale or None) or None
-    m: np.ndarray      # the moments after the last step, and the steps taken
-    v: np.ndarray
-    v2: np.ndarray     # the second moment of g**2 (which coordinates are compared)
+    m: anp.ndarray      # the moments after the last step, and the steps taken
+    v: anp.ndarray
+    v2: anp.ndarray     # the second moment of g**2 (which coordinates are compared)
     steps: int
 
 
@@ -215,7 +217,7 @@ def groups_of(trace):
     -> [(point (K,), [gradient (K,), ...])]."""
     groups = []
     for point, gradient in zip(trace.points.astype(float), trace.gradients.astype(float)):
-        if groups and np.array_equal(point, groups[-1][0]):
+        if groups and anp.array_equal(point, groups[-1][0]):
             groups[-1][1].append(gradient)
         else:
             groups.append((point, [gradient]))
@@ -224,9 +226,9 @@ def groups_of(trace):
 
 def compare(moved, step, v2, t, points):
     """-> (compared mask, excess over the tolerance) of one step."""
-    compared = (np.sqrt(v2 / (1 - B2 ** t)) >= TINY_RMS) & np.isfinite(step)
-    excess = np.abs(moved - step) - (STEP_RTOL * np.abs(step) + rounding(*points))
-    return compared, np.where(compared, excess, -np.inf)
+    compared = (anp.sqrt(v2 / (1 - B2 ** t)) >= TINY_RMS) & anp.isfinite(step)
+    excess = anp.abs(moved - step) - (STEP_RTOL * anp.abs(step) + rounding(*points))
+    return compared, anp.where(compared, excess, -anp.inf)
 
 
 def replay(groups, dtype, variant):
@@ -234,9 +236,9 @@ def replay(groups, dtype, variant):
     gradients recorded before it (trying each gradient of a repeated
     evaluation: the first that fits). -> Replay."""
     options = VARIANTS[variant][1]
-    zeros = np.zeros_like(groups[0][0])
+    zeros = anp.zeros_like(groups[0][0])
     m, v, v2, compared, worst = zeros, zeros, zeros, 0, None
-    with np.errstate(all="ignore"):
+    with anp.errstate(all="ignore"):
         for k in range(len(groups) - 1):
             (point, gradients), after = groups[k], groups[k + 1][0]
             points = (point.astype(dtype), after.astype(dtype))
@@ -245,16 +247,16 @@ def replay(groups, dtype, variant):
                 step, m_next, v_next = adam_update(g, m, v, k + 1, **options)
                 v2_next = B2 * v2 + (1 - B2) * g ** 2
                 mask, excess = compare(after - point, step, v2_next, k + 1, points)
-                tries.append((int(np.sum(excess > 0)), mask, excess, step, m_next, v_next, v2_next))
+                tries.append((int(anp.sum(excess > 0)), mask, excess, step, m_next, v_next, v2_next))
                 if tries[-1][0] == 0:
                     break
             _, mask, excess, step, m, v, v2 = min(tries, key=lambda attempt: attempt[0])
-            compared += int(np.sum(mask))
-            i = int(np.argmax(excess))
+            compared += int(anp.sum(mask))
+            i = int(anp.argmax(excess))
             if excess[i] > 0 and (worst is None or excess[i] > worst[0]):
                 ratios = (after - point)[mask] / step[mask]
-                scale = np.median(ratios)       # every step scale times Adam's: a step size
-                uniform = np.all(np.abs(ratios - scale) <= STEP_RTOL * abs(scale))
+                scale = anp.median(ratios)       # every step scale times Adam's: a step size
+                uniform = anp.all(anp.abs(ratios - scale) <= STEP_RTOL * abs(scale))
                 worst = (excess[i], k + 1, i, after[i] - point[i], step[i],
                          scale if uniform else None)
     return Replay(worst is None and compared > 0, compared, worst, m, v, v2, len(groups) - 1)
@@ -271,9 +273,9 @@ class Loop(NamedTuple):
 def follow(trace):
     """Which Adam step the recorded loop takes, on its finite part. -> Loop."""
     def first_bad(rows):
-        return int(np.argmin(rows)) if not rows.all() else len(rows)
-    bad_point = first_bad(np.all(np.isfinite(trace.points), axis=1))
-    bad_gradient = first_bad(np.all(np.isfinite(trace.gradients), axis=1))
+        return int(anp.argmin(rows)) if not rows.all() else len(rows)
+    bad_point = first_bad(anp.all(anp.isfinite(trace.points), axis=1))
+    bad_gradient = first_bad(anp.all(anp.isfinite(trace.gradients), axis=1))
     finite = bad_point == bad_gradient == len(trace.points)
     # The steps that can be replayed: up to the last finite parameters (whose gradient
     # may be NaN: only the gradients before a step predict it).
@@ -292,23 +294,23 @@ def where_it_ends(loop, flat):
     the step is predicted exactly (or there is none), elsewhere it is at most one
     Adam step from the parameters of the last evaluation. -> None if so, else what differs."""
     trace, r = loop.trace, loop.replay
-    flat, last = np.asarray(flat, dtype=float), trace.last.astype(float)
+    flat, last = anp.asarray(flat, dtype=float), trace.last.astype(float)
     t = r.steps + 1
     point, gradients = loop.groups[-1]
     ends = flat[trace.indices]
-    with np.errstate(all="ignore"):
+    with anp.errstate(all="ignore"):
         misfits = []                     # the largest excess of each possible last step
-        for g in gradients if not np.array_equal(ends, point) else ():
+        for g in gradients if not anp.array_equal(ends, point) else ():
             step, _, _ = adam_update(g, r.m, r.v, t, **VARIANTS[loop.variant or "correct"][1])
             v2 = B2 * r.v2 + (1 - B2) * g ** 2
             _, excess = compare(ends - point, step, v2, t, (point.astype(trace.last.dtype),
                                                             ends.astype(trace.last.dtype)))
-            misfits.append((np.max(excess), int(np.argmax(excess))))
+            misfits.append((anp.max(excess), int(anp.argmax(excess))))
         if misfits and min(misfits)[0] > 0:
             i = min(misfits)[1]
             return int(trace.indices[i]), ends[i] - point[i]
-        beyond = np.abs(flat - last) - (reach(r.steps, t) + rounding(last, flat.astype(last.dtype)))
-    i = int(np.argmax(beyond))
+        beyond = anp.abs(flat - last) - (reach(r.steps, t) + rounding(last, flat.astype(last.dtype)))
+    i = int(anp.argmax(beyond))
     return None if not beyond[i] > 0 else (i, flat[i] - last[i])
 
 
@@ -328,12 +330,12 @@ def choose(candidates, initial, loop):
         [name for name in reversed(list(candidates)) if name.startswith("(")]
     if loop is not None:
         for name in order:
-            if np.all(np.isfinite(candidates[name])) and consistent(loop, candidates[name]):
+            if anp.all(anp.isfinite(candidates[name])) and consistent(loop, candidates[name]):
                 return name, candidates[name], True
     pool = {name: candidates[name] for name in named} or candidates
     if SKELETON_NAME in pool:
         return SKELETON_NAME, pool[SKELETON_NAME], False
-    moved = [(name, flat) for name, flat in pool.items() if not np.array_equal(flat, initial)]
+    moved = [(name, flat) for name, flat in pool.items() if not anp.array_equal(flat, initial)]
     name, flat = moved[-1] if moved else next(iter(pool.items()), (None, None))
     return name, flat, False
 
@@ -365,24 +367,24 @@ def loop_problem(loop, initial, name, flat, ends_there, named):
     where its last step left it. -> a sentence or None."""
     trace = loop.trace
     start = initial.astype(trace.first.dtype)       # a float32 loop starts from it rounded
-    if not np.array_equal(trace.first, start):
+    if not anp.array_equal(trace.first, start):
         return (f"the training does not start from the skeleton's initialisation: at the first "
-                f"gradient evaluation {int(np.sum(trace.first != start)):,} of the "
+                f"gradient evaluation {int(anp.sum(trace.first != start)):,} of the "
                 f"{len(initial):,} parameters differ from it. Seed the global stream with "
                 f"npr.seed(0), then draw the generator's and then the recognition network's "
                 f"parameters with init_net_params (scale 0.01), and flatten them with "
                 f"autograd.misc.flatten")
     steps = len(loop.groups) - 1
-    taken = steps + (not np.array_equal(flat, trace.last))
+    taken = steps + (not anp.array_equal(flat, trace.last))
     if taken > MAX_STEPS:
         return (f"the loop took {taken} steps; the assignment's run takes "
                 f"{MAX_STEPS} on the grader's {TRAIN_IMAGES} images ({EPOCHS} epochs of batches "
                 f"of {BATCH_SIZE}), and the grader follows no more")
     if loop.variant not in ("correct", "descends"):
         return None                                   # the steps are not Adam's: said already
-    moved = np.abs(trace.last.astype(float) - trace.first) - (
+    moved = anp.abs(trace.last.astype(float) - trace.first) - (
         reach(0, steps) + rounding(trace.first, trace.last))
-    i = int(np.argmax(moved))
+    i = int(anp.argmax(moved))
     if moved[i] > 0:
         return (f"parameters were changed between the loop's steps: {named(i)} moved by "
                 f"{float(trace.last[i]) - float(trace.first[i]):.4g} between the first and the "
@@ -436,7 +438,7 @@ def judge_training(candidates, trace, images, reference, reference_run):
                        f"{SKELETON_NAME}) or made by autograd's flatten")], None
     results = [result("trained parameters found", "pass",
                       name + " (where the loop's last step left it)" * ends_there)]
-    if not np.all(np.isfinite(flat)) or (loop is not None and not loop.finite):
+    if not anp.all(anp.isfinite(flat)) or (loop is not None and not loop.finite):
         return results + [diverged(loop)], None
     if loop is None or not loop.groups:
         return results + [
@@ -446,7 +448,7 @@ def judge_training(candidates, trace, images, reference, reference_run):
                    f"not train (the grader follows grad and value_and_grad of a function of the "
                    f"flat vector of {size:,} parameters, or of the networks' (W, b) lists)")], None
     end = flat if ends_there else trace.last
-    if np.array_equal(end, trace.first):
+    if anp.array_equal(end, trace.first):
         return results + [result("the ELBO rises", "fail", "the parameters never changed: the "
                                                            "loop does not update them")], None
     before, after = judging_elbo(reference, trace.first, images), judging_elbo(reference, end,
@@ -469,15 +471,15 @@ def judge_training(candidates, trace, images, reference, reference_run):
     if problem is not None:
         status, message = "fail", problem if status == "pass" else f"{message}; {problem}"
     elif status == "pass":
-        steps = len(loop.groups) - 1 + (not np.array_equal(flat, trace.last))
+        steps = len(loop.groups) - 1 + (not anp.array_equal(flat, trace.last))
         message = (f"{steps} bias-corrected Adam steps from the skeleton's initialisation "
                    f"(replayed on {len(trace.indices):,} parameters chosen at random); ")
         message += ("the same parameters as the reference's run: your numbers are comparable "
-                    "with the reference table" if np.allclose(flat, reference_run, rtol=1e-7,
+                    "with the reference table" if anp.allclose(flat, reference_run, rtol=1e-7,
                                                               atol=1e-9) else
                     "not the reference's parameters (another order of random draws, another "
                     "loop, or a function above that differs): fine, but compare your test ELBO "
                     "with the band, not number for number")
     results.append(result("Adam and the loop", status, message))
     verified = status == "pass" and rose >= MIN_RISE       # what the figures are judged with
-    return results, unflatten(np.asarray(flat, dtype=float)) if verified else None
+    return results, unflatten(anp.asarray(flat, dtype=float)) if verified else None

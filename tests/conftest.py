@@ -1,10 +1,6 @@
-import sys
-from pathlib import Path
-
+"""Fixtures shared by every wing's tests. pytest.ini puts the project and
+tests/ (the helpers: student_vae, idx_files, graded, holding, loops) on sys.path."""
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # the project
-sys.path.insert(0, str(Path(__file__).resolve().parent))       # idx_files
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,7 @@ times the matrix products themselves (../shared/SPEED-NOTES.md,
 docs/speed.md). Each function here computes the same numbers as its plain
 twin, with the same signature, but is one autograd primitive whose
 derivative is written out in a single fused NumPy pass that keeps the
-input's dtype (float32 stays float32). tests/test_fastgrad.py checks every
+input's dtype (float32 stays float32). tests/library/test_fastgrad.py checks every
 one against its plain twin, value and gradient, and against finite
 differences. vae.py and evaluate.py assemble the bound from these pieces;
 the training loops differentiate flat_lower_bound, the same pieces in one
@@ -22,13 +22,14 @@ node (bit for bit the same numbers, tested).
     flat_lower_bound(flat, like, data, randn)  vae.vae_lower_bound on the flat vector
     adam_step(params, gradient, m, v, t)       vae.adam_step, in place
 """
-import functools
 import math
 import threading
 
 import autograd.numpy as anp
 import numpy as np
 from autograd.extend import SparseObject, defvjp, defvjp_argnums, primitive, vspace
+
+from vaelib.tuning import cores, flush_denormals, worker
 
 DENORMAL_FLUSH_EVERY = 16     # Adam steps
 ADAM_WORKER_SHARE = 0.3       # of Adam's vector, for the worker: it draws the next batch first
@@ -333,14 +334,6 @@ defvjp(flat_lower_bound, _flat_lower_bound_vjp)
 # Adam, in place
 # ----------------------------------------------------------------------------
 
-def flush_denormals(x):
-    """Sets the entries of x below the smallest normal number to zero, in place.
-    Adam's first moment decays by b1 per step into that range for weights whose
-    gradient is almost always zero (pixels at the border), and arithmetic on
-    denormal numbers takes a slow path in the CPU (SPEED-NOTES: 48x slower)."""
-    x[np.abs(x) < np.finfo(x.dtype).tiny] = 0
-
-
 def adam_step(params, gradient, m, v, t, learning_rate=1e-3,
               b1=0.9, b2=0.999, eps=1e-8, scratch=None, split=False):
     """vae.adam_step, updating params, m and v in place. -> (params, m, v).
@@ -386,44 +379,3 @@ def _adam_part(params, gradient, m, v, scratch, t, learning_rate, b1, b2, eps):
     np.divide(m, scratch, out=scratch)
     scratch *= float(learning_rate) * correction / (1 - b1 ** t)
     params += scratch
-
-
-def keep_freed_memory(mmap_below=2 ** 26, trim_above=2 ** 28):
-    """Asks glibc's malloc to serve blocks under 64 MiB from its heap and to
-    keep up to 256 MiB of freed heap, not give it back: a training step
-    frees and allocates the same few arrays of 0.1 to 2 MB, and by default
-    they are often fresh pages that the kernel must zero on first touch
-    (about a fifth of a float32 step on two threads; docs/speed.md).
-    The numbers are unchanged. Does nothing where there is no glibc."""
-    import ctypes
-    import ctypes.util
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c"))
-        libc.mallopt(-3, mmap_below)   # M_MMAP_THRESHOLD
-        libc.mallopt(-1, trim_above)   # M_TRIM_THRESHOLD
-    except (OSError, TypeError, AttributeError):
-        pass
-
-
-_worker = []
-
-
-def worker():
-    """One thread, shared, for work beside the main thread's (ThreadPoolExecutor)."""
-    if not _worker:
-        from concurrent.futures import ThreadPoolExecutor
-        _worker.append(ThreadPoolExecutor(1, thread_name_prefix="fastgrad"))
-    return _worker[0]
-
-
-@functools.lru_cache(maxsize=None)
-def cores():
-    """How many cores this process may use for elementwise work: the BLAS
-    thread setting if there is one (OPENBLAS_NUM_THREADS, OMP_NUM_THREADS,
-    MKL_NUM_THREADS: 1 keeps a run on one core), else the cores it may run on.
-    Read once, as the BLAS library reads it once (cores.cache_clear() rereads)."""
-    import os
-    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        if os.environ.get(name, "").strip().isdigit():
-            return max(1, int(os.environ[name]))
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()

@@ -13,7 +13,7 @@ from data import (DATA_DIM, FILE_NAMES, IMAGE_SIDE, NUM_CLASSES, TEST_IMAGES, TE
 from idx_files import (N_TEST, N_TRAIN, idx_bytes, image_bytes, label_bytes, make_folder,
                        synthetic_split, write)
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 # ---------------------------------------------------------------- helpers

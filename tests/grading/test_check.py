@@ -16,7 +16,7 @@ import check
 from graded import graded
 from grader import checks
 
-STUDENT = (Path(__file__).parent / "student_vae.py").read_text()
+STUDENT = (Path(__file__).resolve().parents[1] / "student_vae.py").read_text()
 GUARD = 'if __name__ == "__main__":\n'
 UNGUARDED = STUDENT.replace(GUARD, "if True:  # no guard\n")
 

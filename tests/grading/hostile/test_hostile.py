@@ -23,7 +23,7 @@ import pytest
 
 from grader import isolation, sandbox
 
-PROJECT = Path(__file__).resolve().parents[2]
+PROJECT = Path(__file__).resolve().parents[3]
 FIXTURES = Path(__file__).parent / "fixtures"
 STUDENT = (PROJECT / "tests" / "student_vae.py").read_text()
 root_with_bwrap = pytest.mark.skipif(
@@ -85,8 +85,9 @@ def user_project(tmp_path_factory):
     copy.mkdir()
     for path in PROJECT.glob("*.py"):
         shutil.copyfile(path, copy / path.name)
-    shutil.copytree(PROJECT / "grader", copy / "grader",
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    for package in ("grader", "vaelib"):
+        shutil.copytree(PROJECT / package, copy / package,
+                        ignore=shutil.ignore_patterns("__pycache__"))
     (copy / "datasets").symlink_to(PROJECT / "datasets")
     yield copy
     for folder, mode in opened:

@@ -14,6 +14,7 @@ import pytest
 
 from grader import figures as figures_check
 from grader import pixels, prior
+import loops
 import vae
 
 TRAIN_IMAGES, TEST_IMAGES, EPOCHS, BATCH_SIZE, LEARNING_RATE = 300, 100, 30, 200, 1e-3
@@ -31,8 +32,9 @@ def model(mnist):
     npr.seed(0)
     gen_params = vae.init_net_params(GEN_SIZES)
     rec_params = vae.init_net_params(REC_SIZES)
-    gen_params, rec_params = vae.train(gen_params, rec_params, mnist[1][:TRAIN_IMAGES],
-                                       EPOCHS, BATCH_SIZE, LEARNING_RATE)
+    (gen_params, rec_params), _ = loops.train(loops.SKELETON, gen_params, rec_params,
+                                              mnist[1][:TRAIN_IMAGES], EPOCHS, BATCH_SIZE,
+                                              LEARNING_RATE)
     return gen_params, rec_params, mnist[3][:TEST_IMAGES]
 
 
@@ -43,8 +45,8 @@ def longer_run(mnist):
     npr.seed(0)
     gen_params = vae.init_net_params(GEN_SIZES)
     rec_params = vae.init_net_params(REC_SIZES)
-    return vae.train(gen_params, rec_params, mnist[1][:TRAIN_IMAGES], 2 * EPOCHS, BATCH_SIZE,
-                     LEARNING_RATE)[0]
+    return loops.train(loops.SKELETON, gen_params, rec_params, mnist[1][:TRAIN_IMAGES],
+                       2 * EPOCHS, BATCH_SIZE, LEARNING_RATE)[0][0]
 
 
 # ---- The reference's figures (vae.write_figures), piece by piece ------------------

@@ -114,6 +114,31 @@ def test_only_the_students_own_regular_modules_are_staged(tmp_path):
     assert set(loose.files) == {"vae.py"}
 
 
+def test_a_package_beside_the_file_is_staged_one_level_deep_without_links(tmp_path):
+    folder = tmp_path / "alice"
+    (folder / "mylib" / "deeper").mkdir(parents=True)
+    (folder / "vae.py").write_text("from mylib import helpers\n" + HONEST)
+    (folder / "mylib" / "__init__.py").write_text("")
+    (folder / "mylib" / "helpers.py").write_text("X = 1\n")
+    (folder / "mylib" / "deeper" / "more.py").write_text("Y = 2\n")   # not staged: one level
+    (folder / "mylib" / "notes.txt").write_text("not Python\n")
+    (folder / "mylib" / "shadow.py").symlink_to("/etc/shadow")
+    submission = intake.take(Found(folder / "vae.py"))
+    assert set(submission.files) == {"vae.py", "mylib/__init__.py", "mylib/helpers.py"}
+    assert submission.files["mylib/helpers.py"] == b"X = 1\n"
+    assert "mylib/shadow.py" in " ".join(submission.notes)
+
+
+def test_a_linked_package_folder_is_not_staged(tmp_path):
+    folder, elsewhere = tmp_path / "alice", tmp_path / "elsewhere"
+    (elsewhere / "mylib").mkdir(parents=True)
+    (elsewhere / "mylib" / "__init__.py").write_text("SECRET = 1\n")
+    folder.mkdir()
+    (folder / "mylib").symlink_to(elsewhere / "mylib")
+    (folder / "vae.py").write_text("import mylib\n" + HONEST)
+    assert set(intake.take(Found(folder / "vae.py")).files) == {"vae.py"}
+
+
 def test_an_odd_name_is_staged_under_a_safe_one(tmp_path):
     path = tmp_path / os.fsdecode(b"\xe9l\xe8ve; rm -rf.py")
     path.write_text(HONEST)

@@ -10,13 +10,23 @@ import re
 import sys
 import zipfile
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-import runs
+from vaelib import runs
+import plotting
+from vaelib import checkpoints, fastgrad, networks, training
+import loops
+from data import DATA_DIM
 import vae
 from holding import hold_lock
+
+
+def initial_params(config, dtype, seed):
+    """networks.initial_params with the skeleton's init_net_params, as vae.py passes it."""
+    return networks.initial_params(config, dtype, seed, vae.init_net_params)
 
 SMALL = ["--n-train", "300", "--batch-size", "100", "--hidden-units", "20",
          "--latent-dim", "3", "--no-progress"]   # 3 Adam steps per epoch
@@ -25,22 +35,19 @@ SMALL = ["--n-train", "300", "--batch-size", "100", "--hidden-units", "20",
 # ---------------------------------------------------------------- the loop itself
 
 def small_problem(dtype):
-    images = np.random.RandomState(0).rand(60, vae.DATA_DIM).astype(dtype)
+    images = np.random.RandomState(0).rand(60, DATA_DIM).astype(dtype)
     config = {"latent_dim": 3, "hidden_units": 10, "hidden_layers": 2}
-    return images, vae.initial_params(config, dtype, seed=1)
+    return images, initial_params(config, dtype, seed=1)
 
 
 def train_small(step, dtype, epochs, resume=None, params=None, rate=3e-3):
     """train on 60 random grey images, batch 25 (a short last batch); returns
     the parameters and the state after every epoch."""
     images, initial = small_problem(dtype)
-    states = []
-    gen, rec = vae.train(*(params or initial), images, epochs, 25, rate, step=step, seed=7,
-                         objective=partial(vae.fused_lower_bound, activation="tanh"),
-                         adam_eps=1e-4, resume=resume,
-                         on_epoch_end=lambda e, g, r, elbo, s, state: states.append(
-                             (e, (g, r), elbo, state)))
-    return (gen, rec), states
+    (gen, rec), ends = loops.train(step, *(params or initial), images, epochs, 25, rate,
+                                   seed=7, activation="tanh", adam_eps=1e-4, resume=resume)
+    return (gen, rec), [(end.epoch, (end.gen_params, end.rec_params), end.train_elbo, end.state)
+                        for end in ends]
 
 
 def flat(params):
@@ -48,9 +55,9 @@ def flat(params):
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("step", [vae.skeleton_step, vae.fast_step])
+@pytest.mark.parametrize("step", [loops.SKELETON, loops.FAST])
 def test_two_epochs_then_a_resume_to_four_equal_four_epochs_in_one_go(step, dtype):
-    schedule = partial(vae.burda_learning_rate, base=3e-3)   # changes at epochs 2 and 5
+    schedule = partial(training.burda_learning_rate, base=3e-3)   # changes at epochs 2 and 5
     whole, whole_states = train_small(step, dtype, 4, rate=schedule)
     _, first_states = train_small(step, dtype, 2, rate=schedule)
     np.random.seed(12345)   # whatever happened to the global stream in between
@@ -67,7 +74,7 @@ def test_two_epochs_then_a_resume_to_four_equal_four_epochs_in_one_go(step, dtyp
 
 
 def test_the_state_is_a_copy_that_later_steps_do_not_change():
-    _, states = train_small(vae.fast_step, "float64", 2)
+    _, states = train_small(loops.FAST, "float64", 2)
     assert not np.array_equal(states[0][3]["adam_m"], states[1][3]["adam_m"])
     assert states[0][3]["adam_t"] == 3 and states[1][3]["adam_t"] == 6
 
@@ -75,9 +82,9 @@ def test_the_state_is_a_copy_that_later_steps_do_not_change():
 def test_without_its_state_a_restart_differs():
     """The property the state exists for: restarting from the parameters alone
     (Adam's moments at zero, the stream reseeded) does not give the same run."""
-    whole, _ = train_small(vae.fast_step, "float64", 4)
-    _, states = train_small(vae.fast_step, "float64", 2)
-    restarted, _ = train_small(vae.fast_step, "float64", 2, params=states[-1][1])
+    whole, _ = train_small(loops.FAST, "float64", 4)
+    _, states = train_small(loops.FAST, "float64", 2)
+    restarted, _ = train_small(loops.FAST, "float64", 2, params=states[-1][1])
     assert not np.allclose(flat(restarted), flat(whole))
 
 
@@ -88,24 +95,24 @@ def test_without_its_state_a_restart_differs():
                                           (365, 6), (1093, 6), (1094, 7), (3280, 7), (5000, 7)])
 def test_the_burda_schedule_gives_stage_i_for_3_to_the_i_passes(epoch, stage):
     # Burda et al. (2016), Sec. 5: 3^i passes at 0.001 * 10^(-i/7), i = 0..7.
-    assert vae.burda_learning_rate(epoch) == pytest.approx(1e-3 * 10 ** (-stage / 7), rel=1e-15)
-    assert vae.burda_learning_rate(epoch, base=2e-3) == pytest.approx(
+    assert training.burda_learning_rate(epoch) == pytest.approx(1e-3 * 10 ** (-stage / 7), rel=1e-15)
+    assert training.burda_learning_rate(epoch, base=2e-3) == pytest.approx(
         2e-3 * 10 ** (-stage / 7), rel=1e-15)
 
 
 def test_the_burda_stages_last_3_to_the_i_epochs_and_3280_in_all():
-    rates = [vae.burda_learning_rate(e) for e in range(1, 3281)]
+    rates = [training.burda_learning_rate(e) for e in range(1, 3281)]
     lengths = [sum(1 for r in rates if r == value) for value in sorted(set(rates), reverse=True)]
     assert lengths == [3 ** i for i in range(8)] and sum(lengths) == 3280
-    assert vae.burda_learning_rate(3280) == pytest.approx(1e-4)   # 10^(-7/7)
+    assert training.burda_learning_rate(3280) == pytest.approx(1e-4)   # 10^(-7/7)
 
 
 def test_the_loop_uses_the_rate_of_each_epoch(monkeypatch):
     seen = []
-    original = vae.fastgrad.adam_step
-    monkeypatch.setattr(vae.fastgrad, "adam_step", lambda *a, **k: (
+    original = fastgrad.adam_step
+    monkeypatch.setattr(fastgrad, "adam_step", lambda *a, **k: (
         seen.append(a[5]), original(*a, **k))[1])
-    train_small(vae.fast_step, "float64", 3, rate=lambda epoch: 10.0 ** -epoch)
+    train_small(loops.FAST, "float64", 3, rate=lambda epoch: 10.0 ** -epoch)
     assert seen == [0.1] * 3 + [0.01] * 3 + [0.001] * 3
 
 
@@ -113,7 +120,7 @@ def test_the_loop_uses_the_rate_of_each_epoch(monkeypatch):
 
 def test_glorot_weights_are_uniform_within_their_bound_and_biases_zero():
     np.random.seed(0)
-    params = vae.init_glorot_params([784, 200, 50])
+    params = networks.init_glorot_params([784, 200, 50])
     for (W, b), (m, n) in zip(params, [(784, 200), (200, 50)]):
         bound = math.sqrt(6 / (m + n))
         assert W.shape == (m, n) and np.all(np.abs(W) <= bound) and np.all(b == 0)
@@ -126,17 +133,16 @@ def test_glorot_weights_are_uniform_within_their_bound_and_biases_zero():
 
 def test_glorot_init_draws_from_the_seeded_global_stream():
     config = {"latent_dim": 3, "hidden_units": 10, "hidden_layers": 1, "init": "glorot"}
-    a, b = (vae.initial_params(config, "float64", seed=4) for _ in range(2))
+    a, b = (initial_params(config, "float64", seed=4) for _ in range(2))
     np.testing.assert_array_equal(flat(a), flat(b))
-    normal = vae.initial_params({**config, "init": "normal"}, "float64", seed=4)
+    normal = initial_params({**config, "init": "normal"}, "float64", seed=4)
     assert np.std(flat(normal)) < 0.02 < np.std(flat(a))
 
 
 def test_adam_uses_its_eps():
     params, gradient = np.zeros(3), np.array([1e-3, 1e-6, 1.0])
     for eps in (1e-8, 1e-4):
-        update = vae.Adam(params, 1e-3, eps)
-        update(gradient)
+        training.in_place_adam()(params, gradient, np.zeros(3), np.zeros(3), 1, 1e-3, eps=eps)
         expected, _, _ = vae.adam_step(np.zeros(3), gradient, np.zeros(3), np.zeros(3), 1,
                                        1e-3, eps=eps)
         np.testing.assert_allclose(params, expected, rtol=1e-12)
@@ -163,7 +169,7 @@ def two_epochs(folder, loop, *extra):
     assert vae.main(SMALL + ["--epochs", "2", "--loop", loop, "--lr-schedule", "burda",
                              "--init", "glorot", "--adam-eps", "1e-4", "--activation", "tanh",
                              "--output-dir", str(folder), *extra]) == 0
-    return folder / vae.CHECKPOINT_NAME
+    return folder / runs.CHECKPOINT_NAME
 
 
 def arrays(path):
@@ -180,11 +186,11 @@ def test_the_command_line_resume_equals_the_uninterrupted_run(four_epochs, tmp_p
     assert vae.main(["--resume", str(checkpoint), "--epochs", "4", "--no-progress"]) == 0
     printed = capsys.readouterr().out
     assert f"Resuming {checkpoint} after epoch 2, to epoch 4" in printed
-    resumed, whole = arrays(checkpoint), arrays(four_epochs[loop] / vae.CHECKPOINT_NAME)
+    resumed, whole = arrays(checkpoint), arrays(four_epochs[loop] / runs.CHECKPOINT_NAME)
     assert resumed.keys() == whole.keys() and "state_adam_m" in whole
     for name in whole:
         np.testing.assert_array_equal(resumed[name], whole[name], err_msg=name)
-    a, b = (json.loads((folder / vae.METRICS_NAME).read_text())
+    a, b = (json.loads((folder / runs.METRICS_NAME).read_text())
             for folder in (tmp_path / "r", four_epochs[loop]))
     assert a["status"] == b["status"] == "complete" and a["config"] == b["config"]
     keep = ("epoch", "train_elbo", "test_elbo", "learning_rate")
@@ -199,20 +205,20 @@ def test_the_sittings_are_recorded(tmp_path):
     checkpoint = two_epochs(tmp_path / "r", "fast")
     assert vae.main(["--resume", str(checkpoint), "--epochs", "3", "--no-progress"]) == 0
     assert vae.main(["--resume", str(checkpoint), "--epochs", "4", "--no-progress"]) == 0
-    sittings = runs.load_state(checkpoint)["sittings"]
+    sittings = checkpoints.load_state(checkpoint)["sittings"]
     assert [(s["first_epoch"], s["last_epoch"]) for s in sittings] == [(1, 2), (3, 3), (4, 4)]
-    metrics = json.loads((tmp_path / "r" / vae.METRICS_NAME).read_text())
+    metrics = json.loads((tmp_path / "r" / runs.METRICS_NAME).read_text())
     assert metrics["wall_seconds"] >= sum(s["wall_seconds"] for s in sittings) > 0
 
 
 def test_the_new_options_are_recorded_in_metrics_and_checkpoint(four_epochs):
     folder = four_epochs["fast"]
-    config = json.loads((folder / vae.METRICS_NAME).read_text())["config"]
-    assert vae.load_model(folder / vae.CHECKPOINT_NAME)[2] == config
+    config = json.loads((folder / runs.METRICS_NAME).read_text())["config"]
+    assert checkpoints.load_model(folder / runs.CHECKPOINT_NAME)[2] == config
     assert (config["init"], config["lr_schedule"], config["adam_eps"]) == ("glorot", "burda", 1e-4)
     rates = [r["learning_rate"] for r in
-             json.loads((folder / vae.METRICS_NAME).read_text())["epochs"]]
-    assert rates == [vae.burda_learning_rate(e) for e in (1, 2, 3, 4)]
+             json.loads((folder / runs.METRICS_NAME).read_text())["epochs"]]
+    assert rates == [training.burda_learning_rate(e) for e in (1, 2, 3, 4)]
 
 
 def test_the_defaults_are_the_assignment_s(tmp_path):
@@ -222,13 +228,13 @@ def test_the_defaults_are_the_assignment_s(tmp_path):
 
 def test_a_checkpoint_from_before_resuming_existed_loads_and_says_it_cannot_resume(
         four_epochs, tmp_path, capsys):
-    old = tmp_path / "old" / vae.CHECKPOINT_NAME
-    gen, rec, config, history = vae.load_model(four_epochs["fast"] / vae.CHECKPOINT_NAME)
+    old = tmp_path / "old" / runs.CHECKPOINT_NAME
+    gen, rec, config, history = checkpoints.load_model(four_epochs["fast"] / runs.CHECKPOINT_NAME)
     for key in ("init", "lr_schedule", "adam_eps"):
         del config[key]
     config["adam"] = {"b1": 0.9, "b2": 0.999, "eps": 1e-8}
-    vae.save_model(old, gen, rec, config, history)   # no state, as before
-    loaded = vae.load_model(old)[2]
+    checkpoints.save_model(old, gen, rec, config, history)   # no state, as before
+    loaded = checkpoints.load_model(old)[2]
     assert (loaded["init"], loaded["lr_schedule"], loaded["adam_eps"]) == (
         "normal", "constant", 1e-8)
     assert vae.main(["--from-checkpoint", str(old)]) == 0
@@ -280,10 +286,10 @@ def test_resume_takes_no_output_dir_overwrite_or_from_checkpoint(extra, capsys):
 
 def test_an_inconsistent_state_is_refused(tmp_path, capsys):
     checkpoint = two_epochs(tmp_path / "r", "fast")
-    gen, rec, config, history = vae.load_model(checkpoint)
-    state = runs.load_state(checkpoint)
+    gen, rec, config, history = checkpoints.load_model(checkpoint)
+    state = checkpoints.load_state(checkpoint)
     state["adam_m"] = state["adam_m"][:-1]
-    vae.save_model(checkpoint, gen, rec, config, history, state)
+    checkpoints.save_model(checkpoint, gen, rec, config, history, state)
     capsys.readouterr()
     assert vae.main(["--resume", str(checkpoint), "--epochs", "4"]) == 1
     assert "inconsistent training state" in capsys.readouterr().err
@@ -292,19 +298,19 @@ def test_an_inconsistent_state_is_refused(tmp_path, capsys):
 def test_an_interrupted_resume_keeps_the_last_epoch_and_says_how_to_continue(
         tmp_path, monkeypatch, capsys):
     checkpoint = two_epochs(tmp_path / "r", "fast")
-    original = vae.save_model
+    original = checkpoints.save_model
 
     def interrupt_in_epoch_4(path, gen, rec, config, history, state=None):
         if history[-1]["epoch"] == 4:
             raise KeyboardInterrupt
         original(path, gen, rec, config, history, state)
-    monkeypatch.setattr(vae, "save_model", interrupt_in_epoch_4)
+    monkeypatch.setattr(checkpoints, "save_model", interrupt_in_epoch_4)
     capsys.readouterr()
     assert vae.main(["--resume", str(checkpoint), "--epochs", "5", "--no-progress"]) == 130
     err = capsys.readouterr().err
     assert f"--resume {checkpoint} --epochs 5" in err
-    assert runs.load_state(checkpoint)["epoch"] == 3
-    metrics = json.loads((tmp_path / "r" / vae.METRICS_NAME).read_text())
+    assert checkpoints.load_state(checkpoint)["epoch"] == 3
+    metrics = json.loads((tmp_path / "r" / runs.METRICS_NAME).read_text())
     assert metrics["status"] == "interrupted" and len(metrics["epochs"]) == 3
 
 
@@ -352,13 +358,13 @@ def test_a_run_that_another_process_is_writing_is_refused_and_then_resumes_when_
         holder.kill()   # however the holder ends, the kernel releases its lock
         holder.wait()
     assert vae.main(["--resume", str(checkpoint), "--epochs", "3", "--no-progress"]) == 0
-    assert runs.load_state(checkpoint)["epoch"] == 3
+    assert checkpoints.load_state(checkpoint)["epoch"] == 3
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="no fcntl")
 def test_the_lock_is_held_while_a_run_trains_and_released_after(tmp_path, monkeypatch):
     seen = []
-    original = vae.save_model
+    original = checkpoints.save_model
 
     def try_the_lock(path, *args, **kwargs):
         with pytest.raises(runs.RunError, match="another process is writing"):
@@ -366,7 +372,7 @@ def test_the_lock_is_held_while_a_run_trains_and_released_after(tmp_path, monkey
                 pass
         seen.append(path)
         original(path, *args, **kwargs)
-    monkeypatch.setattr(vae, "save_model", try_the_lock)
+    monkeypatch.setattr(checkpoints, "save_model", try_the_lock)
     two_epochs(tmp_path / "r", "fast")
     assert len(seen) == 2
     with runs.locked(tmp_path / "r", "vae.py"):   # free again
@@ -383,17 +389,22 @@ def test_a_folder_that_cannot_be_opened_for_its_lock_is_said_in_one_line(tmp_pat
 
 def fill_the_disk(monkeypatch, when, also=lambda path: True):
     """From the first write for which when(path) holds, every write for which
-    also(path) holds fails as on a full disk (ENOSPC), as runs.atomic_write's
-    open or fsync would; every file of a run is written through it."""
-    real, full = runs.atomic_write, []
+    also(path) holds fails as on a full disk (ENOSPC), as the writers' open or
+    fsync would; every file of a run is written through runs.atomic_write or,
+    for a figure, plotting's own atomic writer."""
+    full = []
 
-    def atomic_write(path, write):
-        if full or when(path):
-            full.append(path)
-            if also(path):
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
-        return real(path, write)
-    monkeypatch.setattr(runs, "atomic_write", atomic_write)
+    def failing(real):
+        def atomic_write(path, write):
+            path = Path(path)
+            if full or when(path):
+                full.append(path)
+                if also(path):
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+            return real(path, write)
+        return atomic_write
+    monkeypatch.setattr(runs, "atomic_write", failing(runs.atomic_write))
+    monkeypatch.setattr(plotting, "_write_png", failing(plotting._write_png))
     return full
 
 
@@ -409,8 +420,8 @@ def test_a_full_disk_stops_in_one_line_and_the_resume_it_gives_continues_exactly
     kept = checkpoint.read_bytes()
     capsys.readouterr()
     with monkeypatch.context() as patch:   # epoch 3's checkpoint does not fit
-        full = fill_the_disk(patch, lambda path: path.name == vae.CHECKPOINT_NAME,
-                             also=lambda path: metrics_too or path.name != vae.METRICS_NAME)
+        full = fill_the_disk(patch, lambda path: path.name == runs.CHECKPOINT_NAME,
+                             also=lambda path: metrics_too or path.name != runs.METRICS_NAME)
         assert vae.main(["--resume", str(checkpoint), "--epochs", "4", "--no-progress"]) == 1
     assert full and checkpoint.read_bytes() == kept                # epoch 2, intact
     assert not [p for p in (tmp_path / "r").iterdir() if p.name.startswith(".")]   # no .tmp
@@ -419,13 +430,13 @@ def test_a_full_disk_stops_in_one_line_and_the_resume_it_gives_continues_exactly
     assert err.startswith(f"Training stopped: the disk is full (No space left on device) in "
                           f"{tmp_path / 'r'}; {checkpoint} holds epoch 2: continue with "
                           f"`python vae.py --resume {checkpoint} --epochs 4`")
-    metrics = json.loads((tmp_path / "r" / vae.METRICS_NAME).read_text())
+    metrics = json.loads((tmp_path / "r" / runs.METRICS_NAME).read_text())
     if metrics_too:   # metrics.json could not be written: as the last write left it
         assert metrics["status"] == "running" and "could not be updated" in err
     else:
         assert metrics["status"] == "stopped: disk full" and len(metrics["epochs"]) == 2
     assert vae.main([*suggested_resume(err), "--no-progress"]) == 0
-    resumed, whole = arrays(checkpoint), arrays(four_epochs["fast"] / vae.CHECKPOINT_NAME)
+    resumed, whole = arrays(checkpoint), arrays(four_epochs["fast"] / runs.CHECKPOINT_NAME)
     for name in whole:
         np.testing.assert_array_equal(resumed[name], whole[name], err_msg=name)
 
@@ -435,13 +446,13 @@ def test_a_disk_that_fills_while_the_figures_are_drawn_says_the_training_is_comp
     out = tmp_path / "r"
     with monkeypatch.context() as patch:
         fill_the_disk(patch, lambda path: path.suffix == ".png",
-                      also=lambda path: path.name != vae.METRICS_NAME)
+                      also=lambda path: path.name != runs.METRICS_NAME)
         assert vae.main(SMALL + ["--epochs", "2", "--output-dir", str(out)]) == 1
     err = capsys.readouterr().err
-    checkpoint = out / vae.CHECKPOINT_NAME
+    checkpoint = out / runs.CHECKPOINT_NAME
     assert err.count("\n") == 1 and "all 2 epochs: training is complete" in err
     assert f"`python vae.py --from-checkpoint {checkpoint}`" in err
-    assert json.loads((out / vae.METRICS_NAME).read_text())["status"] == "stopped: disk full"
+    assert json.loads((out / runs.METRICS_NAME).read_text())["status"] == "stopped: disk full"
     assert vae.main(["--from-checkpoint", str(checkpoint)]) == 0
 
 
@@ -449,8 +460,8 @@ def test_a_disk_full_before_the_first_epoch_ends_leaves_the_folder_free(tmp_path
                                                                        capsys):
     out = tmp_path / "r"
     with monkeypatch.context() as patch:
-        fill_the_disk(patch, lambda path: path.name == vae.CHECKPOINT_NAME)
+        fill_the_disk(patch, lambda path: path.name == runs.CHECKPOINT_NAME)
         assert vae.main(SMALL + ["--epochs", "2", "--output-dir", str(out)]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no epoch was completed, nothing was saved" in err
-    assert runs.run_files(out, vae.RUN_FILES) == []
+    assert runs.run_files(out, runs.RUN_FILES) == []

@@ -7,8 +7,6 @@
   guard that keeps a run from replacing or mixing with a finished one, and
   the lock that keeps two processes from writing one run, and who holds it;
 - memory: refuse sizes that cannot fit before allocating them;
-- checkpoints: parameters, configuration and history in one .npz, validated
-  when loaded;
 - SIGTERM handled like Ctrl-C;
 - a training run's records: checkpoint, then metrics.json, after every
   epoch, and what is kept when it stops early.
@@ -27,12 +25,21 @@ import signal
 import sys
 import threading
 import time
-import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 
 CHECKPOINT_NAME = "checkpoint.npz"
 METRICS_NAME = "metrics.json"
+EVALUATION_NAME = "evaluation_test_sample.json"   # evaluate.py's report, default options
+EVALUATE_COMMAND = "python evaluate.py {}"        # estimates log p(x) of a checkpoint
+FIGURE_NAMES = ("samples_from_prior.png", "reconstructions.png", "interpolation_*_*.png",
+                "figures_explained.png", "learning_curve.png", "latent_scatter.png",
+                "latent_manifold.png")
+REPORT_FILES = ("evaluation_*.json", "evaluation_*.npz", "conditional_*.json",
+                "conditional_*.png")   # evaluate.py's and conditional.py's, on one checkpoint
+RUN_FILES = (CHECKPOINT_NAME, METRICS_NAME, *FIGURE_NAMES, *REPORT_FILES)
+# (what a run of vae.py, evaluate.py and conditional.py write into the run's folder)
+FIGURE_BYTES = 2 ** 23       # room a model's figures need on disk, generously
 
 
 class RunError(Exception):
@@ -471,87 +478,20 @@ class Progress:
 
 
 # ----------------------------------------------------------------------------
-# Checkpoints
-# ----------------------------------------------------------------------------
-
-def save_checkpoint(path, networks, config, history, state=None):
-    """networks: {name: [(W, b), ...]} saved as name_W0, name_b0, ...; config
-    and per-epoch history as JSON strings. Readable with plain np.load.
-    state (optional): what resuming needs, {name: array or JSON value}; its
-    arrays are saved as state_<name>, the rest as one JSON string."""
-    import numpy as np   # imported here: bench.py sets BLAS threads before NumPy loads
-    arrays = {"config": np.array(json.dumps(config)), "history": np.array(json.dumps(history))}
-    for name, params in networks.items():
-        for i, (W, b) in enumerate(params):
-            arrays[f"{name}_W{i}"], arrays[f"{name}_b{i}"] = W, b
-    if state is not None:
-        values = {k: v for k, v in state.items() if not isinstance(v, np.ndarray)}
-        arrays["state"] = np.array(json.dumps(values))
-        arrays.update({f"state_{k}": v for k, v in state.items() if isinstance(v, np.ndarray)})
-    atomic_write(path, lambda f: np.savez(f, **arrays))
-
-
-def load_state(path):
-    """The state save_checkpoint saved in path, or None if it has none (a
-    checkpoint written before runs could be resumed). Call after
-    load_checkpoint, which validates the file."""
-    import numpy as np
-    with np.load(path, allow_pickle=False) as archive:
-        if "state" not in archive.files:
-            return None
-        state = json.loads(str(archive["state"]))
-        state.update({name[len("state_"):]: archive[name] for name in archive.files
-                      if name.startswith("state_")})
-    return state
-
-
-def load_checkpoint(path, layer_sizes, written_by="vae.py"):
-    """-> (networks {name: [(W, b), ...]}, config, history), validated:
-    layer_sizes(config) gives {name: [size_0, size_1, ...]}, and every W must
-    be (size_i, size_i+1), every b (size_i+1,), all finite. Raises RunError."""
-    import numpy as np
-    def refuse(problem):
-        return RunError(f"{path} is not a checkpoint written by {written_by} ({problem}); "
-                        f"train again with `python {written_by}`")
-
-    if not zipfile.is_zipfile(path):
-        raise refuse("not an .npz archive")
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = dict(archive)
-        config, history = json.loads(str(arrays["config"])), json.loads(str(arrays["history"]))
-        sizes = layer_sizes(config)
-    except KeyError as e:
-        raise refuse(f"no {e} entry") from None
-    except ValueError as e:
-        raise refuse("it holds Python objects, not plain arrays" if "pickle" in str(e)
-                     else f"{type(e).__name__}: {e}") from None
-    except (OSError, TypeError, AttributeError, zipfile.BadZipFile) as e:
-        raise refuse(f"{type(e).__name__}: {e}") from None
-    if not (isinstance(config, dict) and isinstance(history, list)
-            and all(isinstance(record, dict) for record in history)):
-        raise refuse("its config is not a dict or its history not a list of dicts")
-    networks = {}
-    for name, layers in sizes.items():
-        networks[name] = []
-        for i, (m, n) in enumerate(zip(layers[:-1], layers[1:])):
-            W, b = arrays.get(f"{name}_W{i}"), arrays.get(f"{name}_b{i}")
-            if W is None or b is None:
-                raise refuse(f"no {name}_W{i} or {name}_b{i}")
-            if W.shape != (m, n) or b.shape != (n,):
-                raise refuse(f"{name}_W{i} is {W.shape} and {name}_b{i} {b.shape}, but its "
-                             f"configuration says ({m}, {n}) and ({n},)")
-            if W.dtype.kind != "f" or b.dtype.kind != "f":
-                raise refuse(f"{name}_W{i} holds {W.dtype}, not floating-point numbers")
-            if not (np.isfinite(W).all() and np.isfinite(b).all()):
-                raise refuse(f"{name}_W{i} or {name}_b{i} holds NaN or infinite values")
-            networks[name].append((W, b))
-    return networks, config, history
-
-
-# ----------------------------------------------------------------------------
 # Metrics and signals
 # ----------------------------------------------------------------------------
+
+def run_main(prog, work):
+    """The tail of every script's main: -> work()'s exit code; a data or run
+    error (data.DataError, RunError) is one line, "prog: error: ...", and its
+    exit code (1 unless it says otherwise)."""
+    from data import DataError
+    try:
+        return work()
+    except (DataError, RunError) as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return getattr(e, "exit_code", 1)
+
 
 def library_versions():
     from importlib.metadata import version

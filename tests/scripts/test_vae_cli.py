@@ -16,11 +16,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import fastgrad
-import runs
+from vaelib import fastgrad
+from vaelib import runs
+from vaelib import checkpoints, cli, networks, training
+import loops
+from data import DATA_DIM
 import vae
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SMALL = ["--n-train", "200", "--epochs", "2", "--batch-size", "100", "--hidden-units", "20",
          "--latent-dim", "5", "--no-progress"]   # 2 Adam steps per epoch
 FIGURES = ["samples_from_prior.png", "reconstructions.png", "learning_curve.png",
@@ -29,8 +32,8 @@ FIGURES = ["samples_from_prior.png", "reconstructions.png", "learning_curve.png"
 # What a one-epoch run on the 7 training and 3 test images of idx_folder writes:
 # with 3 test images, only the first interpolation pair exists.
 TINY_RUN_FILES = {"samples_from_prior.png", "reconstructions.png", "learning_curve.png",
-                  "interpolation_0_1.png", "figures_explained.png", vae.CHECKPOINT_NAME,
-                  vae.METRICS_NAME}
+                  "interpolation_0_1.png", "figures_explained.png", runs.CHECKPOINT_NAME,
+                  runs.METRICS_NAME}
 
 
 def run(tmp_path, name, *extra):
@@ -70,11 +73,11 @@ def one_line(err):
 
 def test_main_writes_every_file(small_run):
     assert sorted(p.name for p in small_run.iterdir()) == sorted(
-        FIGURES + [vae.CHECKPOINT_NAME, vae.METRICS_NAME])
+        FIGURES + [runs.CHECKPOINT_NAME, runs.METRICS_NAME])
 
 
 def test_metrics_record_the_run(small_run):
-    metrics = json.loads((small_run / vae.METRICS_NAME).read_text())
+    metrics = json.loads((small_run / runs.METRICS_NAME).read_text())
     assert metrics["status"] == "complete"
     assert metrics["config"]["epochs"] == 2 and metrics["seed"] == 0
     assert [e["epoch"] for e in metrics["epochs"]] == [1, 2]
@@ -85,13 +88,13 @@ def test_metrics_record_the_run(small_run):
     assert last["test_elbo"] < 0 and last["test_kl"] > 0
     assert set(metrics["versions"]) >= {"numpy", "autograd", "python"}
     assert "RandomState(1234)" in metrics["binarization"]["test"]
-    assert metrics["checkpoint"].endswith(vae.CHECKPOINT_NAME)
+    assert metrics["checkpoint"].endswith(runs.CHECKPOINT_NAME)
 
 
 def test_checkpoint_holds_the_trained_parameters_and_config(small_run):
-    gen, rec, config, history = vae.load_model(small_run / vae.CHECKPOINT_NAME)
-    assert [W.shape for W, _ in gen] == [(5, 20), (20, 20), (20, vae.DATA_DIM)]
-    assert [W.shape for W, _ in rec] == [(vae.DATA_DIM, 20), (20, 20), (20, 10)]
+    gen, rec, config, history = checkpoints.load_model(small_run / runs.CHECKPOINT_NAME)
+    assert [W.shape for W, _ in gen] == [(5, 20), (20, 20), (20, DATA_DIM)]
+    assert [W.shape for W, _ in rec] == [(DATA_DIM, 20), (20, 20), (20, 10)]
     assert config["latent_dim"] == 5 and len(history) == 2
 
 
@@ -99,10 +102,10 @@ def test_the_test_set_evaluation_leaves_the_training_stream_alone(small_run, mni
     # The run evaluates the test ELBO after every epoch; training alone, with the
     # same seed and data, must end at the same parameters.
     vae.npr.seed(0)
-    gen = vae.init_net_params([5, 20, 20, vae.DATA_DIM])
-    rec = vae.init_net_params([vae.DATA_DIM, 20, 20, 10])
-    gen, rec = vae.train(gen, rec, mnist[1][:200], epochs=2, batch_size=100, learning_rate=1e-3)
-    saved = vae.load_model(small_run / vae.CHECKPOINT_NAME)
+    gen = vae.init_net_params([5, 20, 20, DATA_DIM])
+    rec = vae.init_net_params([DATA_DIM, 20, 20, 10])
+    (gen, rec), _ = loops.train(loops.SKELETON, gen, rec, mnist[1][:200], 2, 100, 1e-3)
+    saved = checkpoints.load_model(small_run / runs.CHECKPOINT_NAME)
     for ours, theirs in zip(gen + rec, saved[0] + saved[1], strict=True):
         np.testing.assert_array_equal(ours[0], theirs[0])
         np.testing.assert_array_equal(ours[1], theirs[1])
@@ -120,11 +123,11 @@ def test_the_run_prints_units_and_one_line_per_epoch(tmp_path, capsys):
 def test_same_seed_gives_identical_outputs(small_run, tmp_path):
     code, again = run(tmp_path, "b")
     assert code == 0
-    first, second = (np.load(d / vae.CHECKPOINT_NAME) for d in (small_run, again))
+    first, second = (np.load(d / runs.CHECKPOINT_NAME) for d in (small_run, again))
     for key in first.files:
         if key not in ("history", "state"):   # they hold the seconds each epoch took
             np.testing.assert_array_equal(first[key], second[key])
-    states = [runs.load_state(d / vae.CHECKPOINT_NAME) for d in (small_run, again)]
+    states = [checkpoints.load_state(d / runs.CHECKPOINT_NAME) for d in (small_run, again)]
     for state in states:
         del state["sittings"]
     assert states[0].keys() == states[1].keys()
@@ -132,8 +135,8 @@ def test_same_seed_gives_identical_outputs(small_run, tmp_path):
         np.testing.assert_array_equal(states[0][key], states[1][key])
     assert pngs(small_run) == pngs(again)
     strip = lambda m: [{k: v for k, v in e.items() if k != "seconds"} for e in m["epochs"]]  # noqa: E731
-    assert strip(json.loads((small_run / vae.METRICS_NAME).read_text())) == strip(
-        json.loads((again / vae.METRICS_NAME).read_text()))
+    assert strip(json.loads((small_run / runs.METRICS_NAME).read_text())) == strip(
+        json.loads((again / runs.METRICS_NAME).read_text()))
 
 
 def test_the_graded_figures_are_save_images_of_the_assignment_s_arrays(small_run, mnist,
@@ -141,7 +144,7 @@ def test_the_graded_figures_are_save_images_of_the_assignment_s_arrays(small_run
     """The course's format, byte for byte: each graded PNG is what save_images
     writes for the arrays the assignment describes (../shared/ASSIGNMENT.md)."""
     import plotting
-    gen, rec, config, _ = vae.load_model(small_run / vae.CHECKPOINT_NAME)
+    gen, rec, config, _ = checkpoints.load_model(small_run / runs.CHECKPOINT_NAME)
     test_images, rs, steps = mnist[3], np.random.RandomState(config["seed"]), 25
     decode = lambda z: vae.sigmoid(vae.neural_net_predict(gen, z))          # noqa: E731
     encode = lambda x: vae.unpack_gaussian_params(vae.neural_net_predict(rec, x))  # noqa: E731
@@ -165,7 +168,7 @@ def test_the_explained_figure_names_the_test_images_and_their_digits(small_run, 
     figures = {}
     monkeypatch.setattr(plotting, "_save", lambda figure, f: figures.setdefault(Path(f).name,
                                                                                  figure))
-    gen, rec, config, history = vae.load_model(small_run / vae.CHECKPOINT_NAME)
+    gen, rec, config, history = checkpoints.load_model(small_run / runs.CHECKPOINT_NAME)
     vae.write_figures(gen, rec, mnist[3], mnist[4], history, tmp_path, config["seed"])
     titles = [axes.get_title() for axes in figures["figures_explained.png"].axes]
     # The first ten MNIST test images are 7 2 1 0 4 1 4 9 5 9.
@@ -180,7 +183,7 @@ def test_the_explained_figure_names_the_test_images_and_their_digits(small_run, 
 def test_another_seed_gives_other_parameters(small_run, tmp_path):
     code, other = run(tmp_path, "c", "--seed", "1")
     assert code == 0
-    a, b = (np.load(d / vae.CHECKPOINT_NAME)["gen_W0"] for d in (small_run, other))
+    a, b = (np.load(d / runs.CHECKPOINT_NAME)["gen_W0"] for d in (small_run, other))
     assert not np.allclose(a, b)
 
 
@@ -199,50 +202,50 @@ def tanh_run(tmp_path_factory):
 
 
 def test_a_tanh_run_records_its_activation_and_trains_with_it(tanh_run, small_run, mnist):
-    gen, rec, config, history = vae.load_model(tanh_run / vae.CHECKPOINT_NAME)
+    gen, rec, config, history = checkpoints.load_model(tanh_run / runs.CHECKPOINT_NAME)
     assert config["activation"] == "tanh"
-    assert json.loads((tanh_run / vae.METRICS_NAME).read_text())["config"]["activation"] == "tanh"
-    assert vae.load_model(small_run / vae.CHECKPOINT_NAME)[2]["activation"] == "relu"
+    assert json.loads((tanh_run / runs.METRICS_NAME).read_text())["config"]["activation"] == "tanh"
+    assert checkpoints.load_model(small_run / runs.CHECKPOINT_NAME)[2]["activation"] == "relu"
     # The recorded test ELBO is the tanh network's, not the relu network's.
-    test_binary = vae.binarize(mnist[3], np.random.RandomState(vae.TEST_BINARIZATION_SEED))
-    tanh_elbo = vae.evaluate_elbo(gen, rec, test_binary, activation="tanh")["elbo"]
+    test_binary = vae.binarize(mnist[3], np.random.RandomState(training.TEST_BINARIZATION_SEED))
+    tanh_elbo = training.evaluate_elbo(gen, rec, test_binary, activation="tanh")["elbo"]
     assert history[-1]["test_elbo"] == pytest.approx(tanh_elbo, rel=1e-12)
-    assert abs(vae.evaluate_elbo(gen, rec, test_binary)["elbo"] - tanh_elbo) > 0.1
+    assert abs(training.evaluate_elbo(gen, rec, test_binary)["elbo"] - tanh_elbo) > 0.1
 
 
 def test_from_checkpoint_draws_a_tanh_model_with_tanh(tanh_run, tmp_path):
     out = tmp_path / "regenerated"
-    assert vae.main(["--from-checkpoint", str(tanh_run / vae.CHECKPOINT_NAME),
+    assert vae.main(["--from-checkpoint", str(tanh_run / runs.CHECKPOINT_NAME),
                      "--output-dir", str(out)]) == 0
     assert pngs(out) == pngs(tanh_run)
 
 
 def test_a_checkpoint_from_before_activation_existed_loads_as_relu(small_run, tmp_path):
     old = tmp_path / "old.npz"
-    with np.load(small_run / vae.CHECKPOINT_NAME) as f:
+    with np.load(small_run / runs.CHECKPOINT_NAME) as f:
         arrays = dict(f)
     config = json.loads(str(arrays["config"]))
     del config["activation"]
     arrays["config"] = np.array(json.dumps(config))
     np.savez(old, **arrays)
-    assert vae.load_model(old)[2]["activation"] == "relu"
+    assert checkpoints.load_model(old)[2]["activation"] == "relu"
 
 
 def test_a_checkpoint_with_an_unknown_activation_is_refused_in_one_line(small_run, tmp_path):
     bad = tmp_path / "bad.npz"
-    with np.load(small_run / vae.CHECKPOINT_NAME) as f:
+    with np.load(small_run / runs.CHECKPOINT_NAME) as f:
         arrays = dict(f)
     arrays["config"] = np.array(json.dumps({**json.loads(str(arrays["config"])),
                                             "activation": "swish"}))
     np.savez(bad, **arrays)
     with pytest.raises(runs.RunError, match=r"'swish'; this vae.py knows relu, tanh$"):
-        vae.load_model(bad)
+        checkpoints.load_model(bad)
 
 
 def test_float32_run_keeps_float32_parameters(tmp_path):
     code, out = run(tmp_path, "f32", "--dtype", "float32", "--epochs", "1")
     assert code == 0
-    gen, rec, _, history = vae.load_model(out / vae.CHECKPOINT_NAME)
+    gen, rec, _, history = checkpoints.load_model(out / runs.CHECKPOINT_NAME)
     assert {W.dtype for W, _ in gen + rec} == {np.dtype("float32")}
     assert np.isfinite(history[0]["test_elbo"])
 
@@ -251,7 +254,7 @@ def test_fast_loop_run_writes_every_file_and_records_its_stream(tmp_path):
     code, out = run(tmp_path, "fast", "--loop", "fast", "--dtype", "float32")
     assert code == 0
     assert set(FIGURES) <= set(pngs(out))
-    metrics = json.loads((out / vae.METRICS_NAME).read_text())
+    metrics = json.loads((out / runs.METRICS_NAME).read_text())
     assert metrics["config"]["loop"] == "fast"
     assert "default_rng(0)" in metrics["binarization"]["train"]
     assert metrics["epochs"][-1]["test_elbo"] > metrics["epochs"][0]["test_elbo"]
@@ -262,7 +265,7 @@ def test_data_dir_trains_on_another_mnist_format_folder(tmp_path, idx_folder, ca
                     "--batch-size", "3")
     assert code == 0
     assert "7 training and 3 test images" in capsys.readouterr().out
-    assert json.loads((out / vae.METRICS_NAME).read_text())["config"]["data_dir"] == str(idx_folder)
+    assert json.loads((out / runs.METRICS_NAME).read_text())["config"]["data_dir"] == str(idx_folder)
 
 
 def test_a_diverging_run_stops_with_a_message_and_writes_no_figures(tmp_path, capsys):
@@ -331,15 +334,15 @@ def test_a_stopped_run_exits_with_128_plus_the_signal_number(stopped_in_epoch_2)
 
 
 def test_a_stopped_run_records_why_in_its_metrics(stopped_in_epoch_2):
-    metrics = json.loads((stopped_in_epoch_2.out / vae.METRICS_NAME).read_text())
+    metrics = json.loads((stopped_in_epoch_2.out / runs.METRICS_NAME).read_text())
     assert metrics["status"] == STATUS[stopped_in_epoch_2.kind]
 
 
 def test_a_stopped_run_keeps_the_checkpoint_of_the_last_completed_epoch(stopped_in_epoch_2,
                                                                          one_epoch_run):
-    gen, rec, _, history = vae.load_model(stopped_in_epoch_2.out / vae.CHECKPOINT_NAME)
+    gen, rec, _, history = checkpoints.load_model(stopped_in_epoch_2.out / runs.CHECKPOINT_NAME)
     assert [e["epoch"] for e in history] == [1]
-    gen_1, rec_1, _, _ = vae.load_model(one_epoch_run / vae.CHECKPOINT_NAME)
+    gen_1, rec_1, _, _ = checkpoints.load_model(one_epoch_run / runs.CHECKPOINT_NAME)
     for ours, theirs in zip(gen + rec, gen_1 + rec_1, strict=True):
         np.testing.assert_array_equal(ours[0], theirs[0])
         np.testing.assert_array_equal(ours[1], theirs[1])
@@ -347,7 +350,7 @@ def test_a_stopped_run_keeps_the_checkpoint_of_the_last_completed_epoch(stopped_
 
 def test_a_stopped_run_writes_no_figures_and_leaves_no_temporary_file(stopped_in_epoch_2):
     assert sorted(p.name for p in stopped_in_epoch_2.out.iterdir()) == [
-        vae.CHECKPOINT_NAME, vae.METRICS_NAME]
+        runs.CHECKPOINT_NAME, runs.METRICS_NAME]
 
 
 def test_a_stopped_run_says_how_to_regenerate_its_figures(stopped_in_epoch_2):
@@ -355,7 +358,7 @@ def test_a_stopped_run_says_how_to_regenerate_its_figures(stopped_in_epoch_2):
 
 
 def test_a_run_stopped_in_its_first_epoch_leaves_the_folder_free(stopped_in_epoch_1):
-    assert runs.run_files(stopped_in_epoch_1.out, vae.RUN_FILES) == []
+    assert runs.run_files(stopped_in_epoch_1.out, runs.RUN_FILES) == []
 
 
 def test_a_run_stopped_in_its_first_epoch_says_nothing_was_saved(stopped_in_epoch_1):
@@ -378,7 +381,7 @@ def test_a_refused_second_run_leaves_the_first_run_s_files_untouched(small_run):
 
 
 @pytest.mark.parametrize("name", [
-    vae.CHECKPOINT_NAME, vae.METRICS_NAME, "samples_from_prior.png", "interpolation_8_9.png",
+    runs.CHECKPOINT_NAME, runs.METRICS_NAME, "samples_from_prior.png", "interpolation_8_9.png",
     "latent_manifold.png", "evaluation_test_sample.json", "evaluation_train_k10.npz"])
 def test_any_file_of_a_run_makes_its_folder_refused(tmp_path, idx_folder, capsys, name):
     out = tmp_path / "out"
@@ -400,7 +403,7 @@ def test_a_folder_holding_only_other_files_is_accepted(tmp_path, idx_folder):
 def test_overwrite_deletes_exactly_the_run_s_files_then_trains(tmp_path, idx_folder):
     out = tmp_path / "out"
     out.mkdir()
-    for name in (vae.CHECKPOINT_NAME, vae.METRICS_NAME, "interpolation_8_9.png",
+    for name in (runs.CHECKPOINT_NAME, runs.METRICS_NAME, "interpolation_8_9.png",
                  "evaluation_test_sample.json", "notes.txt"):
         (out / name).write_bytes(b"from an earlier run")
     assert tiny_run(idx_folder, out, "--overwrite") == 0
@@ -465,7 +468,7 @@ def test_sizes_that_cannot_fit_are_refused_before_allocating(tmp_path, monkeypat
     def load_data(data_dir):
         raise AssertionError("the data were loaded before the memory check")
 
-    monkeypatch.setattr(vae, "load_data", load_data)
+    monkeypatch.setattr(cli, "load_data", load_data)   # where the run loads them
     assert vae.main(size + ["--output-dir", str(tmp_path / "never")]) == 2
     err = capsys.readouterr().err
     assert one_line(err) and re.search(r"need about [0-9.]+ GiB", err)
@@ -475,16 +478,16 @@ def test_sizes_that_cannot_fit_are_refused_before_allocating(tmp_path, monkeypat
 # ---------------------------------------------------------------- --from-checkpoint
 
 def test_from_checkpoint_writes_the_run_s_figures_beside_the_checkpoint(small_run, tmp_path):
-    checkpoint = tmp_path / "copy" / vae.CHECKPOINT_NAME
+    checkpoint = tmp_path / "copy" / runs.CHECKPOINT_NAME
     checkpoint.parent.mkdir()
-    shutil.copy(small_run / vae.CHECKPOINT_NAME, checkpoint)
+    shutil.copy(small_run / runs.CHECKPOINT_NAME, checkpoint)
     assert vae.main(["--from-checkpoint", str(checkpoint)]) == 0
     assert pngs(checkpoint.parent) == pngs(small_run)
 
 
 def test_from_checkpoint_writes_the_run_s_figures_into_output_dir(small_run, tmp_path):
     out = tmp_path / "regenerated"
-    code = vae.main(["--from-checkpoint", str(small_run / vae.CHECKPOINT_NAME),
+    code = vae.main(["--from-checkpoint", str(small_run / runs.CHECKPOINT_NAME),
                      "--output-dir", str(out)])
     assert code == 0
     assert pngs(out) == pngs(small_run)
@@ -499,7 +502,7 @@ def test_from_checkpoint_writes_the_run_s_figures_into_output_dir(small_run, tmp
 def test_from_checkpoint_refuses_training_options_it_would_ignore(small_run, tmp_path, capsys,
                                                                   option):
     with pytest.raises(SystemExit) as exit_:
-        vae.main(["--from-checkpoint", str(small_run / vae.CHECKPOINT_NAME),
+        vae.main(["--from-checkpoint", str(small_run / runs.CHECKPOINT_NAME),
                   "--output-dir", str(tmp_path / "never"), *option])
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and one_line(err)
@@ -508,15 +511,15 @@ def test_from_checkpoint_refuses_training_options_it_would_ignore(small_run, tmp
 
 def another_run(folder):
     folder.mkdir()
-    (folder / vae.METRICS_NAME).write_text(json.dumps({"status": "complete", "epochs": []}))
-    (folder / vae.CHECKPOINT_NAME).write_bytes(b"another run's checkpoint")
+    (folder / runs.METRICS_NAME).write_text(json.dumps({"status": "complete", "epochs": []}))
+    (folder / runs.CHECKPOINT_NAME).write_bytes(b"another run's checkpoint")
     return folder
 
 
 def test_from_checkpoint_into_another_run_s_folder_is_refused(small_run, tmp_path, capsys):
     other = another_run(tmp_path / "other")
     before = snapshot(other)
-    assert vae.main(["--from-checkpoint", str(small_run / vae.CHECKPOINT_NAME),
+    assert vae.main(["--from-checkpoint", str(small_run / runs.CHECKPOINT_NAME),
                      "--output-dir", str(other)]) == 2
     err = capsys.readouterr().err
     assert one_line(err) and str(other) in err and snapshot(other) == before
@@ -524,7 +527,7 @@ def test_from_checkpoint_into_another_run_s_folder_is_refused(small_run, tmp_pat
 
 def test_from_checkpoint_with_overwrite_replaces_another_run_s_files(small_run, tmp_path):
     other = another_run(tmp_path / "other")
-    assert vae.main(["--from-checkpoint", str(small_run / vae.CHECKPOINT_NAME),
+    assert vae.main(["--from-checkpoint", str(small_run / runs.CHECKPOINT_NAME),
                      "--output-dir", str(other), "--overwrite"]) == 0
     assert sorted(p.name for p in other.iterdir()) == sorted(FIGURES)
 
@@ -557,7 +560,7 @@ DAMAGES = ["text", "garbage", "truncated", "wrong shape", "NaN", "missing entry"
 
 @pytest.mark.parametrize("damage", DAMAGES)
 def test_a_damaged_checkpoint_exits_with_code_1(small_run, tmp_path, damage):
-    damaged = damage_checkpoint(small_run / vae.CHECKPOINT_NAME, tmp_path / "d" / "ckpt.npz",
+    damaged = damage_checkpoint(small_run / runs.CHECKPOINT_NAME, tmp_path / "d" / "ckpt.npz",
                                 damage)
     assert vae.main(["--from-checkpoint", str(damaged)]) == 1
 
@@ -565,7 +568,7 @@ def test_a_damaged_checkpoint_exits_with_code_1(small_run, tmp_path, damage):
 @pytest.mark.parametrize("damage", DAMAGES)
 def test_a_damaged_checkpoint_is_named_in_one_line_without_numpy_s_hints(small_run, tmp_path,
                                                                          capsys, damage):
-    damaged = damage_checkpoint(small_run / vae.CHECKPOINT_NAME, tmp_path / "d" / "ckpt.npz",
+    damaged = damage_checkpoint(small_run / runs.CHECKPOINT_NAME, tmp_path / "d" / "ckpt.npz",
                                 damage)
     vae.main(["--from-checkpoint", str(damaged)])
     err = capsys.readouterr().err
@@ -575,7 +578,7 @@ def test_a_damaged_checkpoint_is_named_in_one_line_without_numpy_s_hints(small_r
 
 @pytest.mark.parametrize("damage", DAMAGES)
 def test_a_damaged_checkpoint_writes_no_figures(small_run, tmp_path, damage):
-    damaged = damage_checkpoint(small_run / vae.CHECKPOINT_NAME, tmp_path / "d" / "ckpt.npz",
+    damaged = damage_checkpoint(small_run / runs.CHECKPOINT_NAME, tmp_path / "d" / "ckpt.npz",
                                 damage)
     vae.main(["--from-checkpoint", str(damaged)])
     assert [p.name for p in damaged.parent.iterdir()] == ["ckpt.npz"]
@@ -589,7 +592,7 @@ def test_defaults_are_the_assignment_s():
             args.learning_rate, args.seed, args.dtype, args.activation) == (
         30, 200, 50, 200, 2, 1e-3, 0, "float64", "relu")
     assert args.n_train is None and args.data_dir is None and args.output_dir is None
-    assert vae.layer_sizes(vars(args)) == ([50, 200, 200, 784], [784, 200, 200, 100])
+    assert networks.layer_sizes(vars(args)) == ([50, 200, 200, 784], [784, 200, 200, 100])
 
 
 def test_help_shows_every_default(capsys):
@@ -655,7 +658,7 @@ def test_a_batch_larger_than_the_training_set_is_refused_in_one_line(tmp_path, i
 def test_a_batch_of_the_whole_training_set_is_what_runs_and_is_recorded(tmp_path, idx_folder):
     out = tmp_path / "whole"
     assert tiny_run(idx_folder, out, "--batch-size", "7") == 0
-    assert json.loads((out / vae.METRICS_NAME).read_text())["config"]["batch_size"] == 7
+    assert json.loads((out / runs.METRICS_NAME).read_text())["config"]["batch_size"] == 7
 
 
 def stop_after_the_last_epoch(out, kind):
@@ -674,7 +677,7 @@ def stop_after_the_last_epoch(out, kind):
 def test_a_run_stopped_after_its_last_epoch_says_it_is_complete_and_how_to_go_on(tmp_path, kind):
     out = tmp_path / "done"
     code, err = stop_after_the_last_epoch(out, kind)
-    checkpoint = out / vae.CHECKPOINT_NAME
+    checkpoint = out / runs.CHECKPOINT_NAME
     assert code == EXIT_CODE[kind] and one_line(err)
     assert err.strip() == (
         f"{STATUS[kind].capitalize()}; {checkpoint} holds epoch 2, all 2 epochs: training is "
@@ -683,7 +686,8 @@ def test_a_run_stopped_after_its_last_epoch_says_it_is_complete_and_how_to_go_on
         "total to reach)")
     # both commands it gives work: the resume is accepted, the figures are drawn
     args = vae.parse_args(["--resume", str(checkpoint), "--epochs", "32"])
-    assert vae.load_resumable(args)[2]["epochs"] == 32
+    _, _, config, _, state = checkpoints.load_resumable(args.resume)
+    cli.check_resume(args, config, state["epoch"], args.resume)   # raises if refused
     assert vae.main(["--from-checkpoint", str(checkpoint)]) == 0
     assert set(FIGURES) <= set(pngs(out))
 
@@ -700,8 +704,8 @@ def test_a_run_that_diverged_after_an_epoch_offers_no_resume_that_would_diverge_
     code, out = run(tmp_path, "nan")
     assert code == 1
     err = capsys.readouterr().err
-    checkpoint = out / vae.CHECKPOINT_NAME
+    checkpoint = out / runs.CHECKPOINT_NAME
     assert one_line(err) and "--resume" not in err
     assert err.strip().endswith(f"{checkpoint} holds epoch 1; regenerate its figures with "
                                 f"`python vae.py --from-checkpoint {checkpoint}`")
-    assert json.loads((out / vae.METRICS_NAME).read_text())["status"] == "diverged"
+    assert json.loads((out / runs.METRICS_NAME).read_text())["status"] == "diverged"

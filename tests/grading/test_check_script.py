@@ -14,12 +14,18 @@ import pytest
 from autograd.misc import flatten
 
 import check
+from vaelib import networks
 import vae
 from graded import graded
 from grader import training
 from grader.script import GradientTrace
 
-STUDENT = (Path(__file__).parent / "student_vae.py").read_text()
+
+def initial_params(config, dtype, seed):
+    """networks.initial_params with the skeleton's init_net_params, as vae.py passes it."""
+    return networks.initial_params(config, dtype, seed, vae.init_net_params)
+
+STUDENT = (Path(__file__).resolve().parents[1] / "student_vae.py").read_text()
 OPTIONS = ["--import-timeout", "10", "--check-timeout", "10", "--memory", "2048"]
 ADAM = "            flat_params = flat_params + 0.001 * mhat / (np.sqrt(vhat) + 1e-8)\n"
 START = "    m, v, t = np.zeros(len(flat_params)), np.zeros(len(flat_params)), 1\n"
@@ -204,7 +210,7 @@ def train_subset(mnist):
 
 
 def test_the_privately_drawn_initialisation_is_the_skeletons():
-    expected = vae.initial_params(training.assignment_config(vae), "float64", training.SEED)
+    expected = initial_params(training.assignment_config(vae), "float64", training.SEED)
     got = training.initial_params(vae)
     assert all(np.array_equal(a, b) for a, b in zip(flatten(expected)[0], flatten(got)[0]))
     assert [[(W.shape, b.shape) for W, b in net] for net in got] == \
@@ -214,7 +220,7 @@ def test_the_privately_drawn_initialisation_is_the_skeletons():
 def test_the_skeleton_run_on_a_private_stream_is_the_global_ones_and_leaves_it(train_subset):
     """One epoch (two steps) of the skeleton's loop drawn from the global
     stream, as a skeleton-shaped script draws, against training.skeleton_run."""
-    gen_params, rec_params = vae.initial_params(training.assignment_config(vae), "float64",
+    gen_params, rec_params = initial_params(training.assignment_config(vae), "float64",
                                                 training.SEED)
     flat, unflatten = flatten((gen_params, rec_params))
 
@@ -318,7 +324,7 @@ def test_no_adam_step_is_longer_than_max_step_which_is_reached(t):
 def recorded_train(train_images, followed, changes=(), **extra):
     """student_vae.train with changes, its gradient evaluations recorded as
     grader/script.py records them. -> (final flat parameters, training.Trace)."""
-    size = vae.count_params(training.assignment_config(vae))
+    size = networks.count_params(training.assignment_config(vae))
     student = types.ModuleType("student")
     student.__dict__.update(extra)
     exec(compile(edited(STUDENT, *changes), "student_vae.py", "exec"), student.__dict__)

@@ -1,7 +1,7 @@
 """evaluate.py: the importance-weighted log-likelihood against exact answers.
 
 The exact log p(x) of a model with a 2-dimensional latent space comes from
-numerical integration (evaluate.exact_log_px, itself checked against
+numerical integration (grid.exact_log_px, itself checked against
 scipy.integrate and against closed forms); the estimator must approach it as
 K grows and, in expectation, never exceed it (Burda et al. 2016, Theorem 1).
 """
@@ -20,8 +20,16 @@ from scipy import integrate, optimize, stats
 from scipy.special import expit, log_expit, logsumexp
 
 import evaluate
+from vaelib import checkpoints, grid, importance, runs, training
+from vaelib import networks
+from data import DATA_DIM, load_data
 import vae
 from holding import hold_lock
+
+
+def initial_params(config, dtype, seed):
+    """networks.initial_params with the skeleton's init_net_params, as vae.py passes it."""
+    return networks.initial_params(config, dtype, seed, vae.init_net_params)
 
 
 def tiny_model(seed=0, data_dim=12, hidden=8, latent_dim=2, num_images=6):
@@ -39,7 +47,7 @@ def tiny_model(seed=0, data_dim=12, hidden=8, latent_dim=2, num_images=6):
 
 def repeated_curves(gen, rec, x, K, repeats):
     """IW estimates from independent seeds: (repeats, len(curve), N) and the Ks."""
-    runs = [evaluate.evaluate(gen, rec, x, iw_samples=K, elbo_samples=1, seed=r)
+    runs = [importance.evaluate(gen, rec, x, iw_samples=K, elbo_samples=1, seed=r)
             for r in range(repeats)]
     ks = list(runs[0]["iw_curve"])
     return np.array([[run["iw_curve"][k] for k in ks] for run in runs]), ks
@@ -58,15 +66,15 @@ def test_exact_log_px_agrees_with_monte_carlo_from_the_prior():
     for image in x[:3]:
         p_x_given_z = np.exp(stats.bernoulli.logpmf(image, expit(logits)).sum(axis=1))
         p_x, se = p_x_given_z.mean(), p_x_given_z.std() / np.sqrt(len(z))
-        exact = np.exp(evaluate.exact_log_px(gen, image[None])[0])
+        exact = np.exp(grid.exact_log_px(gen, image[None])[0])
         assert abs(exact - p_x) < 4 * se
         assert se < 0.01 * p_x                                 # the test has power
 
 
 def test_exact_log_px_has_converged_on_the_grid():
     gen, _, x = tiny_model()
-    np.testing.assert_allclose(evaluate.exact_log_px(gen, x),
-                               evaluate.exact_log_px(gen, x, half_width=8, points=1601),
+    np.testing.assert_allclose(grid.exact_log_px(gen, x),
+                               grid.exact_log_px(gen, x, half_width=8, points=1601),
                                atol=1e-5)
 
 
@@ -75,7 +83,7 @@ def test_exact_p_x_sums_to_one_over_every_binary_image():
     # grid, 1 up to the tails beyond 6 standard deviations (about 2e-9).
     gen, _, _ = tiny_model(data_dim=4)
     every_image = np.array(np.meshgrid(*[[0.0, 1.0]] * 4)).reshape(4, -1).T
-    total = np.exp(logsumexp(evaluate.exact_log_px(gen, every_image)))
+    total = np.exp(logsumexp(grid.exact_log_px(gen, every_image)))
     assert total == pytest.approx(1.0, abs=1e-8)
 
 
@@ -83,7 +91,7 @@ def test_exact_log_px_of_a_decoder_that_ignores_z_is_the_bernoulli_log_pmf():
     gen, _, x = tiny_model()
     gen[-1] = (np.zeros_like(gen[-1][0]), gen[-1][1])     # logits = b for every z
     expected = stats.bernoulli.logpmf(x, expit(gen[-1][1])).sum(axis=1)
-    np.testing.assert_allclose(evaluate.exact_log_px(gen, x), expected, atol=1e-8)
+    np.testing.assert_allclose(grid.exact_log_px(gen, x), expected, atol=1e-8)
 
 
 def separable_model(centre, pixels=20, slope=2.0):
@@ -128,7 +136,7 @@ def test_the_box_follows_a_posterior_far_outside_the_starting_box(centre):
     # Posterior modes near (6.6, -8.5) and (-7.1, 7.6): [-6, 6]^2 misses them.
     gen, x = separable_model(centre)
     expected, expected_mean = quad_log_px_and_mean(gen, x)
-    check = evaluate.grid_check(gen, x, points=201, moments=True)
+    check = grid.grid_check(gen, x, points=201, moments=True)
     np.testing.assert_allclose(check["log_px"], expected, atol=1e-8)
     np.testing.assert_allclose(check["mean"][0], expected_mean, atol=1e-6)
     assert check["converged"][0]
@@ -136,7 +144,7 @@ def test_the_box_follows_a_posterior_far_outside_the_starting_box(centre):
     assert check["widened"][0] == far
     assert (check["half_width"][0] > 8) if far else (check["half_width"][0] == 6.0)
     # The fixed box [-6, 6]^2: far off, and reported as not converged in extent.
-    fixed = evaluate.grid_check(gen, x, points=201, max_half_width=6)
+    fixed = grid.grid_check(gen, x, points=201, max_half_width=6)
     if far:
         assert fixed["log_px"][0] < expected - 20
         assert not fixed["extent_converged"][0] and not fixed["converged"][0]
@@ -149,19 +157,19 @@ def test_only_the_extent_check_sees_a_broad_posterior_cut_by_the_box():
     # the points changes nothing, yet 0.02 nats of mass lie outside the box.
     gen, x = separable_model((0, 12), pixels=8, slope=1.0)
     expected, _ = quad_log_px_and_mean(gen, x)
-    fixed = evaluate.grid_check(gen, x, points=201, max_half_width=6)
+    fixed = grid.grid_check(gen, x, points=201, max_half_width=6)
     assert fixed["spacing_converged"][0]
-    assert expected - fixed["log_px"][0] > 2 * evaluate.GRID_TOLERANCE
+    assert expected - fixed["log_px"][0] > 2 * grid.GRID_TOLERANCE
     assert not fixed["extent_converged"][0] and not fixed["converged"][0]
-    widened = evaluate.grid_check(gen, x, points=201)
+    widened = grid.grid_check(gen, x, points=201)
     assert widened["converged"][0]
     np.testing.assert_allclose(widened["log_px"], expected, atol=1e-8)
 
 
 def test_a_box_that_cannot_widen_far_enough_is_not_converged():
     gen, x = separable_model((0, -30))                  # the mode near z_2 = -27
-    check = evaluate.grid_check(gen, x, points=201)
-    assert 16 < check["half_width"][0] <= evaluate.GRID_MAX_HALF_WIDTH
+    check = grid.grid_check(gen, x, points=201)
+    assert 16 < check["half_width"][0] <= grid.GRID_MAX_HALF_WIDTH
     assert not check["extent_converged"][0] and not check["converged"][0]
 
 
@@ -170,7 +178,7 @@ def test_the_ordering_check_counts_an_exact_value_below_the_estimate():
     iw = np.array([-10.5, -9.0, -9.0, -10.02])         # image 1: 10 s.e. above exact
     se = np.array([0.1, 0.1, 0.1, 0.01])                # image 3: 2 s.e. above, allowed
     converged = np.array([True, True, False, True])     # image 2 is not checked
-    o = evaluate.ordering_check(exact, iw, se, converged)
+    o = grid.ordering_check(exact, iw, se, converged)
     assert o["violations"] == 1 and o["violating_images"] == [1]
     assert o["checked_images"] == 3
     assert o["largest_shortfall_in_ses"] == pytest.approx(10.0)
@@ -191,7 +199,7 @@ def test_the_report_says_not_exact_and_prints_the_violation():
              "spacing_converged": np.ones(4, bool),
              "extent_converged": np.array([True, True, False, True])}
     check["converged"] = check["extent_converged"]
-    exact = {**check, "grid": {**evaluate.grid_settings(), **evaluate.grid_facts(check)}}
+    exact = {**check, "grid": {**grid.grid_settings(), **grid.grid_facts(check)}}
     s = evaluate.summarize(per_image, exact)
     assert "exact_log_px" not in s and s["grid_log_px"]["mean"] == -10.0
     assert s["exact_converged_images"] == 3 and s["exact_not_converged_image_indices"] == [2]
@@ -210,7 +218,7 @@ def test_the_report_says_not_exact_and_prints_the_violation():
 def test_exact_log_px_refuses_other_latent_dimensions():
     gen, _, x = tiny_model(latent_dim=3)
     with pytest.raises(ValueError, match="2-dimensional"):
-        evaluate.exact_log_px(gen, x)
+        grid.exact_log_px(gen, x)
 
 
 # ----------------------------------------------------------------------------
@@ -220,7 +228,7 @@ def test_exact_log_px_refuses_other_latent_dimensions():
 def test_log_weight_terms_against_scipy_densities():
     gen, rec, x = tiny_model()
     eps = np.random.RandomState(1).randn(len(x), 3, 2)
-    log_px_given_z, log_prior_ratio = evaluate.log_weight_terms(gen, rec, x, eps)
+    log_px_given_z, log_prior_ratio = importance.log_weight_terms(gen, rec, x, eps)
     q = vae.neural_net_predict(rec, x)
     mean, std = q[:, None, :2], np.exp(q[:, None, 2:])
     z = mean + std * eps
@@ -234,7 +242,7 @@ def test_log_weight_terms_against_scipy_densities():
 
 def test_estimate_approaches_the_exact_log_px_as_K_grows():
     gen, rec, x = tiny_model()
-    exact = evaluate.exact_log_px(gen, x)
+    exact = grid.exact_log_px(gen, x)
     estimates, ks = repeated_curves(gen, rec, x, K=10000, repeats=20)
     assert ks == [1, 10, 100, 1000, 10000]
     gap = exact - estimates.mean(axis=0)                       # (len(ks), N)
@@ -252,7 +260,7 @@ def test_estimate_of_p_x_is_unbiased():
     # comes only from the log (Jensen). Checked for p(x) / exact in 4 s.e.,
     # with K large enough that the weights' heavy tail does not dominate.
     gen, rec, x = tiny_model()
-    exact = evaluate.exact_log_px(gen, x)
+    exact = grid.exact_log_px(gen, x)
     estimates, ks = repeated_curves(gen, rec, x, K=10000, repeats=40)
     ratio = np.exp(estimates[:, -1] - exact)                   # (repeats, N)
     se = ratio.std(axis=0, ddof=1) / np.sqrt(len(ratio))
@@ -262,15 +270,15 @@ def test_estimate_of_p_x_is_unbiased():
 
 def test_K_equal_to_one_is_the_elbo_with_a_sampled_kl():
     gen, rec, x = tiny_model()
-    out = evaluate.evaluate(gen, rec, x, iw_samples=1, elbo_samples=1, seed=3)
-    eps = np.stack([rng.standard_normal((1, 2)) for rng in evaluate.image_rngs(3, range(len(x)))])
-    log_px_given_z, log_prior_ratio = evaluate.log_weight_terms(gen, rec, x, eps)
+    out = importance.evaluate(gen, rec, x, iw_samples=1, elbo_samples=1, seed=3)
+    eps = np.stack([rng.standard_normal((1, 2)) for rng in importance.image_rngs(3, range(len(x)))])
+    log_px_given_z, log_prior_ratio = importance.log_weight_terms(gen, rec, x, eps)
     np.testing.assert_allclose(out["log_px"], (log_px_given_z + log_prior_ratio)[:, 0],
                                rtol=1e-12)
     # In expectation over z: E[log p(x|z)] - KL, the ELBO with the KL in closed form.
-    single = np.array([evaluate.evaluate(gen, rec, x, 1, 1, seed=r)["log_px"]
+    single = np.array([importance.evaluate(gen, rec, x, 1, 1, seed=r)["log_px"]
                        for r in range(400)])
-    elbo = evaluate.evaluate(gen, rec, x, iw_samples=1, elbo_samples=20000, seed=0)["elbo"]
+    elbo = importance.evaluate(gen, rec, x, iw_samples=1, elbo_samples=20000, seed=0)["elbo"]
     se = single.std(axis=0, ddof=1) / np.sqrt(len(single))
     assert np.all(np.abs(single.mean(axis=0) - elbo) < 4 * se)
 
@@ -279,8 +287,8 @@ def test_with_the_same_samples_log_mean_exp_is_at_least_the_mean_log_weight():
     gen, rec, x = tiny_model()
     for seed in range(5):
         eps = np.random.RandomState(seed).randn(len(x), 50, 2)
-        log_w = sum(evaluate.log_weight_terms(gen, rec, x, eps))
-        assert np.all(evaluate.log_mean_exp(log_w) >= log_w.mean(axis=1))
+        log_w = sum(importance.log_weight_terms(gen, rec, x, eps))
+        assert np.all(importance.log_mean_exp(log_w) >= log_w.mean(axis=1))
 
 
 def test_prior_as_proposal_and_a_decoder_that_ignores_z_give_exact_weights():
@@ -290,7 +298,7 @@ def test_prior_as_proposal_and_a_decoder_that_ignores_z_give_exact_weights():
     rec[-1] = (np.zeros_like(rec[-1][0]), np.zeros_like(rec[-1][1]))   # q = N(0, I)
     expected = stats.bernoulli.logpmf(x, expit(gen[-1][1])).sum(axis=1)
     for K in (1, 7):
-        out = evaluate.evaluate(gen, rec, x, iw_samples=K, elbo_samples=K)
+        out = importance.evaluate(gen, rec, x, iw_samples=K, elbo_samples=K)
         np.testing.assert_allclose(out["log_px"], expected, rtol=1e-12)
         np.testing.assert_allclose(out["elbo"], expected, rtol=1e-12)
         np.testing.assert_allclose(out["kl"], 0, atol=1e-15)
@@ -300,15 +308,15 @@ def test_log_mean_exp_is_finite_where_the_naive_formula_underflows():
     a = np.array([-1000.0, -1000.0 + np.log(3.0)])
     with np.errstate(divide="ignore"):
         assert np.log(np.mean(np.exp(a))) == -np.inf
-    assert evaluate.log_mean_exp(a) == pytest.approx(-1000.0 + np.log(2.0), abs=1e-12)
+    assert importance.log_mean_exp(a) == pytest.approx(-1000.0 + np.log(2.0), abs=1e-12)
 
 
 def test_results_do_not_depend_on_chunking_or_on_how_many_images():
     gen, rec, x = tiny_model()
-    whole = evaluate.evaluate(gen, rec, x, iw_samples=30, elbo_samples=40, seed=5)
-    chunked = evaluate.evaluate(gen, rec, x, iw_samples=30, elbo_samples=40, seed=5,
+    whole = importance.evaluate(gen, rec, x, iw_samples=30, elbo_samples=40, seed=5)
+    chunked = importance.evaluate(gen, rec, x, iw_samples=30, elbo_samples=40, seed=5,
                                 max_rows=7)
-    first = evaluate.evaluate(gen, rec, x[:2], iw_samples=30, elbo_samples=40, seed=5)
+    first = importance.evaluate(gen, rec, x[:2], iw_samples=30, elbo_samples=40, seed=5)
     for key in ("log_px", "elbo", "log_px_given_z", "kl"):
         np.testing.assert_allclose(chunked[key], whole[key], rtol=1e-13)
         np.testing.assert_allclose(first[key], whole[key][:2], rtol=1e-13)
@@ -318,7 +326,7 @@ def test_results_do_not_depend_on_chunking_or_on_how_many_images():
 
 def test_elbo_terms_use_the_closed_form_kl():
     gen, rec, x = tiny_model()
-    out = evaluate.evaluate(gen, rec, x, iw_samples=5, elbo_samples=5)
+    out = importance.evaluate(gen, rec, x, iw_samples=5, elbo_samples=5)
     q = vae.neural_net_predict(rec, x)
     np.testing.assert_allclose(out["kl"], vae.compute_KL(q), rtol=1e-12)
     np.testing.assert_allclose(out["kl_per_unit"].sum(axis=1), out["kl"], rtol=1e-12)
@@ -327,8 +335,8 @@ def test_elbo_terms_use_the_closed_form_kl():
 
 
 def interrupt_at_batch(monkeypatch, batch):
-    """Ctrl-C as evaluate.evaluate starts its batch-th pass over images."""
-    calls, original = [], evaluate.image_rngs
+    """Ctrl-C as importance.evaluate starts its batch-th pass over images."""
+    calls, original = [], importance.image_rngs
 
     def image_rngs(seed, indices):
         calls.append(1)
@@ -336,13 +344,13 @@ def interrupt_at_batch(monkeypatch, batch):
             raise KeyboardInterrupt
         return original(seed, indices)
 
-    monkeypatch.setattr(evaluate, "image_rngs", image_rngs)
+    monkeypatch.setattr(importance, "image_rngs", image_rngs)
 
 
 def test_an_interrupted_evaluation_keeps_the_finished_images(monkeypatch):
     gen, rec, x = tiny_model()
     interrupt_at_batch(monkeypatch, 3)
-    out = evaluate.evaluate(gen, rec, x, iw_samples=10, elbo_samples=10, max_rows=20)
+    out = importance.evaluate(gen, rec, x, iw_samples=10, elbo_samples=10, max_rows=20)
     assert out["n_done"] == 4                                  # 2 images per pass
     assert out["log_px"].shape == (4,) and out["kl_per_unit"].shape == (4, 2)
     assert np.all(np.isfinite(out["log_px"]))
@@ -355,24 +363,24 @@ def test_an_interrupted_evaluation_keeps_the_finished_images(monkeypatch):
 def test_active_units_threshold_the_variance_of_the_posterior_mean():
     rs = np.random.RandomState(0)
     means = np.column_stack([rs.randn(5000), 0.05 * rs.randn(5000), np.full(5000, 2.0)])
-    variance, active = evaluate.active_units(means)
+    variance, active = importance.active_units(means)
     np.testing.assert_allclose(variance, [1.0, 0.0025, 0.0], atol=0.05)
     assert active.tolist() == [True, False, False]
 
 
 def test_mean_and_se():
     values = np.array([1.0, 2.0, 3.0, 6.0])
-    mean, se = evaluate.mean_and_se(values)
+    mean, se = importance.mean_and_se(values)
     assert mean == 3.0
     assert se == pytest.approx(stats.sem(values))
-    assert np.isnan(evaluate.mean_and_se([1.0])[1])
+    assert np.isnan(importance.mean_and_se([1.0])[1])
 
 
 def test_binarisations():
     images = np.array([[0.0, 0.3, 0.5, 0.51, 1.0]] * 4000)
-    thresholded, text = evaluate.binarize_split(images, "threshold")
+    thresholded, text = training.binarize_split(images, "threshold")
     assert thresholded[0].tolist() == [0, 0, 0, 1, 1] and "0.5" in text
-    sampled, text = evaluate.binarize_split(images, "sample")
+    sampled, text = training.binarize_split(images, "sample")
     assert "1234" in text
     # Pixel d is 1 with probability images[:, d]: within 4 standard errors.
     p = images[0]
@@ -380,7 +388,7 @@ def test_binarisations():
     assert np.all(np.abs(sampled.mean(axis=0) - p) <= 4 * se)
     # The same binarisation as vae.py's test set.
     np.testing.assert_array_equal(
-        sampled, vae.binarize(images, np.random.RandomState(vae.TEST_BINARIZATION_SEED)))
+        sampled, vae.binarize(images, np.random.RandomState(training.TEST_BINARIZATION_SEED)))
 
 
 # ----------------------------------------------------------------------------
@@ -410,7 +418,7 @@ def test_cli_writes_the_table_and_the_json(tiny_checkpoint, tmp_path, capsys):
     report = json.loads(report_path.read_text())
     s = report["summary"]
     assert report["status"] == "complete" and report["n"] == 30
-    assert report["binarization"] == vae.TEST_BINARIZATION
+    assert report["binarization"] == training.TEST_BINARIZATION
     assert "nats per image" in report["units"]
     assert s["log_px"]["mean"] >= s["elbo"]["mean"] - 3 * s["elbo"]["se"]
     assert s["exact_log_px"]["mean"] >= s["log_px"]["mean"] - 3 * s["log_px"]["se"]
@@ -438,7 +446,7 @@ def test_cli_threshold_and_train_split(tiny_checkpoint, capsys):
 
 
 def test_the_default_report_is_where_metrics_json_points(tiny_checkpoint, capsys):
-    metrics = json.loads((tiny_checkpoint.parent / vae.METRICS_NAME).read_text())
+    metrics = json.loads((tiny_checkpoint.parent / runs.METRICS_NAME).read_text())
     command = metrics["log_likelihood"]["command"].split()
     assert command[:2] == ["python", "evaluate.py"]
     report = Path(metrics["log_likelihood"]["report"])
@@ -527,7 +535,7 @@ def test_samples_that_cannot_fit_in_memory_are_refused_before_evaluating(
 
 def test_sigterm_mid_evaluation_saves_the_finished_images_like_ctrl_c(
         tiny_checkpoint, tmp_path, capsys, monkeypatch):
-    calls, original = [], evaluate.image_rngs
+    calls, original = [], importance.image_rngs
 
     def image_rngs(seed, indices):     # SIGTERM to this process as the 6th pass starts
         calls.append(1)
@@ -535,7 +543,7 @@ def test_sigterm_mid_evaluation_saves_the_finished_images_like_ctrl_c(
             os.kill(os.getpid(), signal.SIGTERM)
         return original(seed, indices)
 
-    monkeypatch.setattr(evaluate, "image_rngs", image_rngs)
+    monkeypatch.setattr(importance, "image_rngs", image_rngs)
     report_path = tmp_path / "report.json"
     code, out, _ = run_cli(capsys, tiny_checkpoint, "--n", 50, "--iw-samples", 5000,
                            "--json", report_path, "--no-progress")
@@ -603,9 +611,9 @@ def test_cli_refuses_bad_arguments(tiny_checkpoint, capsys, argv, message):
 def test_cli_refuses_exact_for_a_latent_space_that_is_not_2d(tiny_checkpoint, tmp_path,
                                                             capsys):
     checkpoint = tmp_path / "three.npz"
-    _, _, config, history = vae.load_model(tiny_checkpoint)
+    _, _, config, history = checkpoints.load_model(tiny_checkpoint)
     config = dict(config, latent_dim=3)
-    vae.save_model(checkpoint, *vae.initial_params(config, "float64", 0), config, history)
+    checkpoints.save_model(checkpoint, *initial_params(config, "float64", 0), config, history)
     code, err = refusal(capsys, checkpoint, "--exact")
     assert code == 2
     assert "--exact needs a 2-dimensional latent space" in err and "Traceback" not in err
@@ -644,15 +652,15 @@ def test_a_tanh_checkpoint_is_evaluated_with_tanh(tmp_path, capsys):
     assert code == 0 and "tanh units" in printed
     report = json.loads(report_path.read_text())
     assert report["checkpoint"]["activation"] == "tanh"
-    gen, rec, _, _ = vae.load_model(out / "checkpoint.npz")
-    x, _ = evaluate.binarize_split(vae.load_data()[3][:20], "sample")
+    gen, rec, _, _ = checkpoints.load_model(out / "checkpoint.npz")
+    x, _ = training.binarize_split(load_data()[3][:20], "sample")
     kl = {name: vae.compute_KL(vae.neural_net_predict(rec, x, f))
           for name, f in vae.ACTIVATIONS.items()}
     per_image = np.load(report_path.with_suffix(".npz"))
     np.testing.assert_allclose(per_image["kl"], kl["tanh"], rtol=1e-10)
     assert not np.allclose(per_image["kl"], kl["relu"], rtol=1e-3)
     np.testing.assert_allclose(per_image["exact_log_px"],
-                               evaluate.exact_log_px(gen, x, activation="tanh"), rtol=1e-12)
+                               grid.exact_log_px(gen, x, activation="tanh"), rtol=1e-12)
 
 
 # ----------------------------------------------------------------------------
@@ -670,7 +678,7 @@ def variant_checkpoints(tmp_path_factory):
         assert variants.main([kind, "--n-train", "200", "--epochs", "1", "--batch-size", "100",
                               "--hidden-units", "8", "--latent-dim", "2", "--no-progress",
                               "--output-dir", str(folder / kind)]) == 0
-        paths[kind] = folder / kind / vae.CHECKPOINT_NAME
+        paths[kind] = folder / kind / runs.CHECKPOINT_NAME
     return paths
 
 
@@ -695,10 +703,10 @@ def test_another_model_s_checkpoint_is_named_with_the_scripts_that_read_it(
 
 
 def test_the_script_it_names_reads_the_checkpoint(variant_checkpoints):
-    import models
+    from vaelib import models
     for kind, path in variant_checkpoints.items():
         images, config = models.prior_samples(path, 3)
-        assert config["model"] == kind and images.shape == (3, vae.DATA_DIM)
+        assert config["model"] == kind and images.shape == (3, DATA_DIM)
 
 
 
@@ -709,7 +717,7 @@ def test_a_report_on_a_run_being_trained_says_so_first_and_in_its_json(tiny_chec
     import conditional
     training = tmp_path / "training"
     training.mkdir()
-    checkpoint = Path(shutil.copy(tiny_checkpoint, training / vae.CHECKPOINT_NAME))
+    checkpoint = Path(shutil.copy(tiny_checkpoint, training / runs.CHECKPOINT_NAME))
     note = (f"note: {training} is being trained right now (pid {{}}); this report is of "
             "epoch 1 (of 1 planned) of the checkpoint as it was read")
     holder = hold_lock(training)

@@ -1,7 +1,7 @@
 """grader/limits.py: which cgroups a grader can use, read from this
 process's mountinfo and cgroup files, and what it writes for a worker.
 The cgroup folders here are plain folders in tmp_path standing in for the
-kernel's files (the real ones are exercised by tests/hostile as root)."""
+kernel's files (the real ones are exercised by tests/grading/hostile as root)."""
 from pathlib import Path
 
 from grader.limits import Cgroups, Limits, cgroup_mounts, find_cgroups, own_cgroups

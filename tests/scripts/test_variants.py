@@ -1,4 +1,4 @@
-"""models.py and variants.py: Gaussian pixels, a Laplace prior, binary codes and an
+"""vaelib/models.py and variants.py: Gaussian pixels, a Laplace prior, binary codes and an
 autoencoder with a mixture, against scipy.stats and Monte Carlo, their derivatives
 against finite differences, and short runs."""
 import json
@@ -12,9 +12,16 @@ from scipy import stats
 from scipy.special import ndtr
 
 import evaluate
-import models
+from vaelib import models
 import variants
+from vaelib import checkpoints, runs, training
+from vaelib import networks
 import vae
+
+
+def initial_params(config, dtype, seed):
+    """networks.initial_params with the skeleton's init_net_params, as vae.py passes it."""
+    return networks.initial_params(config, dtype, seed, vae.init_net_params)
 
 
 def rand(*shape, seed=0, scale=1.0):
@@ -125,7 +132,7 @@ def test_code_statistics_measure_the_shape_of_the_active_units(draw, kurtosis):
     rs = np.random.RandomState(0)
     codes = np.c_[getattr(rs, draw)(size=(100_000, 3)) * [1, 2, 5], 0.05 * rs.randn(100_000)]
     encoder = [(np.c_[np.eye(4), np.zeros((4, 4))], np.zeros(8))]
-    stats_, standardised = variants.code_statistics(encoder, codes, "relu")
+    stats_, standardised = models.code_statistics(encoder, codes, "relu")
     assert stats_["active_units"] == 3 and standardised.shape == (100_000, 3)
     # The s.e. of a sample excess kurtosis is about sqrt(24 / n) for normal data,
     # and larger for heavy tails; 0.1 is about 4 s.e. for the Laplace sample here.
@@ -197,7 +204,7 @@ def small_config(model, **extra):
 
 
 def tiny_params(config, seed=0):
-    return models.initial_params(config, seed)
+    return models.initial_params(config, seed, vae.init_net_params)
 
 
 MODELS = [small_config("gaussian", noise="per-pixel", min_std=0.01),
@@ -226,12 +233,13 @@ def test_each_model_trains_and_its_held_out_bound_rises(config, mnist):
     grey = config["model"] == "gaussian"
     held_out = test_images if grey else (test_images > 0.5).astype(float)
     terms = models.elbo_terms(config, training=False)   # hard samples for the binary model
-    elbos = [variants.evaluate(terms, gen, rec, held_out)["elbo"]]
-    vae.train(gen, rec, train_images, 3, 100, 3e-3,
-              objective=models.lower_bound(models.elbo_terms(config)),
-              step=variants.grey_level_step if grey else vae.fast_step,
-              on_epoch_end=lambda epoch, g, r, *rest: elbos.append(
-                  variants.evaluate(terms, g, r, held_out)["elbo"]))
+    elbos = [training.evaluate_elbo(gen, rec, held_out, terms=terms)["elbo"]]
+    objective = training.on_flat_params(models.lower_bound(models.elbo_terms(config)), (gen, rec))
+    training.final_params(training.fast_train(
+        gen, rec, train_images, training.Settings(3, 100, 3e-3), objective,
+        training.in_place_adam(), binarize=not grey),
+        lambda end: elbos.append(training.evaluate_elbo(end.gen_params, end.rec_params, held_out,
+                                                        terms=terms)["elbo"]))
     assert elbos[1] > elbos[0] + 5 and elbos[3] > elbos[1]
 
 
@@ -281,7 +289,7 @@ def test_prior_samples_of_a_vae_py_checkpoint_are_its_decoded_prior_draws(tmp_pa
     out = tmp_path / "vae"
     assert vae.main([*TINY, "--output-dir", str(out)]) == 0
     images, config = models.prior_samples(out / "checkpoint.npz", 5, seed=3)
-    gen, _, _, _ = vae.load_model(out / "checkpoint.npz")
+    gen, _, _, _ = checkpoints.load_model(out / "checkpoint.npz")
     z = np.random.RandomState(3).randn(5, 2)
     np.testing.assert_allclose(images, 1 / (1 + np.exp(-vae.neural_net_predict(gen, z))),
                                rtol=1e-12)
@@ -297,11 +305,12 @@ def test_a_variant_checkpoint_is_refused_by_the_scripts_of_vae_py_s_model(tmp_pa
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["laplace", "--noise", "shared"], "--noise applies to the gaussian model only"),
-    (["gaussian", "--prior-scale", "2"], "--prior-scale applies to the laplace model only"),
+    (["laplace", "--noise", "shared"], "error: unrecognized arguments: --noise shared"),
+    (["gaussian", "--prior-scale", "2"], "unrecognized arguments: --prior-scale 2"),
     (["gaussian", "--min-std", "0"], "--min-std"), (["poisson"], "invalid choice"),
-    (["vae", "--temperature", "1"], "--temperature applies to the binary model only"),
-    (["binary", "--components", "3"], "--components applies to the autoencoder model only")])
+    (["vae", "--temperature", "1"], "unrecognized arguments: --temperature 1"),
+    (["binary", "--components", "3"], "unrecognized arguments: --components 3"),
+    ([], "the following arguments are required: model")])
 def test_options_that_do_not_apply_are_refused_in_one_line(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_:
         variants.main(argv)
@@ -369,3 +378,32 @@ def test_a_full_disk_after_training_is_one_line_and_says_so_in_metrics(tmp_path,
                    f"{out / 'checkpoint.npz'} holds epoch 1; run again with --overwrite, "
                    "once some space is free\n")
     assert json.loads((out / "metrics.json").read_text())["status"] == "stopped: disk full"
+
+
+def test_a_new_model_is_one_entry_in_models(tmp_path, monkeypatch, capsys):
+    # vae.py's model again under another name, with an option of its own: its
+    # subcommand, option, objective and measure come from the entry alone, and
+    # it trains exactly as the vae entry does.
+    twin = models.Model("twin", "vae.py's model again", "the twin's bound (nats per image)",
+                        training.fused_elbo_terms, measure="twin bound",
+                        options=(models.Option("tag", 7, "a number", type=int),))
+    monkeypatch.setitem(models.MODELS, "twin", twin)
+    assert variants.main(["twin", *TINY, "--tag", "8", "--output-dir",
+                          str(tmp_path / "twin")]) == 0
+    assert "Final test twin bound " in capsys.readouterr().out
+    assert variants.main(["vae", *TINY, "--output-dir", str(tmp_path / "vae")]) == 0
+    metrics, reference = (json.loads((tmp_path / name / "metrics.json").read_text())
+                          for name in ("twin", "vae"))
+    assert metrics["objective"] == "the twin's bound (nats per image)"
+    assert metrics["config"]["tag"] == 8 and "tag" not in reference["config"]
+    assert ([r["test_elbo"] for r in metrics["epochs"]]
+            == [r["test_elbo"] for r in reference["epochs"]])
+    images, config = models.prior_samples(tmp_path / "twin" / "checkpoint.npz", 3)
+    assert config["model"] == "twin" and images.shape == (3, 784)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        variants.main(["laplace", "--tag", "1"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.endswith(": error: unrecognized arguments: --tag 1 (see --help)\n")
+    assert err.count("\n") == 1

@@ -20,7 +20,7 @@ from grader import checks, draws, protocol, verdicts
 from grader.grading import knock_on
 from test_check import MISTAKES
 
-STUDENT = (Path(__file__).parent / "student_vae.py").read_text()
+STUDENT = (Path(__file__).resolve().parents[1] / "student_vae.py").read_text()
 FILENAME = "submission.py"
 NEGATED = ("np.mean(bernoulli_log_prob(data, logits) - compute_KL(q))",
            "np.mean(compute_KL(q) - bernoulli_log_prob(data, logits))")

@@ -8,7 +8,9 @@ import autograd.numpy.random as npr
 import numpy as np
 from autograd.misc import flatten
 
+import loops
 import student_vae
+from data import DATA_DIM
 import vae
 
 SEED, N_IMAGES, BATCH, EPOCHS = 0, 300, 50, 5   # 6 batches x 5 epochs = 30 steps
@@ -16,14 +18,14 @@ LATENT, HIDDEN = 4, 20
 
 
 def reference(train_images):
-    """vae.train with its default (skeleton) step, initialised as the skeleton does."""
+    """vae.train as `python vae.py` runs it (the fused bound, the in-place Adam),
+    initialised as the skeleton does."""
     npr.seed(SEED)
-    gen = vae.init_net_params([LATENT, HIDDEN, HIDDEN, vae.DATA_DIM])
-    rec = vae.init_net_params([vae.DATA_DIM, HIDDEN, HIDDEN, 2 * LATENT])
+    gen = vae.init_net_params([LATENT, HIDDEN, HIDDEN, DATA_DIM])
+    rec = vae.init_net_params([DATA_DIM, HIDDEN, HIDDEN, 2 * LATENT])
     initial = flatten((gen, rec))[0]
-    elbos = []
-    gen, rec = vae.train(gen, rec, train_images, EPOCHS, BATCH, 1e-3,
-                         on_epoch_end=lambda epoch, g, r, elbo, s, state: elbos.append(elbo))
+    (gen, rec), ends = loops.train(loops.SKELETON, gen, rec, train_images, EPOCHS, BATCH, 1e-3)
+    elbos = [end.train_elbo for end in ends]
     return initial, flatten((gen, rec))[0], elbos, npr.get_state()[1].copy()
 
 

@@ -105,3 +105,51 @@ def test_a_json_that_is_a_folder_is_refused_before_scoring_even_with_overwrite(t
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and f"argument --json: {tmp_path} is a folder" in err
     assert err.count("\n") == 1 and sorted(p.name for p in tmp_path.iterdir()) == ["model.npz"]
+
+
+def test_the_forms_before_the_subcommands_are_the_subcommands(tmp_path):
+    assert classifier.with_command([]) == ["train"]
+    assert classifier.with_command(["--epochs", "2"]) == ["train", "--epochs", "2"]
+    assert classifier.with_command(["--samples", "5", "--score", "a", "b"]) == [
+        "score", "--samples", "5", "a", "b"]
+    assert classifier.with_command(["--score=a", "--json", "j"]) == ["score", "a", "--json", "j"]
+    for argv in (["score", "a"], ["train"], ["--help"], ["trian"]):
+        assert classifier.with_command(argv) == argv
+    a, b = tmp_path / "a.npz", tmp_path / "b.npz"
+    a.write_text("x")
+    b.write_text("x")
+    old = classifier.parse_args(["--samples", "5", "--score", str(a), str(b), "--overwrite"])
+    new = classifier.parse_args(["score", str(a), str(b), "--samples", "5", "--overwrite"])
+    assert vars(old) == vars(new) and new.score == [a, b] and new.command == "score"
+    assert vars(classifier.parse_args(["--epochs", "3"])) == vars(
+        classifier.parse_args(["train", "--epochs", "3"]))
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["score", "{fake}", "--epochs", "3"], "error: unrecognized arguments: --epochs 3"),
+    (["--score", "{fake}", "--seed", "1"], "unrecognized arguments: --seed 1"),
+    (["--n-train", "5", "--samples", "3"], "unrecognized arguments: --samples 3"),
+    (["score"], "the following arguments are required: CHECKPOINT"),
+    (["trian"], "invalid choice: 'trian'")])
+def test_options_of_the_other_mode_are_refused_in_one_line(argv, message, tmp_path, capsys):
+    fake = tmp_path / "model.npz"
+    fake.write_text("x")
+    with pytest.raises(SystemExit) as exit_:
+        classifier.main([a.format(fake=fake) for a in argv])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and message in err and err.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.npz"]
+
+
+def test_score_prints_what_the_form_before_it_prints(small_classifier, tmp_path, capsys):
+    model = tmp_path / "binary"
+    assert variants.main(["binary", "--n-train", "300", "--epochs", "1", "--latent-dim", "2",
+                          "--hidden-units", "20", "--no-progress", "--output-dir",
+                          str(model)]) == 0
+    capsys.readouterr()
+    common = [str(model / "checkpoint.npz"), "--classifier", str(small_classifier),
+              "--samples", "100"]
+    assert classifier.main(["--score", *common]) == 0
+    old = capsys.readouterr().out
+    assert classifier.main(["score", *common]) == 0
+    assert capsys.readouterr().out == old and "(binary)" in old

@@ -14,7 +14,7 @@ from scipy import stats
 from scipy.special import expit, logsumexp
 
 import conditional
-import evaluate
+from vaelib import grid, importance, runs, svi
 import vae
 from plotting import IMAGE_SIDE
 
@@ -41,7 +41,7 @@ def direct_log_px(gen, x_row, pixels, z):
 
 @pytest.mark.parametrize("mask", conditional.MASKS)
 def test_each_mask_observes_half_the_pixels(mask):
-    observed = conditional.observed_pixels(mask)
+    observed = svi.observed_pixels(mask)
     assert observed.shape == (IMAGE_SIDE ** 2,) and observed.sum() == IMAGE_SIDE ** 2 // 2
 
 
@@ -50,7 +50,7 @@ def test_masks_are_the_halves_they_name():
     half = IMAGE_SIDE // 2
     for mask, part in (("top", image[:half]), ("bottom", image[half:]),
                        ("left", image[:, :half]), ("right", image[:, half:])):
-        assert set(np.flatnonzero(conditional.observed_pixels(mask))) == set(part.ravel())
+        assert set(np.flatnonzero(svi.observed_pixels(mask))) == set(part.ravel())
 
 
 # ---------------------------------------------------------------- the objective
@@ -59,7 +59,7 @@ def test_the_objective_equals_a_direct_computation():
     gen, _, x, observed = tiny_model()
     q = np.random.RandomState(1).randn(len(x), 4) * 0.5
     eps = np.random.RandomState(2).randn(3, len(x), 2)
-    value = conditional.svi_objective(q, gen, x, observed, eps, "tanh")
+    value = svi.svi_objective(q, gen, x, observed, eps, "tanh")
     mean, log_std = q[:, :2], q[:, 2:]
     for n in range(len(x)):
         log_px = np.mean([direct_log_px(gen, x[n], observed, mean[n] + np.exp(log_std[n]) * e)
@@ -79,7 +79,7 @@ def test_missing_pixels_do_not_enter_the_objective_or_its_gradient():
     flipped[:, ~observed] = 1 - flipped[:, ~observed]
 
     def objective(images):
-        return lambda q: anp.sum(conditional.svi_objective(q, gen, images, observed, eps, "tanh"))
+        return lambda q: anp.sum(svi.svi_objective(q, gen, images, observed, eps, "tanh"))
     assert objective(x)(q) == objective(flipped)(q)
     np.testing.assert_array_equal(grad(objective(x))(q), grad(objective(flipped))(q))
     # ...while an observed pixel does enter.
@@ -90,15 +90,15 @@ def test_missing_pixels_do_not_enter_the_objective_or_its_gradient():
 def test_the_fit_raises_the_objective_and_finds_the_exact_posterior_mean():
     gen, _, x, observed = tiny_model(seed=3, data_dim=30, num_images=5)
     q0 = np.zeros((len(x), 4))
-    rngs = conditional.image_rngs(0, range(len(x)), 0)
-    q, trace = conditional.fit_q(gen, x, observed, q0, rngs, steps=1500, samples=10,
+    rngs = importance.image_rngs(0, range(len(x)), 0)
+    q, trace = svi.fit_q(gen, x, observed, q0, rngs, steps=1500, samples=10,
                                  learning_rate=0.02, activation="tanh")
     eps = np.random.RandomState(5).randn(2000, len(x), 2)
-    start = conditional.svi_objective(q0, gen, x, observed, eps, "tanh")
-    end = conditional.svi_objective(q, gen, x, observed, eps, "tanh")
+    start = svi.svi_objective(q0, gen, x, observed, eps, "tanh")
+    end = svi.svi_objective(q, gen, x, observed, eps, "tanh")
     assert np.all(end > start + 0.1)
     assert trace[-100:].mean() > trace[:10].mean()
-    _, exact_mean, exact_cov = evaluate.grid_posterior(gen, x, observed, "tanh",
+    _, exact_mean, exact_cov = grid.grid_posterior(gen, x, observed, "tanh",
                                                           points=301)
     exact_sd = np.sqrt(np.diagonal(exact_cov, axis1=1, axis2=2))
     # The best diagonal Gaussian under KL(q || p) need not have the posterior's
@@ -112,8 +112,8 @@ def test_an_image_s_fit_does_not_depend_on_the_other_images():
     gen, _, x, observed = tiny_model()
 
     def fit(images):
-        rngs = conditional.image_rngs(7, range(len(images)), 0)
-        return conditional.fit_q(gen, images, observed, np.zeros((len(images), 4)), rngs,
+        rngs = importance.image_rngs(7, range(len(images)), 0)
+        return svi.fit_q(gen, images, observed, np.zeros((len(images), 4)), rngs,
                                  steps=20, samples=3, learning_rate=0.05, activation="tanh")[0]
     np.testing.assert_allclose(fit(x)[:2], fit(x[:2]), rtol=1e-12)
 
@@ -123,7 +123,7 @@ def test_an_image_s_fit_does_not_depend_on_the_other_images():
 def test_log_predictive_equals_a_direct_computation():
     gen, _, x, observed = tiny_model()
     z = np.random.RandomState(4).randn(7, len(x), 2)
-    value = conditional.log_predictive(gen, x, ~observed, z, "tanh")
+    value = svi.log_predictive(gen, x, ~observed, z, "tanh")
     for n in range(len(x)):
         direct = logsumexp([direct_log_px(gen, x[n], ~observed, z[k, n]) for k in range(7)])
         assert value[n] == pytest.approx(direct - np.log(7), rel=1e-10)
@@ -134,7 +134,7 @@ def test_the_pixel_marginal_is_scipy_s_bernoulli():
     p = np.random.RandomState(1).uniform(0.05, 0.95, size=8)
     missing = np.arange(8) % 3 == 0
     expected = stats.bernoulli.logpmf(x[:, missing], p[missing]).sum(axis=1)
-    np.testing.assert_allclose(conditional.log_pixel_marginal(x, missing, p), expected)
+    np.testing.assert_allclose(svi.log_pixel_marginal(x, missing, p), expected)
 
 
 def test_smoothed_pixel_probabilities_stay_inside_0_1():
@@ -149,7 +149,7 @@ def test_smoothed_pixel_probabilities_stay_inside_0_1():
 def test_pixels_given_one_z_are_uncorrelated():
     # p(x_missing | z) factorises over pixels: a predictive with one z has no correlation.
     means = np.random.RandomState(0).uniform(0.1, 0.9, size=(1, 6))
-    corr = conditional.pixel_correlations(means)
+    corr = svi.pixel_correlations(means)
     np.testing.assert_allclose(corr, np.eye(6), atol=1e-12)
 
 
@@ -162,7 +162,7 @@ def test_predictive_correlations_agree_with_sampled_pixels():
     k = rs.randint(2, size=200_000)
     x = (rs.uniform(size=(len(k), 4)) < means[k]).astype(float)
     sampled = np.corrcoef(x, rowvar=False)
-    corr = conditional.pixel_correlations(means)
+    corr = svi.pixel_correlations(means)
     assert abs(corr[0, 1]) > 0.3 and abs(corr[0, 3]) < 1e-12
     np.testing.assert_allclose(corr, sampled, atol=5 / np.sqrt(len(k)))
 
@@ -170,8 +170,8 @@ def test_predictive_correlations_agree_with_sampled_pixels():
 def test_weights_count_as_repeated_samples():
     means = np.random.RandomState(0).uniform(0.1, 0.9, size=(3, 5))
     repeated = np.repeat(means, [1, 2, 5], axis=0)
-    np.testing.assert_allclose(conditional.pixel_correlations(means, np.array([1, 2, 5]) / 8),
-                               conditional.pixel_correlations(repeated), atol=1e-12)
+    np.testing.assert_allclose(svi.pixel_correlations(means, np.array([1, 2, 5]) / 8),
+                               svi.pixel_correlations(repeated), atol=1e-12)
 
 
 # ---------------------------------------------------------------- the exact answers
@@ -183,8 +183,8 @@ def test_grid_log_p_observed_sums_the_missing_pixels_out():
                             for c in range(2 ** len(missing))], dtype=float)
     full = np.repeat(x[:1], len(completions), axis=0)
     full[:, missing] = completions
-    total = logsumexp(evaluate.exact_log_px(gen, full, points=201, activation="tanh"))
-    log_p_observed, _, _ = evaluate.grid_posterior(gen, x[:1], observed, "tanh", points=201)
+    total = logsumexp(grid.exact_log_px(gen, full, points=201, activation="tanh"))
+    log_p_observed, _, _ = grid.grid_posterior(gen, x[:1], observed, "tanh", points=201)
     assert log_p_observed[0] == pytest.approx(total, abs=1e-9)
 
 
@@ -211,7 +211,7 @@ def test_the_exact_answers_follow_a_posterior_far_outside_the_starting_box():
 def test_the_grid_posterior_of_a_decoder_that_ignores_z_is_the_prior():
     gen, _, x, observed = tiny_model()
     flat = [(0 * W, b) for W, b in gen]
-    log_p, mean, cov = evaluate.grid_posterior(flat, x, observed, "tanh", points=301)
+    log_p, mean, cov = grid.grid_posterior(flat, x, observed, "tanh", points=301)
     np.testing.assert_allclose(mean, 0, atol=1e-12)
     np.testing.assert_allclose(cov, np.broadcast_to(np.eye(2), cov.shape), atol=1e-9)
     p = expit(gen[-1][1])[observed]
@@ -226,7 +226,7 @@ def checkpoint_2d(tmp_path_factory):
     assert vae.main(["--n-train", "300", "--epochs", "2", "--latent-dim", "2",
                      "--hidden-units", "20", "--hidden-layers", "1", "--activation", "tanh",
                      "--no-progress", "--output-dir", str(out)]) == 0
-    return out / vae.CHECKPOINT_NAME
+    return out / runs.CHECKPOINT_NAME
 
 
 FAST = ["--n", "5", "--steps", "20", "--predictive-samples", "50", "--grid-points", "100",
@@ -329,10 +329,10 @@ def test_on_its_own_samples_a_model_s_halves_share_information():
     # on the grid; 400 images, within 4 standard errors of a non-negative mean.
     gen, _, _, observed = tiny_model(seed=5, data_dim=12)
     x, _ = conditional.model_images(gen, "tanh", 400, seed=0)
-    log_p = evaluate.exact_log_px(gen, x, points=151, activation="tanh")
-    log_p_observed = evaluate.exact_log_px(gen, x, points=151, activation="tanh",
+    log_p = grid.exact_log_px(gen, x, points=151, activation="tanh")
+    log_p_observed = grid.exact_log_px(gen, x, points=151, activation="tanh",
                                            observed=observed)
-    log_p_missing = evaluate.exact_log_px(gen, x, points=151, activation="tanh",
+    log_p_missing = grid.exact_log_px(gen, x, points=151, activation="tanh",
                                           observed=~observed)
     pmi = log_p - log_p_observed - log_p_missing
     assert pmi.mean() > -4 * pmi.std(ddof=1) / np.sqrt(len(pmi))
@@ -343,7 +343,7 @@ def test_a_latent_space_above_2_has_no_exact_numbers(tmp_path):
     out = tmp_path / "run"
     assert vae.main(["--n-train", "200", "--epochs", "1", "--latent-dim", "3",
                      "--hidden-units", "10", "--no-progress", "--output-dir", str(out)]) == 0
-    assert conditional.main([str(out / vae.CHECKPOINT_NAME), *FAST]) == 0
+    assert conditional.main([str(out / runs.CHECKPOINT_NAME), *FAST]) == 0
     report = json.loads((out / "conditional_top.json").read_text())
     assert set(report["summary"]["missing_pixels_log_likelihood"]) == {
         "svi", "prior", "pixel_marginal"}
@@ -420,7 +420,7 @@ def test_the_report_says_when_the_grid_did_not_converge(report_2d):
     assert g["converged_images"] == 5 and g["not_converged_image_indices"] == []
     assert set(g["integrals"]) == {"x", "x_observed", "x_missing"}
     facts = {"widened_images": 1, "largest_half_width": 17.94}
-    g = {**evaluate.grid_settings(100), "max_change_from_half_the_points": 0.5,
+    g = {**grid.grid_settings(100), "max_change_from_half_the_points": 0.5,
          "converged_images": 4, "not_converged_image_indices": [3],
          "integrals": {"x": facts, "x_observed": facts, "x_missing": facts}}
     assert conditional.grid_lines(g, 5) == [

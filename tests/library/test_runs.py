@@ -11,7 +11,7 @@ from collections import namedtuple
 import numpy as np
 import pytest
 
-import runs
+from vaelib import checkpoints, runs
 from holding import hold_lock
 
 PATTERNS = ("checkpoint.npz", "metrics.json", "*.png", "evaluation_*.json")
@@ -371,12 +371,12 @@ def tiny_networks():
 @pytest.fixture
 def tiny_checkpoint(tmp_path):
     path = tmp_path / "checkpoint.npz"
-    runs.save_checkpoint(path, tiny_networks(), CONFIG, [{"epoch": 1}])
+    checkpoints.save_checkpoint(path, tiny_networks(), CONFIG, [{"epoch": 1}])
     return path
 
 
 def test_checkpoint_round_trips(tiny_checkpoint):
-    networks, config, history = runs.load_checkpoint(tiny_checkpoint, sizes)
+    networks, config, history = checkpoints.load_checkpoint(tiny_checkpoint, sizes)
     assert config == CONFIG and history == [{"epoch": 1}]
     for ours, theirs in zip(networks["net"], tiny_networks()["net"], strict=True):
         np.testing.assert_array_equal(ours[0], theirs[0])
@@ -435,7 +435,7 @@ def damaged(path, damage):
 def test_a_damaged_checkpoint_is_refused_saying_what_is_wrong(tiny_checkpoint, damage, problem):
     damaged(tiny_checkpoint, damage)
     with pytest.raises(runs.RunError) as e:
-        runs.load_checkpoint(tiny_checkpoint, sizes, written_by="train.py")
+        checkpoints.load_checkpoint(tiny_checkpoint, sizes, written_by="train.py")
     message, code = refusal(e)
     assert code == 1 and "\n" not in message and problem in message
     assert message.startswith(f"{tiny_checkpoint} is not a checkpoint written by train.py")
@@ -445,7 +445,7 @@ def test_a_text_file_is_refused_without_numpy_s_allow_pickle_hint(tmp_path):
     path = tmp_path / "notes.npz"
     path.write_text("these are notes, not arrays\n")
     with pytest.raises(runs.RunError) as e:
-        runs.load_checkpoint(path, sizes)
+        checkpoints.load_checkpoint(path, sizes)
     assert "allow_pickle" not in refusal(e)[0]
 
 

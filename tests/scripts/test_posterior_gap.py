@@ -2,7 +2,6 @@
 against independent computations (Monte Carlo, the posterior on a grid),
 training left untouched by the tracking, and the script end to end."""
 import json
-from functools import partial
 
 import numpy as np
 import pytest
@@ -10,9 +9,16 @@ from autograd.misc import flatten
 from scipy import stats
 from scipy.special import expit, logsumexp
 
-import evaluate
 import posterior_gap
+from vaelib import grid
+from vaelib import networks
+import loops
 import vae
+
+
+def initial_params(config, dtype, seed):
+    """networks.initial_params with the skeleton's init_net_params, as vae.py passes it."""
+    return networks.initial_params(config, dtype, seed, vae.init_net_params)
 
 SMALL = ["--n-train", "300", "--epochs", "2", "--hidden-units", "20", "--track", "20",
          "--grid-points", "61", "--no-progress"]
@@ -78,7 +84,7 @@ def test_gap_is_the_kl_from_q_to_the_posterior_on_the_grid():
     gen, rec, _ = tiny_model(data_dim=6)
     x = np.array(np.meshgrid(*[[0.0, 1.0]] * 6)).reshape(6, -1).T        # (64, 6)
     tracked = posterior_gap.track_images(gen, rec, x, "tanh", grid_points=301, nodes=60)
-    z, log_cell = evaluate.latent_grid(points=301)
+    z, log_cell = grid.latent_grid(points=301)
     p = expit(vae.neural_net_predict(gen, z, np.tanh))                     # (G, 6)
     log_joint = (x @ np.log(p).T + (1 - x) @ np.log1p(-p).T
                  + stats.norm.logpdf(z).sum(-1))                           # (64, G)
@@ -96,9 +102,8 @@ def test_gap_is_the_kl_from_q_to_the_posterior_on_the_grid():
 
 def plain_training(images):
     """vae.train with SMALL_CONFIG, no tracking, as vae.py runs it."""
-    gen, rec = vae.initial_params(SMALL_CONFIG, "float64", 0)
-    return vae.train(gen, rec, images, 2, 200, 1e-3, step=vae.skeleton_step,
-                     objective=partial(vae.fused_lower_bound, activation="tanh"))
+    gen, rec = initial_params(SMALL_CONFIG, "float64", 0)
+    return loops.train(loops.SKELETON, gen, rec, images, 2, 200, 1e-3, activation="tanh")[0]
 
 
 def test_a_draw_from_the_global_stream_would_change_training(mnist):
@@ -206,7 +211,7 @@ def test_a_posterior_far_outside_the_starting_box_keeps_its_gap_positive():
     np.testing.assert_allclose(tracked["log_px"], expected, atol=1e-8)
     assert tracked["converged"][0] and 0 < tracked["gap"][0] < 5
     # On the fixed box [-6, 6]^2 the "gap" would be about -33 nats.
-    fixed = evaluate.grid_check(gen, x, points=201, max_half_width=6)["log_px"]
+    fixed = grid.grid_check(gen, x, points=201, max_half_width=6)["log_px"]
     assert fixed[0] - tracked["elbo"][0] < -20
 
 
