@@ -298,15 +298,8 @@ def parse_args(argv=None):
         description="Train a VAE with a 2-dimensional latent space as vae.py does and track, "
                     "per epoch, log p(x), the ELBO and their gap KL(q(z|x) || p(z|x)).")
     add = parser.add_argument
-    add("--n-train", type=runs.positive_int, default=10000, help="first N training images")
-    add("--epochs", type=runs.positive_int, default=100, help="passes over the training set")
-    add("--hidden-units", type=runs.positive_int, default=500, help="units per hidden layer")
-    add("--hidden-layers", type=runs.nonnegative_int, default=1,
-        help="hidden layers in the encoder and in the decoder")
-    add("--activation", choices=fastgrad.ACTIVATIONS, default="tanh",
-        help="of the hidden layers")
-    add("--batch-size", type=runs.positive_int, default=200, help="images per Adam step")
-    add("--learning-rate", type=runs.positive_float, default=1e-3, help="Adam step size")
+    cli.add_model_options(parser, skip=("latent_dim",), n_train=10000, epochs=100,
+                          hidden_units=500, hidden_layers=1, activation="tanh")
     add("--seed", type=runs.seed_int, default=0, help="seed of the global numpy random stream")
     add("--track", type=runs.positive_int, default=200, metavar="N",
         help="track the first N training images")

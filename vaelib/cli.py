@@ -15,21 +15,31 @@ TRAINING_OPTIONS = ("epochs", "batch_size", "latent_dim", "hidden_units", "hidde
                     "init", "lr_schedule", "adam_eps")
 
 
-def add_model_options(parser):
+def add_model_options(parser, skip=(), **defaults):
     """The options that shape a model and its training, with the assignment's
-    defaults: vae.py's, and those of every script that trains with its loop."""
-    add = parser.add_argument
-    add("--epochs", type=runs.positive_int, default=30, help="passes over the training set")
-    add("--batch-size", type=runs.positive_int, default=200, help="images per Adam step")
-    add("--latent-dim", type=runs.positive_int, default=50, help="dimension L of z")
-    add("--hidden-units", type=runs.positive_int, default=200, help="units per hidden layer")
-    add("--hidden-layers", type=runs.nonnegative_int, default=2,
-        help="hidden layers in the encoder and in the decoder")
-    add("--activation", choices=fastgrad.ACTIVATIONS, default="relu",
-        help="of the hidden layers: relu (the assignment's) or tanh (Kingma and Welling's, Appendix C)")
-    add("--learning-rate", type=runs.positive_float, default=1e-3, help="Adam step size")
-    add("--n-train", type=runs.positive_int, default=None, metavar="N",
-        help="use only the first N training images (default: all)")
+    defaults: vae.py's, and those of every script that trains with its loop
+    (a script may change a default, or skip an option it fixes)."""
+    options = [
+        ("epochs", dict(type=runs.positive_int, default=30, help="passes over the training set")),
+        ("batch_size", dict(type=runs.positive_int, default=200, help="images per Adam step")),
+        ("latent_dim", dict(type=runs.positive_int, default=50, help="dimension L of z")),
+        ("hidden_units", dict(type=runs.positive_int, default=200, help="units per hidden layer")),
+        ("hidden_layers", dict(type=runs.nonnegative_int, default=2,
+                               help="hidden layers in the encoder and in the decoder")),
+        ("activation", dict(choices=fastgrad.ACTIVATIONS, default="relu",
+                            help="of the hidden layers: relu (the assignment's) or tanh "
+                                 "(Kingma and Welling's, Appendix C)")),
+        ("learning_rate", dict(type=runs.positive_float, default=1e-3, help="Adam step size")),
+        ("n_train", dict(type=runs.positive_int, default=None, metavar="N",
+                         help="use only the first N training images (default: all)"))]
+    for dest, settings in options:
+        if dest in skip:
+            continue
+        if dest in defaults:
+            settings = {**settings, "default": defaults[dest]}
+            if dest == "n_train":
+                settings["help"] = "use only the first N training images"
+        parser.add_argument(f"--{dest.replace('_', '-')}", **settings)
 
 
 def option(dest):
