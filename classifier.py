@@ -39,15 +39,14 @@ from autograd.scipy.special import logsumexp
 import data
 from vaelib import fastgrad
 from vaelib import checkpoints, models, runs
-from data import DATA_DIM
+from data import DATA_DIM, NUM_CLASSES
 
-N_CLASSES = 10
 DEFAULT_DIR = Path("output") / "classifier"
 REFERENCE_SEED = 0      # the noise images and the test images' order
 
 
 def layer_sizes(config):
-    return [DATA_DIM] + [config["hidden_units"]] * config["hidden_layers"] + [N_CLASSES]
+    return [DATA_DIM] + [config["hidden_units"]] * config["hidden_layers"] + [NUM_CLASSES]
 
 
 def init_params(sizes, rs):
@@ -103,7 +102,7 @@ def score(params, images, confidence=0.9):
     probabilities = np.exp(np.concatenate([log_probabilities(params, images[i:i + 2000])
                                              for i in range(0, len(images), 2000)]))
     top = probabilities.max(axis=1)
-    histogram = np.bincount(probabilities.argmax(axis=1), minlength=N_CLASSES) / len(images)
+    histogram = np.bincount(probabilities.argmax(axis=1), minlength=NUM_CLASSES) / len(images)
     used = histogram[histogram > 0]
     return {"confident_share": float(np.mean(top > confidence)),
             "digit_entropy_nats": float(np.sum(used * -np.log(used))) + 0.0,

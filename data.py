@@ -21,11 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from plotting import IMAGE_SIDE
+from plotting import IMAGE_SIDE, NUM_CLASSES
 from plotting import save_images  # noqa: F401  re-exported for the course skeleton
 
 DATA_DIM = IMAGE_SIDE ** 2
-NUM_CLASSES = 10
 
 MNIST_DIR = Path(__file__).resolve().parent / "datasets" / "mnist"
 

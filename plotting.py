@@ -24,7 +24,7 @@ DIGIT_DIMENSIONS = (IMAGE_SIDE, IMAGE_SIDE)
 FIGURE_SIZE = (6, 4)  # inches
 FIGURE_DPI = 100
 PNG_METADATA = {"Software": None}  # drop the version string; PNGs carry no date
-N_DIGIT_CLASSES = 10
+NUM_CLASSES = 10               # digits 0-9 (data.py's labels)
 MANIFOLD_PIXELS_PER_CELL = 2  # a manifold has many images: keep its PNG small
 
 
@@ -192,9 +192,9 @@ def save_latent_scatter(means, digits, filename):
     figure, axes = _new_axes()
     # tab10 has exactly ten colours; limits of +-0.5 centre each digit on one.
     points = axes.scatter(means[:, 0], means[:, 1], c=digits, cmap="tab10",
-                          vmin=-0.5, vmax=N_DIGIT_CLASSES - 0.5,
+                          vmin=-0.5, vmax=NUM_CLASSES - 0.5,
                           s=2, linewidths=0)
-    figure.colorbar(points, ax=axes, ticks=range(N_DIGIT_CLASSES), label="digit")
+    figure.colorbar(points, ax=axes, ticks=range(NUM_CLASSES), label="digit")
     axes.set_aspect("equal", adjustable="datalim")
     axes.set_xlabel("$z_1$")
     axes.set_ylabel("$z_2$")
@@ -451,8 +451,8 @@ def save_mixture(codes, digits, means, covariances, filename):
     from matplotlib.patches import Ellipse
     figure, axes = _new_axes()
     points = axes.scatter(codes[:, 0], codes[:, 1], c=digits, cmap="tab10", vmin=-0.5,
-                          vmax=N_DIGIT_CLASSES - 0.5, s=1, linewidths=0)
-    figure.colorbar(points, ax=axes, ticks=range(N_DIGIT_CLASSES), label="digit")
+                          vmax=NUM_CLASSES - 0.5, s=1, linewidths=0)
+    figure.colorbar(points, ax=axes, ticks=range(NUM_CLASSES), label="digit")
     for mean, covariance in zip(means, covariances):
         variances, vectors = np.linalg.eigh(covariance)
         angle = np.degrees(np.arctan2(vectors[1, -1], vectors[0, -1]))
