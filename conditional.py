@@ -39,7 +39,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from scipy.special import expit, logsumexp
+from scipy.special import logsumexp
 
 import data
 from vaelib import fastgrad
@@ -52,7 +52,7 @@ from vaelib.svi import (UNCERTAIN, correlation_summary, draw, fit_q, log_pixel_m
 from vaelib.networks import cast_params
 import vae
 from data import DATA_DIM
-from plotting import IMAGE_SIDE
+from plotting import IMAGE_SIDE, bernoulli_means
 
 MASKS = ("top", "bottom", "left", "right")    # the half of the image that is observed
 FIGURE_KINDS = ("completions", "posteriors", "correlations")   # <stem>_<kind>.png
@@ -261,7 +261,7 @@ def model_images(gen_params, activation, n, seed):
     -> (images (n, D), a sentence that says so)."""
     rng = np.random.default_rng([seed, 0, 2])
     z = rng.standard_normal((n, gen_params[0][0].shape[0]))
-    means = expit(fastgrad.neural_net_predict(gen_params, z, activation))
+    means = bernoulli_means(fastgrad.neural_net_predict(gen_params, z, activation))
     return ((rng.random(means.shape) < means).astype(np.float64),
             f"sampled from the model: z ~ N(0, I), x ~ p(x|z), numpy.random.default_rng([{seed}, 0, 2])")
 

@@ -23,6 +23,7 @@ from scipy.special import log_ndtr
 from autograd.scipy.special import expit
 
 from data import DATA_DIM
+from plotting import bernoulli_means
 from vaelib import checkpoints, fastgrad, networks, runs
 from vaelib.importance import ACTIVE_UNIT_THRESHOLD
 from vaelib.training import TEST_BINARIZATION_SEED, binarize_once, fused_elbo_terms
@@ -584,4 +585,4 @@ def prior_samples(path, n, seed=0):
     logits = fastgrad.neural_net_predict(
         model.decoder(gen), latent.sample_prior(rs, (n, config["latent_dim"])),
         config["activation"])
-    return expit(logits), config
+    return bernoulli_means(logits), config

@@ -7,9 +7,9 @@ conditional.py runs it and judges it against the grid's exact answers.
 import autograd.numpy as anp
 import numpy as np
 from autograd import value_and_grad
-from scipy.special import expit, logsumexp
+from scipy.special import logsumexp
 
-from plotting import IMAGE_SIDE
+from plotting import IMAGE_SIDE, bernoulli_means
 from vaelib import fastgrad, runs
 from vaelib.grid import observed_decoder
 
@@ -77,7 +77,7 @@ def fit_q(gen_params, x, observed, q_init, rngs, steps, samples, learning_rate,
 
 def missing_pixel_means(gen_params, z, missing, activation="relu"):
     """p(x_d = 1 | z) for the missing pixels: z (K, L) -> (K, D_missing)."""
-    return expit(fastgrad.neural_net_predict(
+    return bernoulli_means(fastgrad.neural_net_predict(
         observed_decoder(gen_params, missing), z, activation))
 
 
