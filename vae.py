@@ -150,9 +150,8 @@ def train(gen_params, rec_params, train_images, settings, objective=None, optimi
     for epoch in training.epochs(train_images, settings, resume):
         for images in epoch:
             t += 1
-            gradient = objective_grad(flat_params, binarize(images))
-            flat_params, m, v = optimizer(flat_params, gradient, m, v, t, epoch.learning_rate,
-                                          eps=settings.adam_eps)
+            flat_params, m, v = optimizer(flat_params, objective_grad(flat_params, binarize(images)),
+                                          m, v, t, epoch.learning_rate, eps=settings.adam_eps)
             # The epoch's estimate: a fresh binarisation and sample, new parameters.
             epoch.add(objective(flat_params, binarize(images)))
         yield epoch.end(unflatten(flat_params),

@@ -286,6 +286,7 @@ def fast_train(gen_params, rec_params, train_images, settings, objective, optimi
             t += 1
             flat_params, m, v = optimizer(flat_params, gradient, m, v, t, epoch.learning_rate,
                                           eps=settings.adam_eps)
+            del gradient          # not held through the next step's pass (peak memory)
             epoch.add(elbo)
         yield epoch.end(unflatten(flat_params), training_state(epoch.number, m, v, t, generator))
 
