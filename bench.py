@@ -28,16 +28,16 @@ LOOPS = (("skeleton", "float64", 3.0), ("fast", "float32", 1.8))   # loop, dtype
 
 
 def parse_args(argv=None):
-    from vaelib import runs   # imports no NumPy: --threads must be set before NumPy loads
-    parser = runs.OneLineErrorParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--epochs", type=runs.positive_int, default=1,
+    from vaelib import arguments, runs   # imports no NumPy: --threads must be set before NumPy loads
+    parser = arguments.OneLineErrorParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--epochs", type=arguments.positive_int, default=1,
                         help="timed epochs per repeat")
-    parser.add_argument("--repeats", type=runs.positive_int, default=4,
+    parser.add_argument("--repeats", type=arguments.positive_int, default=4,
                         help="timed trainings per loop, each after a timing of the floor; "
                              "the best of each is reported")
-    parser.add_argument("--threads", type=runs.positive_int, default=None,
+    parser.add_argument("--threads", type=arguments.positive_int, default=None,
                         help="BLAS threads (default: the environment's setting)")
-    parser.add_argument("--json", metavar="PATH", type=runs.output_path, default=None,
+    parser.add_argument("--json", metavar="PATH", type=arguments.output_path, default=None,
                         help="also write the figures here (after printing them)")
     args = parser.parse_args(argv)
     if args.json is not None:

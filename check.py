@@ -29,7 +29,7 @@ import signal
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
-from vaelib import runs
+from vaelib import arguments
 from grader import intake
 from grader.limits import Limits
 from grader.isolation import PROJECT, IsolationUnavailable, setup  # noqa: F401  PROJECT: tests
@@ -54,12 +54,12 @@ def at_least(option):
     """An argparse type for the option's seconds: refused below its floor, in
     one line that says the floor and why."""
     floor, why = TIMEOUT_FLOORS[option]
-    return runs.checked(float, lambda v: floor <= v < float("inf"),
+    return arguments.checked(float, lambda v: floor <= v < float("inf"),
                         f"a finite number of seconds, {at_least_s(option)} ({why})")
 
 
 def parse_args(argv=None):
-    parser = runs.OneLineErrorParser(description="Grade vae.py submissions against the reference.")
+    parser = arguments.OneLineErrorParser(description="Grade vae.py submissions against the reference.")
     add = parser.add_argument
     add("paths", nargs="+", metavar="SUBMISSION",
         help="a student's vae.py, several files, or folders of them (searched recursively)")
@@ -78,13 +78,13 @@ def parse_args(argv=None):
              f"({at_least_s('script_timeout')}; default: %(default)s)")
     add("--functions-only", action="store_true",
         help="grade the functions only, not the training loop and the figures")
-    add("--memory", type=runs.positive_int, default=4096,
+    add("--memory", type=arguments.positive_int, default=4096,
         help="memory limit in MiB per worker (default: %(default)s)")
-    add("--processes", type=runs.positive_int, default=32,
+    add("--processes", type=arguments.positive_int, default=32,
         help="processes and threads per worker (default: %(default)s)")
-    add("--disk", type=runs.positive_int, default=256,
+    add("--disk", type=arguments.positive_int, default=256,
         help="MiB a worker may write in its folder, and in its /tmp (default: %(default)s)")
-    add("--jobs", type=runs.positive_int, default=os.cpu_count() or 1,
+    add("--jobs", type=arguments.positive_int, default=os.cpu_count() or 1,
         help="files graded at once (default: the number of CPUs)")
     add("--sandbox", choices=("auto", "bwrap", "user", "none"), default="auto",
         help="auto: bubblewrap, else (as root) a user of its own per worker; bwrap or user: "

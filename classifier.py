@@ -38,7 +38,7 @@ from autograd.scipy.special import logsumexp
 
 import data
 from vaelib import fastgrad
-from vaelib import checkpoints, models, runs
+from vaelib import arguments, checkpoints, models, runs
 from data import DATA_DIM, NUM_CLASSES
 
 DEFAULT_DIR = Path("output") / "classifier"
@@ -139,7 +139,7 @@ def with_command(argv):
 
 def parse_args(argv=None):
     argv = with_command(sys.argv[1:] if argv is None else list(argv))
-    parser = runs.OneLineErrorParser(
+    parser = arguments.OneLineErrorParser(
         description="Train an MLP digit classifier (train), or use it to score the prior "
                     "samples of generative models (score). Without a subcommand, the options "
                     "are train's, or score's after --score CHECKPOINT ...")
@@ -149,16 +149,16 @@ def parse_args(argv=None):
         description=f"Train the MLP digit classifier and write its checkpoint and metrics "
                     f"(default: {DEFAULT_DIR}/).")
     add = train_parser.add_argument
-    add("--epochs", type=runs.positive_int, default=10, help="passes over the training set")
-    add("--batch-size", type=runs.positive_int, default=100, help="images per Adam step")
-    add("--hidden-units", type=runs.positive_int, default=500, help="units per hidden layer")
-    add("--hidden-layers", type=runs.nonnegative_int, default=2, help="ReLU hidden layers")
-    add("--learning-rate", type=runs.positive_float, default=1e-3, help="Adam step size")
-    add("--seed", type=runs.seed_int, default=0,
+    add("--epochs", type=arguments.positive_int, default=10, help="passes over the training set")
+    add("--batch-size", type=arguments.positive_int, default=100, help="images per Adam step")
+    add("--hidden-units", type=arguments.positive_int, default=500, help="units per hidden layer")
+    add("--hidden-layers", type=arguments.nonnegative_int, default=2, help="ReLU hidden layers")
+    add("--learning-rate", type=arguments.positive_float, default=1e-3, help="Adam step size")
+    add("--seed", type=arguments.seed_int, default=0,
         help="seeds the initial weights and the order of the batches")
-    add("--n-train", type=runs.positive_int, default=None, metavar="N",
+    add("--n-train", type=arguments.positive_int, default=None, metavar="N",
         help="use only the first N training images (default: all)")
-    add("--output-dir", type=runs.output_dir, default=None, metavar="DIR",
+    add("--output-dir", type=arguments.output_dir, default=None, metavar="DIR",
         help=f"where the classifier's checkpoint and metrics go (default: {DEFAULT_DIR})")
     add("--overwrite", action="store_true", help="replace the classifier already there")
     add("--no-progress", action="store_true", help="no progress bar")
@@ -168,14 +168,14 @@ def parse_args(argv=None):
                     "recognised share and the digit entropy, beside real test images and "
                     "uniform noise.")
     add = score_parser.add_argument
-    add("score", type=runs.existing_file, nargs="+", metavar="CHECKPOINT",
+    add("score", type=arguments.existing_file, nargs="+", metavar="CHECKPOINT",
         help="the models' checkpoints (of vae.py or variants.py)")
-    add("--classifier", type=runs.existing_file, default=None, metavar="PATH",
+    add("--classifier", type=arguments.existing_file, default=None, metavar="PATH",
         help=f"the classifier (default: {DEFAULT_DIR}/checkpoint.npz)")
-    add("--samples", type=runs.positive_int, default=1000, help="samples per model")
-    add("--confidence", type=runs.checked(float, lambda c: 0 < c < 1, "a number in (0, 1)"),
+    add("--samples", type=arguments.positive_int, default=1000, help="samples per model")
+    add("--confidence", type=arguments.checked(float, lambda c: 0 < c < 1, "a number in (0, 1)"),
         default=0.9, help="a sample is recognised above this probability")
-    add("--json", type=runs.output_file, default=None, metavar="PATH",
+    add("--json", type=arguments.output_file, default=None, metavar="PATH",
         help="also write the scores here (its folder must exist)")
     add("--overwrite", action="store_true", help="replace the --json report already there")
     return parser.parse_args(argv)
@@ -236,7 +236,7 @@ def run_scoring(args):
         raise runs.RunError(f"no classifier at {path}: train one with `python classifier.py`, "
                             "or name one with --classifier")
     if args.json is not None:
-        runs.check_output_file(args.json, "--json", args.overwrite)
+        arguments.check_output_file(args.json, "--json", args.overwrite)
     runs.check_memory(scoring_memory(args.samples), f"--samples {args.samples}",
                       "choose a smaller --samples")
     params, _, history = load_classifier(path)

@@ -39,16 +39,15 @@ import time
 from pathlib import Path
 
 import numpy as np
-from scipy.special import logsumexp
 
 import data
 from vaelib import fastgrad
-from vaelib import runs
-from vaelib import checkpoints, grid, importance, training
+from vaelib import arguments, runs
+from vaelib import checkpoints, grid, importance, svi, training
 from vaelib.importance import image_rngs
 from vaelib.svi import (UNCERTAIN, correlation_summary, draw, fit_q, log_pixel_marginal,
                         log_predictive, missing_pixel_means, observed_pixels,
-                        pixel_correlations, predictive_samples, svi_objective)
+                        predictive_samples, svi_objective)
 from vaelib.networks import cast_params
 import vae
 from data import DATA_DIM
@@ -59,7 +58,6 @@ FIGURE_KINDS = ("completions", "posteriors", "correlations")   # <stem>_<kind>.p
 SHOWN_IMAGES = 8           # rows of the completions figure
 SHOWN_SAMPLES = 3          # sampled completions per row
 CONTOUR_IMAGES = 4         # panels of the posterior figure (2-D latent space)
-CONTOUR_POINTS = 120       # per side of each panel's local grid
 
 
 # ----------------------------------------------------------------------------
@@ -98,71 +96,48 @@ CONTOUR_POINTS = 120       # per side of each panel's local grid
 # The exact answers for a 2-dimensional latent space
 # ----------------------------------------------------------------------------
 
-def gaussian_density(z, mean, std):
-    """Density of N(mean, diag(std^2)) at points z (G, 2) -> (G,)."""
-    u = (z - mean) / std
-    return np.exp(-0.5 * np.sum(u ** 2, axis=1)) / (2 * np.pi * np.prod(std))
 
 
-def contour_panel(gen_params, x, observed, q, encoder_q, exact_mean, exact_cov, activation):
-    """Densities on a local grid around the three distributions of one image:
-    -> (axis_1, axis_2, {name: density (points, points)}), as plotting wants them."""
-    centres = [exact_mean, *(vae.unpack_gaussian_params(g)[0] for g in (q, encoder_q))]
-    spreads = [np.sqrt(np.diag(exact_cov)),
-               *(np.exp(vae.unpack_gaussian_params(g)[1]) for g in (q, encoder_q))]
-    low = np.min([c - 4 * s for c, s in zip(centres, spreads)], axis=0)
-    high = np.max([c + 4 * s for c, s in zip(centres, spreads)], axis=0)
-    axes = [np.linspace(low[i], high[i], CONTOUR_POINTS) for i in range(2)]
-    z = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 2)
-    log_joint = grid.log_joint_on_grid(gen_params, x[None], z, activation, observed)[0]
-    cell = (axes[0][1] - axes[0][0]) * (axes[1][1] - axes[1][0])
-    exact = np.exp(log_joint - logsumexp(log_joint)) / cell
-    shape = (CONTOUR_POINTS, CONTOUR_POINTS)
-    densities = {"exact p(z | x_observed)": exact.reshape(shape)}
-    for name, g in (("fitted q(z)", q), ("encoder q(z | full x)", encoder_q)):
-        mean, log_std = vae.unpack_gaussian_params(g)
-        densities[name] = gaussian_density(z, mean, np.exp(log_std)).reshape(shape)
-    return axes[0], axes[1], densities
 
 
 # ----------------------------------------------------------------------------
 # The command line
 # ----------------------------------------------------------------------------
 
-grid_points = runs.checked(int, lambda p: p >= 20, "an integer of at least 20")
+grid_points = arguments.checked(int, lambda p: p >= 20, "an integer of at least 20")
 
 
 def parse_args(argv=None):
-    parser = runs.OneLineErrorParser(
+    parser = arguments.OneLineErrorParser(
         description="Fill in the missing half of test digits with a trained VAE: "
                     "fit q(z) to p(z | observed half) by stochastic variational "
                     "inference, predict the other half, and score the prediction.")
     add = parser.add_argument
-    add("checkpoint", type=runs.existing_file, help="a checkpoint.npz written by vae.py")
+    add("checkpoint", type=arguments.existing_file, help="a checkpoint.npz written by vae.py")
     add("--mask", choices=MASKS, default="top", help="the half of each image that is observed")
-    add("--n", type=runs.positive_int, default=100, help="the first N test images")
+    add("--n", type=arguments.positive_int, default=100, help="the first N test images")
     add("--images", choices=("test", "model"), default="test",
         help="test: MNIST test images; model: N images sampled from the model itself "
              "(z ~ p(z), x ~ p(x|z)), on which the model's assumptions hold")
-    add("--steps", type=runs.positive_int, default=500, help="Adam steps of the SVI fit")
-    add("--samples", type=runs.positive_int, default=10,
+    add("--steps", type=arguments.positive_int, default=500, help="Adam steps of the SVI fit")
+    add("--samples", type=arguments.positive_int, default=10,
         help="reparameterised samples of z per image and step")
-    add("--learning-rate", type=runs.positive_float, default=0.02, help="Adam step size")
+    add("--learning-rate", type=arguments.positive_float, default=0.02, help="Adam step size")
     add("--init", choices=("encoder", "prior"), default="encoder",
         help="encoder: q starts at the recognition model's output for the image with its "
              "missing pixels set to their training mean; prior: q starts at N(0, I)")
-    add("--predictive-samples", type=runs.positive_int, default=1000, metavar="K",
+    add("--predictive-samples", type=arguments.positive_int, default=1000, metavar="K",
         help="samples of z behind every predictive estimate")
     add("--grid-points", type=grid_points, default=grid.GRID_POINTS, metavar="P",
         help="2-D latent space: the exact answers integrate over a P x P grid on "
              f"[-{grid.GRID_HALF_WIDTH:g}, {grid.GRID_HALF_WIDTH:g}]^2, widened per "
              "image where the mass reaches its edge, checked against P/2 x P/2")
-    add("--seed", type=runs.seed_int, default=0,
+    add("--seed", type=arguments.seed_int, default=0,
         help="image i draws its noise from numpy.random.default_rng([seed, i, 0]) for the "
              "fit and default_rng([seed, i, 1]) for the estimates")
-    add("--output-dir", type=runs.output_dir, default=None, metavar="DIR",
+    add("--output-dir", type=arguments.output_dir, default=None, metavar="DIR",
         help="where the report and figures go (default: the checkpoint's folder)")
-    add("--json", type=runs.output_file, default=None, metavar="PATH",
+    add("--json", type=arguments.output_file, default=None, metavar="PATH",
         help="the report (default: conditional_<mask>.json in the output folder; "
              "conditional_<mask>_model.json with --images model); its folder must exist")
     add("--overwrite", action="store_true",
@@ -427,13 +402,13 @@ def write_figures(per_image, x, observed, gen_params, activation, out, stem):
         [f"{name} {n}" for n in range(shown)], "completions of the missing pixels\n(grey: "
         "not observed; each sample decoded from one z ~ q)")
     if "exact_mean" in per_image:
-        panels = [(f"{name} {n}", *contour_panel(
+        panels = [(f"{name} {n}", *grid.contour_panel(
                       gen_params, x[n], observed, per_image["q"][n], per_image["encoder_q"][n],
                       per_image["exact_mean"][n], per_image["exact_cov"][n], activation))
                   for n in range(min(CONTOUR_IMAGES, len(x)))]
         paths.append(out / f"{stem}_{FIGURE_KINDS[1]}.png")
         plotting.save_posterior_contours(panels, paths[-1])
-    maps, titles, marked = correlation_maps(per_image["correlation_maps"], observed)
+    maps, titles, marked = svi.correlation_maps(per_image["correlation_maps"], observed)
     others = np.abs(np.delete(maps, marked, axis=1))
     limit = max(0.05, np.ceil(others.max() * 20) / 20)   # the scale's end, a multiple of 0.05
     paths.append(out / f"{stem}_{FIGURE_KINDS[2]}.png")
@@ -442,24 +417,6 @@ def write_figures(per_image, x, observed, gen_params, activation, out, stem):
     return paths
 
 
-def correlation_maps(mixtures, observed):
-    """For test image 0: the correlation of one missing pixel with every
-    missing pixel, under each predictive. The pixel is one of the most
-    correlated uncertain pair under the exact conditional if known, else
-    under the SVI predictive. mixtures: {name: means (K, D_missing) or
-    (means, weights)}. -> (maps (P, D), titles, the pixel's flat index)."""
-    mixtures = {name: m if isinstance(m, tuple) else (m, None) for name, m in mixtures.items()}
-    pair = correlation_summary(*mixtures.get("exact", mixtures["svi"]))["pair"]
-    pixel = 0 if pair is None else pair[0]
-    maps, titles = [], []
-    for name, label in (("svi", "SVI predictive"), ("exact", "exact conditional"),
-                        ("prior", "prior predictive")):
-        if name in mixtures:
-            image = np.zeros(len(observed))
-            image[~observed] = pixel_correlations(*mixtures[name])[pixel]
-            maps.append(image)
-            titles.append(label)
-    return np.array(maps), titles, int(np.flatnonzero(~observed)[pixel])
 
 
 def sampling_memory(rows, config):
@@ -505,7 +462,7 @@ def run(args):
     json_path = args.json or out / f"{stem}.json"
     for path in [json_path] + [out / f"{stem}_{kind}.png" for kind in FIGURE_KINDS]:
         if path.parent.is_dir():     # else the output folder is created below
-            runs.check_output_file(path)
+            arguments.check_output_file(path)
     data_dir = config["data_dir"]
     _, train_images, _, test_images, _ = data.load_data(data_dir and Path(data_dir))
     if args.images == "test" and args.n > len(test_images):

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 import data
-from vaelib import checkpoints, runs
+from vaelib import arguments, checkpoints, runs
 from vaelib.grid import (GRID_HALF_WIDTH, GRID_MAX_HALF_WIDTH, GRID_POINTS, ORDERING_SES,
                          exact_summary, ordering_check)
 from vaelib.importance import (ACTIVE_UNIT_THRESHOLD, ELBO_SAMPLES, IW_SAMPLES, MAX_ROWS,
@@ -216,22 +216,22 @@ def format_report(report):
 # ----------------------------------------------------------------------------
 
 def parse_args(argv=None):
-    parser = runs.OneLineErrorParser(
+    parser = arguments.OneLineErrorParser(
         description="Estimate the test log-likelihood of a VAE checkpoint written by "
                     "vae.py by importance sampling, with the ELBO and per-unit diagnostics.")
     add = parser.add_argument
-    add("checkpoint", type=runs.existing_file, help="checkpoint.npz written by vae.py")
+    add("checkpoint", type=arguments.existing_file, help="checkpoint.npz written by vae.py")
     add("--split", choices=("test", "train"), default="test", help="which images")
-    add("--n", type=runs.positive_int, default=None, metavar="N",
+    add("--n", type=arguments.positive_int, default=None, metavar="N",
         help="evaluate only the first N images of the split (default: all)")
-    add("--iw-samples", type=runs.positive_int, default=IW_SAMPLES, metavar="K",
+    add("--iw-samples", type=arguments.positive_int, default=IW_SAMPLES, metavar="K",
         help="importance samples per image for log p(x)")
-    add("--elbo-samples", type=runs.positive_int, default=ELBO_SAMPLES, metavar="S",
+    add("--elbo-samples", type=arguments.positive_int, default=ELBO_SAMPLES, metavar="S",
         help="posterior samples per image for the ELBO's reconstruction term")
     add("--binarize", choices=("sample", "threshold"), default="sample",
         help="sample: x > uniform noise drawn once with a fixed seed, as vae.py's "
              f"test set; threshold: x > {THRESHOLD}")
-    add("--seed", type=runs.seed_int, default=0,
+    add("--seed", type=arguments.seed_int, default=0,
         help="seed of the posterior samples (image i uses default_rng([seed, i]))")
     add("--exact", action="store_true",
         help="2-dimensional latent space only: also compute log p(x) by integration "
@@ -239,9 +239,9 @@ def parse_args(argv=None):
              f"{GRID_HALF_WIDTH:g}]^2, widened per image (same spacing, up to "
              f"[-{GRID_MAX_HALF_WIDTH:g}, {GRID_MAX_HALF_WIDTH:g}]^2) until its outer band holds "
              "a negligible share of the posterior mass")
-    add("--data-dir", type=runs.existing_dir, default=None, metavar="DIR",
+    add("--data-dir", type=arguments.existing_dir, default=None, metavar="DIR",
         help="MNIST-format folder (default: the one the checkpoint was trained on)")
-    add("--json", type=runs.output_file, default=None, metavar="PATH",
+    add("--json", type=arguments.output_file, default=None, metavar="PATH",
         help="where to write the report (default: evaluation_<split>_<binarize>.json "
              "beside the checkpoint, or ..._n<N>.json for the first N images only); "
              "the per-image estimates go beside it as .npz; its folder must exist")
@@ -316,7 +316,7 @@ def run(args):
         raise runs.RunError(f"--json {path}: the per-image estimates go to the same name with "
                             ".npz; name the report .json", exit_code=2)
     for written in (path, path.with_suffix(".npz")):
-        runs.check_output_file(written, "--json" if args.json else None)
+        arguments.check_output_file(written, "--json" if args.json else None)
     runs.check_writable(path.parent, what="the report's folder")
     runs.check_memory(evaluation_memory(args.iw_samples, args.elbo_samples, config),
                       f"--iw-samples {args.iw_samples} with --elbo-samples {args.elbo_samples}",

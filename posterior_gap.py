@@ -34,7 +34,7 @@ from numpy.polynomial.hermite_e import hermegauss
 
 import data
 from vaelib import fastgrad
-from vaelib import runs
+from vaelib import arguments, runs
 from vaelib import cli, grid, importance, training
 from vaelib.networks import cast_params, initial_params
 import vae
@@ -294,19 +294,19 @@ def gap_figure(records, marked):
 # ---- The command line --------------------------------------------------------
 
 def parse_args(argv=None):
-    parser = runs.OneLineErrorParser(
+    parser = arguments.OneLineErrorParser(
         description="Train a VAE with a 2-dimensional latent space as vae.py does and track, "
                     "per epoch, log p(x), the ELBO and their gap KL(q(z|x) || p(z|x)).")
     add = parser.add_argument
     cli.add_model_options(parser, skip=("latent_dim",), n_train=10000, epochs=100,
                           hidden_units=500, hidden_layers=1, activation="tanh")
-    add("--seed", type=runs.seed_int, default=0, help="seed of the global numpy random stream")
-    add("--track", type=runs.positive_int, default=200, metavar="N",
+    add("--seed", type=arguments.seed_int, default=0, help="seed of the global numpy random stream")
+    add("--track", type=arguments.positive_int, default=200, metavar="N",
         help="track the first N training images")
-    add("--grid-points", type=runs.checked(int, lambda v: v >= 2, "an integer >= 2"),
+    add("--grid-points", type=arguments.checked(int, lambda v: v >= 2, "an integer >= 2"),
         default=301, help="grid points per axis on [-6, 6]^2 for log p(x) (the box is "
                           "widened, same spacing, where an image's mass reaches its edge)")
-    add("--output-dir", type=runs.output_dir, default=Path("output/posterior_gap"),
+    add("--output-dir", type=arguments.output_dir, default=Path("output/posterior_gap"),
         metavar="DIR", help="where the JSON, the figure and the per-image arrays go")
     add("--overwrite", action="store_true",
         help="if the output folder holds a posterior_gap.py run, delete its files first")

@@ -31,7 +31,7 @@ from autograd.misc import flatten
 from autograd.scipy.special import expit
 
 from data import load_data
-from vaelib import checkpoints, cli, runs, training
+from vaelib import arguments, checkpoints, cli, runs, training
 from vaelib.latents import GaussianLatent
 from vaelib.networks import INITS, initial_params
 from vaelib.training import ADAM_B1, ADAM_B2, ADAM_EPS, evaluate_elbo
@@ -226,16 +226,16 @@ def write_figures(gen_params, rec_params, test_images, test_labels, history,
 def parse_args(argv=None):
     """Parses and validates the command line (defaults: the assignment's)."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    parser = runs.OneLineErrorParser(
+    parser = arguments.OneLineErrorParser(
         description="Train a variational autoencoder on binarised MNIST and write "
                     "its figures, metrics and checkpoint.")
     cli.add_model_options(parser)
     add = parser.add_argument
-    add("--seed", type=runs.seed_int, default=0, help="seed of the global numpy random stream")
-    add("--data-dir", type=runs.existing_dir, default=None, metavar="DIR",
+    add("--seed", type=arguments.seed_int, default=0, help="seed of the global numpy random stream")
+    add("--data-dir", type=arguments.existing_dir, default=None, metavar="DIR",
         help="folder with the four MNIST-format files, e.g. Fashion-MNIST "
              "(default: the MNIST copy shipped in datasets/mnist)")
-    add("--output-dir", type=runs.output_dir, default=None, metavar="DIR",
+    add("--output-dir", type=arguments.output_dir, default=None, metavar="DIR",
         help="where figures, metrics.json and the checkpoint go (default: output; "
              "with --from-checkpoint, the checkpoint's folder)")
     add("--overwrite", action="store_true",
@@ -250,26 +250,26 @@ def parse_args(argv=None):
         help="normal: weights and biases N(0, 0.01^2), the skeleton's; glorot: "
              "W ~ U(-a, a), a = sqrt(6 / (fan_in + fan_out)), b = 0 (Glorot and Bengio "
              "2010, as Burda et al. 2016)")
-    add("--adam-eps", type=runs.positive_float, default=ADAM_EPS,
+    add("--adam-eps", type=arguments.positive_float, default=ADAM_EPS,
         help="Adam's epsilon (Kingma and Ba 2015: 1e-8; Burda et al. 2016: 1e-4)")
     add("--lr-schedule", choices=tuple(training.LR_SCHEDULES), default="constant",
         help="constant: --learning-rate throughout; burda: --learning-rate * 10^(-i/7) for "
              "3^i epochs, i = 0, ..., 7, 3,280 epochs in all (Burda et al. 2016, Section 5)")
-    add("--resume", type=runs.existing_file, default=None, metavar="PATH",
+    add("--resume", type=arguments.existing_file, default=None, metavar="PATH",
         help="continue the run of this checkpoint in its folder to --epochs epochs in all, "
              "with Adam's state, the random streams and the history restored: the result "
              "equals the uninterrupted run's")
-    add("--from-checkpoint", type=runs.existing_file, default=None, metavar="PATH",
+    add("--from-checkpoint", type=arguments.existing_file, default=None, metavar="PATH",
         help="skip training: regenerate every figure from a checkpoint written by vae.py")
     add("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
-    args.given = runs.given_options(argv)
+    args.given = arguments.given_options(argv)
     if args.resume and (args.from_checkpoint or args.output_dir or args.overwrite):
         parser.error("--resume continues the run in the checkpoint's folder; it takes no "
                      "--from-checkpoint, --output-dir or --overwrite")
     if args.from_checkpoint:
         ignored = [option for option in (f"--{dest.replace('_', '-')}" for dest in cli.TRAINING_OPTIONS)
-                   if option in runs.given_options(argv)]
+                   if option in arguments.given_options(argv)]
         if ignored:
             parser.error(f"--from-checkpoint takes its settings from the checkpoint; "
                          f"{', '.join(ignored)} would be ignored")

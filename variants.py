@@ -22,7 +22,7 @@ from pathlib import Path
 
 import data
 import vae
-from vaelib import checkpoints, cli, models, runs, training
+from vaelib import arguments, checkpoints, cli, models, runs, training
 from vaelib.models import MODELS
 from vaelib.networks import count_params
 
@@ -40,7 +40,7 @@ def parse_args(argv=None):
     vae.py's model options, this script's and the model's own (argparse
     refuses another model's options)."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    parser = runs.OneLineErrorParser(
+    parser = arguments.OneLineErrorParser(
         description="Train a variant of the VAE with vae.py's networks, Adam and loop, and "
                     "write its figures, metrics and checkpoint. `python variants.py MODEL "
                     "--help` lists a model's options.")
@@ -53,13 +53,13 @@ def parse_args(argv=None):
                         f"{model.objective}.")
         cli.add_model_options(sub)
         add = sub.add_argument
-        add("--seed", type=runs.seed_int, default=0,
+        add("--seed", type=arguments.seed_int, default=0,
             help="seeds the initial parameters (global stream) and the loop's default_rng")
-        add("--data-dir", type=runs.existing_dir, default=None, metavar="DIR",
+        add("--data-dir", type=arguments.existing_dir, default=None, metavar="DIR",
             help="folder with the four MNIST-format files (default: the shipped MNIST)")
         for option in model.options:
             option.add_to(sub)
-        add("--output-dir", type=runs.output_dir, default=None, metavar="DIR",
+        add("--output-dir", type=arguments.output_dir, default=None, metavar="DIR",
             help=f"where figures, metrics.json and the checkpoint go "
                  f"(default: output/{model.name})")
         add("--overwrite", action="store_true",

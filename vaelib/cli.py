@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from data import load_data
-from vaelib import checkpoints, fastgrad, runs, training
+from vaelib import arguments, checkpoints, fastgrad, runs, training
 from vaelib.networks import count_params, layer_sizes
 
 TRAINING_OPTIONS = ("epochs", "batch_size", "latent_dim", "hidden_units", "hidden_layers",
@@ -20,17 +20,17 @@ def add_model_options(parser, skip=(), **defaults):
     defaults: vae.py's, and those of every script that trains with its loop
     (a script may change a default, or skip an option it fixes)."""
     options = [
-        ("epochs", dict(type=runs.positive_int, default=30, help="passes over the training set")),
-        ("batch_size", dict(type=runs.positive_int, default=200, help="images per Adam step")),
-        ("latent_dim", dict(type=runs.positive_int, default=50, help="dimension L of z")),
-        ("hidden_units", dict(type=runs.positive_int, default=200, help="units per hidden layer")),
-        ("hidden_layers", dict(type=runs.nonnegative_int, default=2,
+        ("epochs", dict(type=arguments.positive_int, default=30, help="passes over the training set")),
+        ("batch_size", dict(type=arguments.positive_int, default=200, help="images per Adam step")),
+        ("latent_dim", dict(type=arguments.positive_int, default=50, help="dimension L of z")),
+        ("hidden_units", dict(type=arguments.positive_int, default=200, help="units per hidden layer")),
+        ("hidden_layers", dict(type=arguments.nonnegative_int, default=2,
                                help="hidden layers in the encoder and in the decoder")),
         ("activation", dict(choices=fastgrad.ACTIVATIONS, default="relu",
                             help="of the hidden layers: relu (the assignment's) or tanh "
                                  "(Kingma and Welling's, Appendix C)")),
-        ("learning_rate", dict(type=runs.positive_float, default=1e-3, help="Adam step size")),
-        ("n_train", dict(type=runs.positive_int, default=None, metavar="N",
+        ("learning_rate", dict(type=arguments.positive_float, default=1e-3, help="Adam step size")),
+        ("n_train", dict(type=arguments.positive_int, default=None, metavar="N",
                          help="use only the first N training images (default: all)"))]
     for dest, settings in options:
         if dest in skip:

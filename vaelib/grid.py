@@ -15,6 +15,7 @@ from vaelib.networks import cast_params
 
 GRID_HALF_WIDTH = 6.0            # --exact: the grid starts on [-6, 6]^2 ...
 GRID_POINTS = 601                # ... with spacing 12/601 = 0.02 (and a check at 0.04)
+CONTOUR_POINTS = 120       # per side of each panel's local grid
 GRID_ROWS = 1024                 # grid points per decoder pass
 GRID_TOLERANCE = 0.01            # converged: halving the points moves log p(x) by less,
 GRID_BAND = 1.0                  # and the box's outer band, this wide, holds less
@@ -239,3 +240,31 @@ def exact_summary(gen_params, binary, activation="relu"):
     final box and whether the grid converged (spacing and extent)."""
     check = grid_check(gen_params, binary, activation)
     return {**check, "grid": {**grid_settings(), **grid_facts(check)}}
+
+
+def gaussian_density(z, mean, std):
+    """Density of N(mean, diag(std^2)) at points z (G, 2) -> (G,)."""
+    u = (z - mean) / std
+    return np.exp(-0.5 * np.sum(u ** 2, axis=1)) / (2 * np.pi * np.prod(std))
+
+
+def contour_panel(gen_params, x, observed, q, encoder_q, exact_mean, exact_cov, activation,
+                  points=CONTOUR_POINTS):
+    """Densities on a local grid around the three distributions of one image:
+    -> (axis_1, axis_2, {name: density (points, points)}), as plotting wants them."""
+    centres = [exact_mean, *(fastgrad.unpack_gaussian_params(g)[0] for g in (q, encoder_q))]
+    spreads = [np.sqrt(np.diag(exact_cov)),
+               *(np.exp(fastgrad.unpack_gaussian_params(g)[1]) for g in (q, encoder_q))]
+    low = np.min([c - 4 * s for c, s in zip(centres, spreads)], axis=0)
+    high = np.max([c + 4 * s for c, s in zip(centres, spreads)], axis=0)
+    axes = [np.linspace(low[i], high[i], points) for i in range(2)]
+    z = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 2)
+    log_joint = log_joint_on_grid(gen_params, x[None], z, activation, observed)[0]
+    cell = (axes[0][1] - axes[0][0]) * (axes[1][1] - axes[1][0])
+    exact = np.exp(log_joint - logsumexp(log_joint)) / cell
+    shape = (points, points)
+    densities = {"exact p(z | x_observed)": exact.reshape(shape)}
+    for name, g in (("fitted q(z)", q), ("encoder q(z | full x)", encoder_q)):
+        mean, log_std = fastgrad.unpack_gaussian_params(g)
+        densities[name] = gaussian_density(z, mean, np.exp(log_std)).reshape(shape)
+    return axes[0], axes[1], densities

@@ -24,14 +24,15 @@ from autograd.scipy.special import expit
 
 from data import DATA_DIM
 from plotting import bernoulli_means
-from vaelib import checkpoints, fastgrad, networks, runs
+from vaelib import arguments, checkpoints, fastgrad, networks
 from vaelib.importance import ACTIVE_UNIT_THRESHOLD
-from vaelib.training import TEST_BINARIZATION_SEED, binarize_once, fused_elbo_terms
+from vaelib.mixture import (MIXTURE_NAME, MixtureLatent, check_components, fit_code_mixture,
+                            load_mixture, mixture_figure)
+from vaelib.training import fused_elbo_terms
 from vaelib.latents import GaussianLatent
 
 
 NOISE_INIT_STD = 0.2        # the Gaussian model's sigma before training
-MIXTURE_NAME = "mixture.npz"   # the autoencoder's mixture, beside its checkpoint
 CODE_NEAR_ZERO = 0.1        # share of standardised posterior locations within +- this
 
 
@@ -324,90 +325,18 @@ def autoencoder_terms(gen_params, rec_params, binary, randn, activation="relu"):
     return log_px, 0.0 * log_px
 
 
-def fit_mixture(codes, components, seed):
-    """scikit-learn's GaussianMixture with full covariances on the codes (N, L).
-    -> {"weights" (K,), "means" (K, L), "covariances" (K, L, L)}."""
-    from sklearn.mixture import GaussianMixture
-    mixture = GaussianMixture(n_components=components, covariance_type="full",
-                              random_state=seed).fit(codes)
-    return {"weights": mixture.weights_, "means": mixture.means_,
-            "covariances": mixture.covariances_}
 
 
-def sample_mixture(mixture, rs, n):
-    """n draws from the mixture with RandomState rs: a component by its
-    weight, then its Gaussian through the Cholesky factor. -> (n, L)."""
-    k = rs.choice(len(mixture["weights"]), size=n, p=mixture["weights"])
-    chol = np.linalg.cholesky(mixture["covariances"])
-    eps = rs.randn(n, mixture["means"].shape[1])
-    return mixture["means"][k] + np.einsum("nij,nj->ni", chol[k], eps)
 
 
-class MixtureLatent:
-    """write_figures' view of an autoencoder's codes: the mixture as prior,
-    the code itself as the posterior's location and sample, and quantiles of
-    the training codes (pooled over coordinates) for the manifold."""
-
-    def __init__(self, mixture, codes):
-        self.mixture, self.codes = mixture, codes
-
-    def sample_prior(self, rs, shape):
-        return sample_mixture(self.mixture, rs, shape[0])
-
-    def ppf(self, p):
-        return np.quantile(self.codes, p)
-
-    @staticmethod
-    def reparameterize(codes, eps):
-        return codes
-
-    @staticmethod
-    def locations(codes):
-        return codes
 
 
-def check_components(config, n_images):
-    """More mixture components than the codes it is fitted to: refused before training."""
-    if config["components"] > n_images:
-        raise runs.RunError(f"--components {config['components']} but the mixture is fitted to "
-                            f"the codes of {n_images} training images; choose at most "
-                            f"{n_images} components, or a larger --n-train", exit_code=2)
 
 
-def fit_code_mixture(trained):
-    """The mixture fitted to the codes of the training images (binarised once),
-    written beside the checkpoint. -> (MixtureLatent, metrics extras)."""
-    config, out = trained.config, trained.out
-    binary = binarize_once(trained.train_images)
-    codes = fastgrad.neural_net_predict(trained.rec_params, binary, config["activation"])
-    mixture = fit_mixture(codes, config["components"], config["seed"])
-    runs.atomic_write(out / MIXTURE_NAME, lambda f: np.savez(f, **mixture))
-    return MixtureLatent(mixture, codes), {"mixture": {
-        "components": config["components"], "fitted_to": (
-            f"the codes of the {len(binary)} training images, binarised once with "
-            f"RandomState({TEST_BINARIZATION_SEED})"), "file": str(out / MIXTURE_NAME)}}
 
 
-def load_mixture(folder):
-    """The autoencoder's mixture beside its checkpoint. Raises runs.RunError."""
-    path = Path(folder) / MIXTURE_NAME
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            return {key: f[key] for key in ("weights", "means", "covariances")}
-    except (OSError, KeyError, ValueError) as e:
-        raise runs.RunError(f"{path}, the autoencoder's mixture, cannot be read "
-                            f"({type(e).__name__}: {e})") from None
 
 
-def mixture_figure(trained, latent):
-    """For 2-D codes: the codes coloured by digit, with the mixture's ellipses."""
-    if trained.config["latent_dim"] != 2:
-        return {}, []
-    import plotting
-    path = trained.out / "mixture.png"
-    plotting.save_mixture(latent.codes, np.argmax(trained.train_labels, axis=1),
-                          latent.mixture["means"], latent.mixture["covariances"], path)
-    return {}, [path]
 
 
 # ----------------------------------------------------------------------------
@@ -469,7 +398,7 @@ MODELS = {model.name: model for model in (
           options=(Option("noise", "per-pixel", "one learnt standard deviation per pixel "
                           "or one for all", choices=("per-pixel", "shared")),
                    Option("min_std", 0.01, "the floor of the standard deviation",
-                          type=runs.positive_float)),
+                          type=arguments.positive_float)),
           grey=True, noise_layer=lambda config, dtype: noise_layer(config["noise"], dtype),
           reports=(report_noise,)),
     # prior Lap(0, tau), posterior Lap(mu, b); z by the inverse CDF at
@@ -478,7 +407,7 @@ MODELS = {model.name: model for model in (
           "ELBO of binarised pixels, Laplace prior and posterior (nats per image)",
           laplace_elbo_terms, lambda config, training: {"prior_scale": config["prior_scale"]},
           options=(Option("prior_scale", 1.0, "the prior's scale tau, Lap(0, tau) per unit",
-                          type=runs.positive_float, metavar="TAU"),),
+                          type=arguments.positive_float, metavar="TAU"),),
           latent=lambda config, prior: LaplaceLatent(config.get("prior_scale", 1.0)),
           reports=(report_codes,), files=("code_histogram.png",)),
     # Bernoulli(1/2) prior and Bernoulli posterior; relaxed (binary Concrete)
@@ -490,7 +419,7 @@ MODELS = {model.name: model for model in (
                                                        "hard": not training},
           options=(Option("temperature", 2 / 3, "the temperature of the relaxed Bernoulli "
                           "samples in training (default: 2/3, Maddison et al. 2017)",
-                          type=runs.positive_float),),
+                          type=arguments.positive_float),),
           code_size=1, latent=lambda config, prior: BinaryLatent),
     # no noise and no KL; a Gaussian mixture fitted to the codes serves as the
     # prior afterwards
@@ -500,7 +429,7 @@ MODELS = {model.name: model for model in (
           "binarised pixels (nats per image; not a bound on log p(x))",
           autoencoder_terms,
           options=(Option("components", 10, "Gaussian components of the mixture fitted to "
-                          "the codes", type=runs.positive_int),),
+                          "the codes", type=arguments.positive_int),),
           measure="reconstruction log-likelihood", code_size=1,
           latent=lambda config, prior: MixtureLatent(prior, None), check=check_components,
           fit_prior=fit_code_mixture, load_prior=load_mixture, reports=(mixture_figure,),

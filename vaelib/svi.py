@@ -135,3 +135,23 @@ def correlation_summary(means, weights=None):
     i, j = np.unravel_index(np.argmax(np.where(off, corr, -1)), corr.shape)
     return {"uncertain_pixels": len(pixels), "max_abs": float(corr[i, j]),
             "mean_abs": float(corr[off].mean()), "pair": (int(pixels[i]), int(pixels[j]))}
+
+
+def correlation_maps(mixtures, observed):
+    """For test image 0: the correlation of one missing pixel with every
+    missing pixel, under each predictive. The pixel is one of the most
+    correlated uncertain pair under the exact conditional if known, else
+    under the SVI predictive. mixtures: {name: means (K, D_missing) or
+    (means, weights)}. -> (maps (P, D), titles, the pixel's flat index)."""
+    mixtures = {name: m if isinstance(m, tuple) else (m, None) for name, m in mixtures.items()}
+    pair = correlation_summary(*mixtures.get("exact", mixtures["svi"]))["pair"]
+    pixel = 0 if pair is None else pair[0]
+    maps, titles = [], []
+    for name, label in (("svi", "SVI predictive"), ("exact", "exact conditional"),
+                        ("prior", "prior predictive")):
+        if name in mixtures:
+            image = np.zeros(len(observed))
+            image[~observed] = pixel_correlations(*mixtures[name])[pixel]
+            maps.append(image)
+            titles.append(label)
+    return np.array(maps), titles, int(np.flatnonzero(~observed)[pixel])

@@ -11,7 +11,7 @@ from collections import namedtuple
 import numpy as np
 import pytest
 
-from vaelib import checkpoints, runs
+from vaelib import arguments, checkpoints, runs
 from holding import hold_lock
 
 PATTERNS = ("checkpoint.npz", "metrics.json", "*.png", "evaluation_*.json")
@@ -31,9 +31,9 @@ def refusal(excinfo):
 # ---------------------------------------------------------------- the command line
 
 def parser_with(*options):
-    parser = runs.OneLineErrorParser(prog="prog")
+    parser = arguments.OneLineErrorParser(prog="prog")
     for option in options:
-        parser.add_argument(option, type=runs.positive_int, default=1)
+        parser.add_argument(option, type=arguments.positive_int, default=1)
     return parser
 
 
@@ -60,25 +60,25 @@ def test_parser_refuses_abbreviated_options(capsys):
     (["--output-dir", "out", "--overwrite"], {"--output-dir", "--overwrite"}),
 ])
 def test_given_options_are_the_long_options_in_argv(argv, given):
-    assert runs.given_options(argv) == given
+    assert arguments.given_options(argv) == given
 
 
 def test_output_dir_refuses_an_existing_file():
     with pytest.raises(argparse.ArgumentTypeError, match="exists and is not a folder"):
-        runs.output_dir(__file__)
+        arguments.output_dir(__file__)
 
 
 @pytest.mark.parametrize("parse, text", [
-    (runs.positive_int, "0"), (runs.positive_int, "-3"), (runs.positive_int, "1.5"),
-    (runs.positive_int, "two"), (runs.positive_int, ""),
-    (runs.nonnegative_int, "-1"), (runs.nonnegative_int, "x"),
-    (runs.seed_int, "-1"), (runs.seed_int, str(2 ** 32)),
-    (runs.positive_float, "0"), (runs.positive_float, "-1e-3"), (runs.positive_float, "nan"),
-    (runs.positive_float, "inf"), (runs.positive_float, "1e400"), (runs.positive_float, "x"),
-    (runs.existing_dir, "/no/such/folder"), (runs.existing_dir, __file__),
-    (runs.existing_file, "/no/such/file.npz"), (runs.existing_file, os.path.dirname(__file__)),
-    (runs.existing_dir, ""), (runs.existing_file, ""),
-    (runs.output_path, ""), (runs.output_path, "   "),
+    (arguments.positive_int, "0"), (arguments.positive_int, "-3"), (arguments.positive_int, "1.5"),
+    (arguments.positive_int, "two"), (arguments.positive_int, ""),
+    (arguments.nonnegative_int, "-1"), (arguments.nonnegative_int, "x"),
+    (arguments.seed_int, "-1"), (arguments.seed_int, str(2 ** 32)),
+    (arguments.positive_float, "0"), (arguments.positive_float, "-1e-3"), (arguments.positive_float, "nan"),
+    (arguments.positive_float, "inf"), (arguments.positive_float, "1e400"), (arguments.positive_float, "x"),
+    (arguments.existing_dir, "/no/such/folder"), (arguments.existing_dir, __file__),
+    (arguments.existing_file, "/no/such/file.npz"), (arguments.existing_file, os.path.dirname(__file__)),
+    (arguments.existing_dir, ""), (arguments.existing_file, ""),
+    (arguments.output_path, ""), (arguments.output_path, "   "),
 ])
 def test_argument_types_refuse_bad_values(parse, text):
     with pytest.raises(argparse.ArgumentTypeError):
@@ -86,9 +86,9 @@ def test_argument_types_refuse_bad_values(parse, text):
 
 
 @pytest.mark.parametrize("parse, text, value", [
-    (runs.positive_int, "1", 1), (runs.nonnegative_int, "0", 0),
-    (runs.seed_int, "0", 0), (runs.seed_int, str(2 ** 32 - 1), 2 ** 32 - 1),
-    (runs.positive_float, "1e-3", 1e-3),
+    (arguments.positive_int, "1", 1), (arguments.nonnegative_int, "0", 0),
+    (arguments.seed_int, "0", 0), (arguments.seed_int, str(2 ** 32 - 1), 2 ** 32 - 1),
+    (arguments.positive_float, "1e-3", 1e-3),
 ])
 def test_argument_types_accept_good_values(parse, text, value):
     assert parse(text) == value
@@ -98,15 +98,15 @@ def test_argument_types_accept_good_values(parse, text, value):
 
 def test_output_file_refuses_a_folder_and_a_missing_folder_and_creates_nothing(tmp_path):
     with pytest.raises(argparse.ArgumentTypeError, match="is a folder; name a file"):
-        runs.output_file(str(tmp_path))
+        arguments.output_file(str(tmp_path))
     with pytest.raises(argparse.ArgumentTypeError,
                        match=f"the folder {tmp_path / 'missing'} does not exist"):
-        runs.output_file(str(tmp_path / "missing" / "report.json"))
+        arguments.output_file(str(tmp_path / "missing" / "report.json"))
     (tmp_path / "a_file").write_text("")
     with pytest.raises(argparse.ArgumentTypeError, match="a_file is not a folder"):
-        runs.output_file(str(tmp_path / "a_file" / "report.json"))
+        arguments.output_file(str(tmp_path / "a_file" / "report.json"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
-    assert runs.output_file(str(tmp_path / "report.json")) == tmp_path / "report.json"
+    assert arguments.output_file(str(tmp_path / "report.json")) == tmp_path / "report.json"
 
 
 def test_check_output_file_refuses_an_existing_file_only_without_overwrite(tmp_path):
@@ -114,12 +114,12 @@ def test_check_output_file_refuses_an_existing_file_only_without_overwrite(tmp_p
     path.write_text("{}")
     with pytest.raises(runs.RunError, match="--json: .*report.json exists; choose another "
                                             "--json or pass --overwrite") as e:
-        runs.check_output_file(path, "--json", overwrite=False)
+        arguments.check_output_file(path, "--json", overwrite=False)
     assert e.value.exit_code == 2
-    runs.check_output_file(path, "--json", overwrite=True)
-    runs.check_output_file(path, "--json")                    # a script that replaces it
+    arguments.check_output_file(path, "--json", overwrite=True)
+    arguments.check_output_file(path, "--json")                    # a script that replaces it
     with pytest.raises(runs.RunError, match="is a folder"):
-        runs.check_output_file(tmp_path, "--json", overwrite=True)
+        arguments.check_output_file(tmp_path, "--json", overwrite=True)
 
 
 @pytest.mark.parametrize("seconds, text", [(0.2, "about 1 second"), (40, "about 40 seconds"),

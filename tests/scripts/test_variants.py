@@ -14,7 +14,7 @@ from scipy.special import ndtr
 import evaluate
 from vaelib import models
 import variants
-from vaelib import checkpoints, runs, training
+from vaelib import checkpoints, mixture, training
 from vaelib import networks
 import vae
 
@@ -184,11 +184,11 @@ def test_derivatives_through_the_relaxed_samples_match_finite_differences():
 def test_mixture_samples_have_the_fitted_moments():
     rs = np.random.RandomState(0)
     codes = np.r_[rs.randn(3000, 2) @ [[1.0, 0.5], [0.0, 0.5]] + [3, 0], rs.randn(1000, 2) - 2]
-    mixture = models.fit_mixture(codes, 2, seed=0)
-    w, mu, cov = mixture["weights"], mixture["means"], mixture["covariances"]
+    fitted = mixture.fit_mixture(codes, 2, seed=0)
+    w, mu, cov = fitted["weights"], fitted["means"], fitted["covariances"]
     mean = w @ mu
     second = np.einsum("k,kij->ij", w, cov + mu[:, :, None] * mu[:, None, :])
-    samples = models.sample_mixture(mixture, np.random.RandomState(1), 200_000)
+    samples = mixture.sample_mixture(fitted, np.random.RandomState(1), 200_000)
     se = np.sqrt(np.diag(second - np.outer(mean, mean)) / len(samples))
     assert np.all(np.abs(samples.mean(axis=0) - mean) < 4 * se)
     np.testing.assert_allclose(np.cov(samples, rowvar=False), second - np.outer(mean, mean),
@@ -352,7 +352,7 @@ def test_a_failure_after_training_leaves_an_honest_status_and_overwrite_runs_aga
 
     def fail(*args):
         raise ValueError("the mixture failed")
-    monkeypatch.setattr(models, "fit_mixture", fail)
+    monkeypatch.setattr(mixture, "fit_mixture", fail)
     with pytest.raises(ValueError, match="the mixture failed"):      # a bug: its traceback
         variants.main(argv)
     metrics = json.loads((out / "metrics.json").read_text())
