@@ -120,9 +120,6 @@ def load_classifier(path):
 # The command line
 # ----------------------------------------------------------------------------
 
-COMMANDS = ("train", "score")
-
-
 def with_command(argv):
     """argv with its subcommand: the forms before subcommands, `[train options]`
     and `--score CHECKPOINT ... [score options]`, become `train ...` and

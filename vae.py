@@ -264,15 +264,7 @@ def parse_args(argv=None):
     add("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     args.given = arguments.given_options(argv)
-    if args.resume and (args.from_checkpoint or args.output_dir or args.overwrite):
-        parser.error("--resume continues the run in the checkpoint's folder; it takes no "
-                     "--from-checkpoint, --output-dir or --overwrite")
-    if args.from_checkpoint:
-        ignored = [option for option in (f"--{dest.replace('_', '-')}" for dest in cli.TRAINING_OPTIONS)
-                   if option in arguments.given_options(argv)]
-        if ignored:
-            parser.error(f"--from-checkpoint takes its settings from the checkpoint; "
-                         f"{', '.join(ignored)} would be ignored")
+    cli.refuse_conflicting_options(parser, args)
     return args
 
 

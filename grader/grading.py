@@ -77,11 +77,6 @@ def describe(error):
             + (f" at line {error['line']}: `{error['text']}`" if error.get("line") else ""))
 
 
-def lost_why(worker, lost, seconds, what):
-    return (f"{what} did not finish within {seconds:g} s" if str(lost) == "timeout"
-            else worker.what_happened(lost))
-
-
 # ---- The import, and loading the functions ---------------------------------------------
 
 def probe(submission, options, isolation, budget):

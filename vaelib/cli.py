@@ -42,6 +42,20 @@ def add_model_options(parser, skip=(), **defaults):
         parser.add_argument(f"--{dest.replace('_', '-')}", **settings)
 
 
+def refuse_conflicting_options(parser, args):
+    """vae.py's options that contradict each other, refused in one line (argparse's
+    error, exit code 2): --resume with a folder or another source, and training
+    options with --from-checkpoint, whose settings are the checkpoint's."""
+    if args.resume and (args.from_checkpoint or args.output_dir or args.overwrite):
+        parser.error("--resume continues the run in the checkpoint's folder; it takes no "
+                     "--from-checkpoint, --output-dir or --overwrite")
+    if args.from_checkpoint:
+        ignored = [flag for flag in map(option, TRAINING_OPTIONS) if flag in args.given]
+        if ignored:
+            parser.error(f"--from-checkpoint takes its settings from the checkpoint; "
+                         f"{', '.join(ignored)} would be ignored")
+
+
 def option(dest):
     return f"--{dest.replace('_', '-')}"
 
