@@ -5,8 +5,13 @@ They run in the grading process; the student's function is a proxy `f` to
 check.py's sandboxed worker, which only computes: f(*args), f.seeded(seed,
 *args) (npr.seed(seed) first), f.call(*args, seed, errstate) -> Result(value,
 warnings), f.bound_gradient(seed, gen_params, rec_params, data) (autograd's
-gradient w.r.t. the flattened parameters), f.name, f.parameters, f.plain_numpy.
-Values come back as None, arrays (0-d for scalars), lists or Unsupported; the
+gradient w.r.t. the flattened parameters), f.name, f.parameters, f.plain_numpy,
+and f.sibling(name): the proxy of the same file's function `name` (a key of
+CHECKS), within the same check's time, or None if the file has none; the
+diagnoses call the student's other functions through it (the bound composed
+from them, grader/diagnoses.py). A check that measured that its function's
+difference follows from the functions it calls raises Failed(...,
+explained=True): grading.knock_on then names those of them that fail. Values come back as None, arrays (0-d for scalars), lists or Unsupported; the
 student's exceptions as SubmissionError; the proxy's timeouts and crashes
 (BaseException) pass through every check. `rng`, drawn afresh for each file,
 draws every input, so no answer can be precomputed. The dimensions are the
@@ -14,10 +19,9 @@ assignment's: submissions may hard-code them.
 
 Nothing here touches the global NumPy stream (--jobs grades files in
 parallel threads): inputs and the reference's answers for a seed come from
-grader/draws.py; verdicts are worded by grader/verdicts.py.
+grader/draws.py; verdicts are worded by grader/verdicts.py; the likely
+causes of wrong values that need more than one comparison are grader/diagnoses.py's.
 """
-from functools import partial
-
 import numpy as np
 from autograd import grad
 from autograd.misc import flatten
@@ -26,34 +30,14 @@ from scipy import special
 from grader.draws import (LATENT, PIXELS, binary_images, encoder_outputs, networks, new_seed,
                           noise_off_inputs, reference_bound, reference_init, reference_sample,
                           skeleton_randn)
-from grader.verdicts import (Failed, SubmissionError, as_array, close, describe_error, described,
-                             likely_cause)
+from grader.diagnoses import (BATCH_NORM, BATCH_NORMALISED, batch_form,  # noqa: F401
+                              batch_norm_diagnosis, bound_at, bound_mistake, explains_error,
+                              kl_cause, own_bound, product_of_probabilities)
+from grader.verdicts import (Failed, SubmissionError, as_array, call_mismatch, close,
+                             describe_error, described, likely_cause)
 
 GRADED = ("sample_latent_variables_from_posterior", "bernoulli_log_prob", "compute_KL",
           "vae_lower_bound")
-
-
-# Batch normalisation, a mistake the assignment's network does not have: the
-# students' usual forms, so that a check can recognise it by its values.
-BATCH_NORM = ("neural_net_predict normalises over the batch (batch normalisation); "
-              "the assignment's network has none")
-
-
-def batch_normalised(params, inputs, eps, every_layer=False):
-    """The reference network with each hidden pre-activation h replaced by
-    (h - mean) / sqrt(var + eps) over axis 0 (the batch; the units of a 1-D input)."""
-    def normalised(h):
-        with np.errstate(all="ignore"):    # eps 0 and a batch of one: 0 / 0
-            return (h - h.mean(axis=0)) / np.sqrt(h.var(axis=0) + eps)
-    for W, b in params[:-1]:
-        inputs = np.maximum(normalised(np.dot(inputs, W) + b), 0.0)
-    W, b = params[-1]
-    return normalised(np.dot(inputs, W) + b) if every_layer else np.dot(inputs, W) + b
-
-
-# batch_normalised with the usual eps, with and without the last layer.
-BATCH_NORMALISED = [partial(batch_normalised, eps=eps, every_layer=last)
-                    for eps in (0.0, 1e-5, 1e-3) for last in (False, True)]
 
 
 # ---- sample_latent_variables_from_posterior -------------------------------------
@@ -221,7 +205,8 @@ def check_bernoulli_values(f, reference, rng):
              (-np.sum(np.logaddexp(0, -x * logits), axis=1),
               "log sigmoid(x * l) is the formula for targets -1 and +1, but the targets are "
               "0 and 1 (so every 0 pixel gives log(0.5)); use 2x - 1, or x l - log(1 + e^l)")]
-    cause = likely_cause(got, hints)
+    cause = likely_cause(got, hints) or (np.all((got >= 0) & (got <= 1))
+                                         and product_of_probabilities(f, reference, rng))
     raise Failed(f"expected {expected[:2].round(3)} ... (sum over pixels of log Bernoulli(x | "
                  f"sigmoid(l))), got {got[:2].round(3)} ...; {cause}".rstrip("; "))
 
@@ -266,22 +251,26 @@ def check_kl_zero(f, reference, rng):
 def check_kl_known_value(f, reference, rng):
     # Mean 1 and log_std log 2 in every dimension: 1/2 (4 + 1 - 1 - 2 log 2) = 2 - log 2 each.
     expected = LATENT * (2 - np.log(2))
-    got = as_array(f(encoder_outputs(rng, 2, 1.0, np.log(2.0))), (2,), "one KL per image")
+    q = encoder_outputs(rng, 2, 1.0, np.log(2.0))
+    got = as_array(f(q), (2,), "one KL per image")
     if close(got, expected, 1e-10):
         return
     hints = [(LATENT * 0.5 * (2 + 1 - 1 - np.log(2)),
               "looks like log_std was used as log-variance"),
              (-expected, "the sign is flipped")]
+    # At mean 1 some mistakes (mean ** 4) do not show: name those of drawn inputs too.
+    cause = kl_cause(f, q, got, rng) or likely_cause(got, hints)
     raise Failed(f"mean 1, log_std log 2 in {LATENT} dimensions: expected {LATENT} (2 - log 2) = "
-                 f"{expected:.4f}, got {got[0]:.4f}; {likely_cause(got, hints)}".rstrip("; "))
+                 f"{expected:.4f}, got {got[0]:.4f}; {cause}".rstrip("; "))
 
 
 def check_kl_values(f, reference, rng):
     q = encoder_outputs(rng, 4)
     got, expected = as_array(f(q), (4,), "one KL per image"), reference.compute_KL(q)
     if not close(got, expected, 1e-10):
+        cause = kl_cause(f, q, got, rng)
         raise Failed(f"expected {expected.round(4)}, got {got.round(4)} (closed form, "
-                     "Kingma & Welling 2014, Appendix B)")
+                     "Kingma & Welling 2014, Appendix B)" + (f"; {cause}" if cause else ""))
 
 
 # ---- vae_lower_bound -------------------------------------------------------------
@@ -297,7 +286,7 @@ def check_bound_signature(f, reference, rng):
 
 def check_bound_scalar(f, reference, rng):
     seed, args = noise_off_inputs(rng, 4)
-    got = f.seeded(seed, *args)
+    got = bound_at(f, reference, seed, *args)
     if not (isinstance(got, np.ndarray) and got.shape == ()):
         per_image = isinstance(got, np.ndarray) and got.shape == (4,)
         raise Failed(f"expected a scalar (the mean over the batch), got {described(got)}"
@@ -310,31 +299,37 @@ def check_bound_value(f, reference, rng):
     # 50 draws of these networks it gives 1.013 to 1.026 times the reference's
     # value in the hidden layers, 0.21 to 0.22 when the last layer is normalised too.
     seed, (gen, rec, data) = noise_off_inputs(rng, 4)
-    got = float(as_array(f.seeded(seed, gen, rec, data), (), "a scalar"))
+    got = float(as_array(bound_at(f, reference, seed, gen, rec, data), (), "a scalar"))
     expected = reference_bound(reference, gen, rec, data, skeleton_randn(seed))
     if close(got, expected, 1e-8):
         return
-    hints = [(-expected, "the sign is flipped: it returns KL - log p(x|z), the bound is "
-                         "log p(x|z) - KL"),
-             (len(data) * expected, "looks like a sum over the batch instead of the mean")]
+    said = f"with the posterior noise switched off expected {expected:.4f}, got "
+    if got == 0:
+        raise Failed(f"{said}0.0: is the function still a stub?")
+    said += f"{got:.4f} ({got / expected:.3g} times as much)"
+    own = own_bound(f, reference, seed, gen, rec, data).value
     with np.errstate(all="ignore"):
-        normalised = [(reference_bound(reference, gen, rec, data, skeleton_randn(seed), predict),
-                       BATCH_NORM) for predict in BATCH_NORMALISED]
-    cause = likely_cause(got, hints) or likely_cause(got, normalised, 1e-3)
-    raise Failed(f"with the posterior noise switched off expected {expected:.4f}, got "
-                 f"{got:.4f} ({got / expected:.3g} times as much); {cause}".rstrip("; "))
+        normalised, form = batch_form(got, lambda predict: reference_bound(
+            reference, gen, rec, data, skeleton_randn(seed), predict))
+    cause = bound_mistake(f, reference, rng, got, expected, own, len(data)) or (
+        f"{BATCH_NORM} (likely {form})" if normalised else "")
+    raise Failed(f"{said}; {cause}".rstrip("; "),
+                 explained=own is not None and close(got, own, 1e-8))
 
 
 def check_bound_batch_mean(f, reference, rng):
     seed, (gen, rec, one) = noise_off_inputs(rng, 1)
-    single = float(as_array(f.seeded(seed, gen, rec, one), (), "a scalar"))
-    batch = float(as_array(f.seeded(seed, gen, rec, np.repeat(one, 5, axis=0)), (), "a scalar"))
+    single = float(as_array(bound_at(f, reference, seed, gen, rec, one), (), "a scalar"))
+    five = np.repeat(one, 5, axis=0)
+    batch = float(as_array(bound_at(f, reference, seed, gen, rec, five), (), "a scalar"))
     if not close(batch, single, 1e-10):
         ratio = batch / single if single else float("nan")
+        own = [own_bound(f, reference, seed, gen, rec, x).value for x in (one, five)]
         raise Failed(f"a batch of 5 copies of one image should give that image's bound "
                      f"{single:.4f}, got {batch:.4f} ({ratio:.2f} times): "
                      + ("it sums over the batch instead of averaging" if abs(ratio - 5) < 1e-6
-                        else "it is not the mean over the batch"))
+                        else "it is not the mean over the batch"),
+                     explained=None not in own and close([single, batch], own, 1e-8))
 
 
 SPREAD_SEEDS = 6
@@ -350,7 +345,7 @@ def check_bound_samples(f, reference, rng):
     gen, rec = networks(rng)
     data = binary_images(rng, 4)
     seeds = [new_seed(rng) for _ in range(SPREAD_SEEDS)]
-    got = np.array([float(as_array(f.seeded(seed, gen, rec, data), (), "a scalar"))
+    got = np.array([float(as_array(bound_at(f, reference, seed, gen, rec, data), (), "a scalar"))
                     for seed in seeds])
     if not np.all(np.isfinite(got)):
         raise Failed(f"with the posterior noise on, the bound is not finite: {got}")
@@ -358,14 +353,20 @@ def check_bound_samples(f, reference, rng):
     spread, reference_spread = np.std(got), np.std(expected)
     if spread >= SPREAD_RATIO * reference_spread:
         return
-    why = ("it does not sample z ~ q(z|x) (is z the mean?), or it draws the same noise on "
+    if np.all(got == 0):
+        raise Failed("the bound returns 0.0 for every seed: is the function still a stub?")
+    own = [own_bound(f, reference, seed, gen, rec, data).value for seed in seeds]
+    explained = None not in own and close(got, own, 1e-8)
+    why = ("" if explained else   # then grading.knock_on names the functions it calls
+           ": it does not sample z ~ q(z|x) (is z the mean?), or it draws the same noise on "
            "every call (a generator seeded inside the function?)")
     if spread <= 1e-12 * np.max(np.abs(got)):   # rounding: BLAS sums depend on alignment
         raise Failed(f"the bound returns the same value for every seed ({got[0]:.4f} for "
                      f"{SPREAD_SEEDS} seeds, where the reference's values have a standard "
-                     f"deviation of {reference_spread:.2f}): {why}")
+                     f"deviation of {reference_spread:.2f}){why}", explained=explained)
     raise Failed(f"the bound barely varies with the seed (standard deviation {spread:.2g} over "
-                 f"{SPREAD_SEEDS} seeds, the reference's {reference_spread:.2f}): " + why)
+                 f"{SPREAD_SEEDS} seeds, the reference's {reference_spread:.2f})" + why,
+                 explained=explained)
 
 
 USE_AUTOGRAD = ("use autograd.numpy (import autograd.numpy as np), not plain numpy, in every "
@@ -391,15 +392,29 @@ def check_bound_gradient(f, reference, rng):
         if any(word in e.message for word in AUTOGRAD_WORDS):
             raise Failed(f"autograd cannot differentiate it: {describe_error(e)}; "
                          + USE_AUTOGRAD) from e
-        raise Failed("calling it for the gradient " + describe_error(e), "error") from e
+        raise Failed("calling it for the gradient " + describe_error(e, f), "error",
+                     explained=not call_mismatch(e, f) and explains_error(
+                         e, own_bound(f, reference, seed, gen, rec, data))) from e
     flat, unflatten = flatten((gen, rec))
     expected = grad(lambda p: reference_bound(reference, *unflatten(p), data,
                                               skeleton_randn(seed)))(flat)
     got = as_array(got, expected.shape, "a gradient")
-    if not np.allclose(got, expected, rtol=1e-6, atol=1e-9):
-        worst = np.argmax(np.abs(got - expected))
-        raise Failed(f"the gradient differs from the reference's (largest difference at "
-                     f"parameter {worst}: {got[worst]:.4g} instead of {expected[worst]:.4g})")
+    if np.allclose(got, expected, rtol=1e-6, atol=1e-9):
+        return
+    # Its difference follows from the functions it calls where its value is theirs.
+    value = f.seeded(seed, gen, rec, data)
+    own = own_bound(f, reference, seed, gen, rec, data).value
+    explained = own is not None and close(value, own, 1e-8) and not close(
+        own, reference_bound(reference, gen, rec, data, skeleton_randn(seed)), 1e-8)
+    if not np.any(got):
+        stub = isinstance(value, np.ndarray) and value.shape == () and value == 0
+        raise Failed("the gradient is zero everywhere: the value does not depend on the "
+                     "parameters" + (" (it is 0.0: is the function still a stub?)" if stub
+                                     else ""), explained=explained)
+    worst = np.argmax(np.abs(got - expected))
+    raise Failed(f"the gradient differs from the reference's (largest difference at "
+                 f"parameter {worst}: {got[worst]:.4g} instead of {expected[worst]:.4g})",
+                 explained=explained)
 
 
 def check_bound_stream(f, reference, rng):
@@ -466,8 +481,7 @@ def check_predict_values(f, reference, rng):
         return
     hints = [(np.maximum(expected, 0),
               "ReLU is applied to the last layer too; it should be linear")]
-    cause = likely_cause(got, hints, 1e-8) or likely_cause(
-        got, [(bn(gen, z), BATCH_NORM) for bn in BATCH_NORMALISED], 1e-3)
+    cause = likely_cause(got, hints, 1e-8) or batch_norm_diagnosis(f, gen, z, got, rng)
     raise Failed(cause or "expected ReLU on every hidden layer and a linear last layer, "
                           "np.dot(inputs, W) + b")
 

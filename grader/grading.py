@@ -32,11 +32,31 @@ PARTS = {"functions": None, "script": "(script)", "training": "(training)",
 class Remote:
     """The student's function as the checks see it (the interface of checks.py)."""
 
-    def __init__(self, worker, name, description, seconds):
-        """seconds: the worker time all calls of one check may take together."""
-        self.worker, self.name, self.seconds, self.left = worker, name, seconds, seconds
+    def __init__(self, worker, name, description, seconds, functions=None, clock=None):
+        """seconds: the worker time all calls of one check may take together, its
+        siblings' included (they share `clock`); functions: what the worker said
+        of the file's functions, name -> description, for sibling()."""
+        self.worker, self.name, self.seconds = worker, name, seconds
+        self.clock = clock if clock is not None else [seconds]
+        self.functions = functions or {}
         self.parameters = description["parameters"]
         self.plain_numpy = description["plain_numpy"]
+
+    @property
+    def left(self):
+        return self.clock[0]
+
+    @left.setter
+    def left(self, value):
+        self.clock[0] = value
+
+    def sibling(self, name):
+        """The file's function `name` (one of checks.CHECKS) on the same worker and
+        within the same time, or None if the file does not define it."""
+        if name not in self.functions or name not in checks.CHECKS:
+            return None
+        return Remote(self.worker, name, self.functions[name], self.seconds, self.functions,
+                      self.clock)
 
     def call(self, *args, seed=None, errstate=None, gradient=False):
         arrays = []
@@ -130,17 +150,23 @@ CALLS_THE_BOUND = {name for name, check in checks.CHECKS["vae_lower_bound"]
 
 
 def knock_on(results):
-    """results: one file's [{"function", "check", "status", "message"}]. -> the same,
-    with each failing check that calls the bound naming the failing functions it calls."""
+    """results: one file's [{"function", "check", "status", "message"}, and
+    "explained": True where the check measured that the difference follows from
+    the functions the bound calls]. -> the same without "explained", each such
+    failing check of the bound naming the failing functions it calls. A bound
+    that fails by itself (a stub, its signature, its own mistake) gets no note."""
     failing = [name for name in COMPONENTS if any(
         r["function"] == name and r["status"] in ("fail", "error") for r in results)]
-    if not failing:
-        return results
     names = " and ".join(failing)
     note = f" (this follows from {names} failing: fix {names} first)"
-    return [dict(r, message=r["message"] + note)
-            if r["function"] == "vae_lower_bound" and r["check"] in CALLS_THE_BOUND
-            and r["status"] in ("fail", "error") else r for r in results]
+    out = []
+    for r in results:
+        r = {key: value for key, value in r.items() if key != "explained"}
+        if failing and r["function"] == "vae_lower_bound" and r["check"] in CALLS_THE_BOUND \
+                and r["status"] in ("fail", "error") and results[len(out)].get("explained"):
+            r["message"] += note
+        out.append(r)
+    return out
 
 
 def grade_functions(submission, mode, options, isolation, budget, rng, worker=None):
@@ -169,9 +195,10 @@ def grade_functions(submission, mode, options, isolation, budget, rng, worker=No
                     results.append(result(name, check_name, "skipped",
                                           "not run: an earlier check of this function failed"))
                     continue
-                remote = Remote(worker, name, functions[name], options.check_timeout)
+                remote = Remote(worker, name, functions[name], options.check_timeout, functions)
+                explained = False
                 try:
-                    status, message = verdicts.run_check(check, remote, reference, rng)
+                    status, message, explained = verdicts.judge(check, remote, reference, rng)
                 except WorkerLost as e:
                     status, lost = "error", True
                     message = (f"did not finish within {remote.seconds:g} s (an endless loop?)"
@@ -183,6 +210,8 @@ def grade_functions(submission, mode, options, isolation, budget, rng, worker=No
                                                 f"({type(e).__name__}: {e})")
                 failed = failed or status in ("fail", "error")
                 results.append(result(name, check_name, status, message))
+                if explained:
+                    results[-1]["explained"] = True
                 if lost:
                     worker.close()
                     worker = None
