@@ -357,9 +357,13 @@ def check_bound_samples(f, reference, rng):
         raise Failed("the bound returns 0.0 for every seed: is the function still a stub?")
     own = [own_bound(f, reference, seed, gen, rec, data).value for seed in seeds]
     explained = None not in own and close(got, own, 1e-8)
-    why = ("" if explained else   # then grading.knock_on names the functions it calls
-           ": it does not sample z ~ q(z|x) (is z the mean?), or it draws the same noise on "
+    why = (": it does not sample z ~ q(z|x) (is z the mean?), or it draws the same noise on "
            "every call (a generator seeded inside the function?)")
+    if explained:   # as the composition of its functions: which of them does not vary?
+        q, sampler = encoder_outputs(rng, 4), f.sibling(GRADED[0])
+        same = np.array_equal(sampler.seeded(seeds[0], q), sampler.seeded(seeds[1], q))
+        why = (f": {GRADED[0]} returns the same z for every seed (no noise, or a generator "
+               "seeded inside the function?)" if same else "")   # else knock_on names those that fail
     if spread <= 1e-12 * np.max(np.abs(got)):   # rounding: BLAS sums depend on alignment
         raise Failed(f"the bound returns the same value for every seed ({got[0]:.4f} for "
                      f"{SPREAD_SEEDS} seeds, where the reference's values have a standard "

@@ -162,7 +162,8 @@ BATCH_NORMALISED = [partial(batch_normalised, eps=eps, every_layer=last, std_plu
                             after_relu=after)
                     for std, after, last, eps in product((False, True), (False, True),
                                                          (False, True), BATCH_NORM_EPS)
-                    if eps or not std]     # std + 0 is sqrt(var + 0)
+                    if eps or not (std or after)]   # std + 0 is sqrt(var + 0); after the
+#                                                         ReLU, eps 0 makes a dead unit 0 / 0
 
 
 def batch_form(got, predict):
@@ -210,12 +211,12 @@ def batch_norm_diagnosis(f, gen, z, got, rng):
     if dependence is None or dependence < 1e-9:
         return ""
     _, form = batch_form(got, lambda predict: predict(gen, z))
-    return ("the output for an image depends on the other images in the batch (the same 3 "
-            "images give outputs up to " + f"{dependence:.2g} times apart, relatively, inside "
-            "two different batches): " + (f"looks like batch normalisation, {form}; "
-                                         if form else "it normalises or mixes over the batch "
-                                         "(batch normalisation?); ")
-            + "the assignment's network treats each image on its own, ReLU on every hidden "
+    return (f"the output for an image depends on the other images in the batch (the same 3 "
+            f"images give outputs up to {dependence:.2g} apart, relatively, inside two "
+            "different batches): neural_net_predict " + (
+                f"normalises over the batch (batch normalisation), likely {form}; " if form
+                else "normalises or mixes over the batch (batch normalisation?); ")
+            + "the assignment's network has none: each image on its own, ReLU on every hidden "
               "layer and a linear last layer")
 
 

@@ -44,7 +44,7 @@ class LocalProxy:
     """check.py's proxy interface, called in this process."""
 
     def __init__(self, module, name):
-        self.function, self.name = getattr(module, name), name
+        self.module, self.function, self.name = module, getattr(module, name), name
         self.parameters = list(inspect.signature(self.function).parameters)
         modules = [value for value in vars(module).values() if isinstance(value, types.ModuleType)]
         self.plain_numpy = (any(m is np for m in modules)
@@ -66,6 +66,10 @@ class LocalProxy:
             with np.errstate(all=errstate) if errstate else np.errstate():
                 value = self.guarded(lambda: draw_or_call(seed, self.function, *args))
         return verdicts.Result(decoded(value), len(caught))
+
+    def sibling(self, name):
+        return type(self)(self.module, name) if callable(getattr(self.module, name, None)) \
+            else None
 
     def bound_gradient(self, seed, gen_params, rec_params, data):
         flat, unflatten = flatten((gen_params, rec_params))
@@ -121,7 +125,8 @@ def student(*replacements):
 
 
 def grade(module, seed=0, proxy=LocalProxy):
-    """[{"function", "check", "status", "message"}] as check.py's loop makes them."""
+    """[{"function", "check", "status", "message"} (and "explained" where the check
+    measured it)] as check.py's loop makes them."""
     rng, results = np.random.default_rng(seed), []
     for name, named_checks in checks.CHECKS.items():
         f, failed = proxy(module, name), False
@@ -129,10 +134,12 @@ def grade(module, seed=0, proxy=LocalProxy):
             if failed and check in checks.AFTER_SUCCESS_ONLY:
                 status, message = "skipped", ""
             else:
-                status, message = verdicts.run_check(check, f, vae, rng)
+                status, message, explained = verdicts.judge(check, f, vae, rng)
             failed = failed or status in ("fail", "error")
             results.append({"function": name, "check": check_name, "status": status,
                             "message": message})
+            if status != "skipped" and explained:
+                results[-1]["explained"] = True
     return results
 
 
@@ -194,7 +201,9 @@ def test_a_required_extra_argument_is_reported_as_the_error_it_is():
     status, message = result(module, "vae_lower_bound", "gradient through autograd")
     assert status == "error" and message == (
         "calling it for the gradient raised TypeError: vae_lower_bound() missing "
-        "1 required positional argument: 'N'")
+        "1 required positional argument: 'N'; the harness calls it as vae_lower_bound("
+        "gen_params, rec_params, data), and N has no default: give it a default or take it "
+        "out (see the signature check)")
 
 
 def test_an_error_inside_the_bound_is_reported_with_its_line_and_no_autograd_advice():
