@@ -7,20 +7,24 @@ check.py's sandboxed worker, which only computes: f(*args), f.seeded(seed,
 warnings), f.bound_gradient(seed, gen_params, rec_params, data) (autograd's
 gradient w.r.t. the flattened parameters), f.name, f.parameters, f.plain_numpy,
 and f.sibling(name): the proxy of the same file's function `name` (a key of
-CHECKS), within the same check's time, or None if the file has none; the
-diagnoses call the student's other functions through it (the bound composed
-from them, grader/diagnoses.py). A check that measured that its function's
-difference follows from the functions it calls raises Failed(...,
-explained=True): grading.knock_on then names those of them that fail. Values come back as None, arrays (0-d for scalars), lists or Unsupported; the
-student's exceptions as SubmissionError; the proxy's timeouts and crashes
+CHECKS) within the same check's time, or None if the file has none (the
+diagnoses call the student's other functions through it). Values come back
+as None, arrays (0-d for scalars), lists or Unsupported; the student's
+exceptions as SubmissionError; the proxy's timeouts and crashes
 (BaseException) pass through every check. `rng`, drawn afresh for each file,
 draws every input, so no answer can be precomputed. The dimensions are the
 assignment's: submissions may hard-code them.
 
+A check raises Failed(message, status, explained): explained=True where it
+measured that the difference follows from the functions the graded one calls
+(the bound composed from the student's own functions gives the student's
+value); grading.knock_on then names those of them that fail, and only there.
+
 Nothing here touches the global NumPy stream (--jobs grades files in
 parallel threads): inputs and the reference's answers for a seed come from
-grader/draws.py; verdicts are worded by grader/verdicts.py; the likely
-causes of wrong values that need more than one comparison are grader/diagnoses.py's.
+grader/draws.py; verdicts are worded by grader/verdicts.py; the likely causes
+that take more than one comparison (several inputs, the student's other
+functions) are grader/diagnoses.py's.
 """
 import numpy as np
 from autograd import grad
@@ -32,7 +36,8 @@ from grader.draws import (LATENT, PIXELS, binary_images, encoder_outputs, networ
                           skeleton_randn)
 from grader.diagnoses import (BATCH_NORM, BATCH_NORMALISED, batch_form,  # noqa: F401
                               batch_norm_diagnosis, bound_at, bound_mistake, explains_error,
-                              kl_cause, own_bound, product_of_probabilities)
+                              kl_cause, own_bound, product_of_probabilities, repeats,
+                              value_follows)
 from grader.verdicts import (Failed, SubmissionError, as_array, call_mismatch, close,
                              describe_error, described, likely_cause)
 
@@ -359,11 +364,10 @@ def check_bound_samples(f, reference, rng):
     explained = None not in own and close(got, own, 1e-8)
     why = (": it does not sample z ~ q(z|x) (is z the mean?), or it draws the same noise on "
            "every call (a generator seeded inside the function?)")
-    if explained:   # as the composition of its functions: which of them does not vary?
-        q, sampler = encoder_outputs(rng, 4), f.sibling(GRADED[0])
-        same = np.array_equal(sampler.seeded(seeds[0], q), sampler.seeded(seeds[1], q))
+    if explained:   # its functions do the same: the sampler, or knock_on names them
+        repeated = repeats(f.sibling(GRADED[0]), rng, seeds)
         why = (f": {GRADED[0]} returns the same z for every seed (no noise, or a generator "
-               "seeded inside the function?)" if same else "")   # else knock_on names those that fail
+               "seeded inside the function?)" if repeated else "")
     if spread <= 1e-12 * np.max(np.abs(got)):   # rounding: BLAS sums depend on alignment
         raise Failed(f"the bound returns the same value for every seed ({got[0]:.4f} for "
                      f"{SPREAD_SEEDS} seeds, where the reference's values have a standard "
@@ -405,13 +409,9 @@ def check_bound_gradient(f, reference, rng):
     got = as_array(got, expected.shape, "a gradient")
     if np.allclose(got, expected, rtol=1e-6, atol=1e-9):
         return
-    # Its difference follows from the functions it calls where its value is theirs.
-    value = f.seeded(seed, gen, rec, data)
-    own = own_bound(f, reference, seed, gen, rec, data).value
-    explained = own is not None and close(value, own, 1e-8) and not close(
-        own, reference_bound(reference, gen, rec, data, skeleton_randn(seed)), 1e-8)
+    value, explained = value_follows(f, reference, seed, gen, rec, data)
     if not np.any(got):
-        stub = isinstance(value, np.ndarray) and value.shape == () and value == 0
+        stub = value == 0
         raise Failed("the gradient is zero everywhere: the value does not depend on the "
                      "parameters" + (" (it is 0.0: is the function still a stub?)" if stub
                                      else ""), explained=explained)

@@ -106,6 +106,27 @@ def bound_at(f, reference, seed, gen, rec, data):
         raise
 
 
+def value_follows(f, reference, seed, gen, rec, data):
+    """(the student's bound at these inputs or None, whether it is the bound
+    composed from their own functions while the reference's differs)."""
+    try:
+        value = float(as_array(f.seeded(seed, gen, rec, data), (), "a scalar"))
+    except (SubmissionError, Failed):
+        return None, False
+    own = own_bound(f, reference, seed, gen, rec, data).value
+    return value, own is not None and close(value, own, 1e-8) and not close(
+        own, reference_bound(reference, gen, rec, data, skeleton_randn(seed)), 1e-8)
+
+
+def repeats(sampler, rng, seeds):
+    """Whether the sampler returns the same z for two seeds."""
+    q = encoder_outputs(rng, 4)
+    try:
+        return np.array_equal(sampler.seeded(seeds[0], q), sampler.seeded(seeds[1], q))
+    except SubmissionError:
+        return False
+
+
 # What a bound is, as a function of the right one (`of`) for n images.
 BOUND_MISTAKES = [
     (lambda of, n: -of, "the sign is flipped: it returns KL - log p(x|z), the bound is "
@@ -124,7 +145,10 @@ def bound_mistake(f, reference, rng, got, expected, own, n):
                 continue
             for _ in range(2):
                 seed, (gen, rec, data) = noise_off_inputs(rng, n)
-                value = float(as_array(f.seeded(seed, gen, rec, data), (), "a scalar"))
+                try:
+                    value = float(as_array(f.seeded(seed, gen, rec, data), (), "a scalar"))
+                except (SubmissionError, Failed):
+                    return ""
                 other = (own_bound(f, reference, seed, gen, rec, data).value if said else
                          reference_bound(reference, gen, rec, data, skeleton_randn(seed)))
                 if other is None or not close(value, relation(other, n), 1e-6):
