@@ -36,7 +36,7 @@ from grader.draws import (LATENT, PIXELS, binary_images, encoder_outputs, networ
                           skeleton_randn)
 from grader.diagnoses import (BATCH_NORM, BATCH_NORMALISED, batch_form,  # noqa: F401
                               batch_norm_diagnosis, bound_at, bound_mistake, explains_error,
-                              kl_cause, own_bound, product_of_probabilities, repeats,
+                              contributing, kl_cause, own_bound, product_of_probabilities, repeats,
                               value_follows)
 from grader.verdicts import (Failed, SubmissionError, as_array, call_mismatch, close,
                              describe_error, described, likely_cause)
@@ -318,8 +318,8 @@ def check_bound_value(f, reference, rng):
             reference, gen, rec, data, skeleton_randn(seed), predict))
     cause = bound_mistake(f, reference, rng, got, expected, own, len(data)) or (
         f"{BATCH_NORM} (likely {form})" if normalised else "")
-    raise Failed(f"{said}; {cause}".rstrip("; "),
-                 explained=own is not None and close(got, own, 1e-8))
+    raise Failed(f"{said}; {cause}".rstrip("; "), explained=own is not None and close(
+        got, own, 1e-8) and (contributing(f, reference, seed, gen, rec, data, own) or True))
 
 
 def check_bound_batch_mean(f, reference, rng):

@@ -20,7 +20,7 @@ from typing import NamedTuple
 import numpy as np
 
 from grader.draws import (LATENT, PIXELS, binary_images, encoder_outputs, noise_off_inputs,
-                          reference_bound, skeleton_randn)
+                          reference_bound, reference_sample, skeleton_randn)
 from grader.verdicts import Failed, SubmissionError, as_array, call_mismatch, close, describe_error
 
 
@@ -34,19 +34,26 @@ class Composed(NamedTuple):
     error: object = None          # the SubmissionError a function raised, if one did
 
 
-def own_bound(f, reference, seed, gen, rec, data):
+COMPONENTS = ("compute_KL", "bernoulli_log_prob", "sample_latent_variables_from_posterior",
+              "neural_net_predict")
+
+
+def own_bound(f, reference, seed, gen, rec, data, student=COMPONENTS):
     """The bound composed from the student's neural_net_predict (the reference's
     where the file has none, or where it gives no (N, out) array), their sampler
     seeded with `seed`, bernoulli_log_prob and compute_KL, each called through
-    its proxy: Composed."""
-    own_predict = f.sibling("neural_net_predict")
+    its proxy; the reference's for the COMPONENTS not in `student`: Composed."""
+    functions = {name: f.sibling(name) if name in student else None for name in COMPONENTS}
+    missing = [name for name in COMPONENTS[:3] if name in student and functions[name] is None]
+    if missing:
+        return Composed(None, f"the file defines no {missing[0]}")
 
     def predict(params, inputs):
-        expected = (len(inputs), params[-1][1].shape[0])
-        if own_predict is not None:
+        if functions["neural_net_predict"] is not None:
             try:
-                value = own_predict(params, inputs)
-                if isinstance(value, np.ndarray) and value.shape == expected:
+                value = functions["neural_net_predict"](params, inputs)
+                if isinstance(value, np.ndarray) and \
+                        value.shape == (len(inputs), params[-1][1].shape[0]):
                     return value
             except SubmissionError:
                 pass
@@ -62,27 +69,36 @@ def own_bound(f, reference, seed, gen, rec, data):
             raise LookupError(f"{name} returned {'None' if value is None else 'no array'}")
         return value.astype(float)
 
+    def own(name, reference_value, *args, seed=None):
+        g = functions[name]
+        if g is None:
+            return reference_value(*args)
+        return usable(name, g(*args) if seed is None else g.seeded(seed, *args))
+
     try:
-        functions = {name: f.sibling(name) for name in
-                     ("sample_latent_variables_from_posterior", "bernoulli_log_prob",
-                      "compute_KL")}
-        missing = [name for name, g in functions.items() if g is None]
-        if missing:
-            return Composed(None, f"the file defines no {missing[0]}")
         q = predict(rec, data)
-        z = usable("the sampler", functions["sample_latent_variables_from_posterior"].seeded(
-            seed, q))
+        z = own("sample_latent_variables_from_posterior",
+                lambda q: reference_sample(reference, q, skeleton_randn(seed)), q, seed=seed)
         if z.shape != (len(data), LATENT):
             return Composed(None, "the sampler returned another shape")
-        logits = predict(gen, z)
-        log_p = usable("bernoulli_log_prob", functions["bernoulli_log_prob"](data, logits))
-        kl = usable("compute_KL", functions["compute_KL"](q))
+        log_p = own("bernoulli_log_prob", reference.bernoulli_log_prob, data, predict(gen, z))
+        kl = own("compute_KL", reference.compute_KL, q)
         with np.errstate(all="ignore"):
             return Composed(float(np.mean(log_p - kl)))
     except SubmissionError as e:
         return Composed(None, f"{e.type} in a function it calls", e)
     except (LookupError, ValueError, TypeError) as e:   # a stub, or shapes that do not combine
         return Composed(None, str(e))
+
+
+def contributing(f, reference, seed, gen, rec, data, value):
+    """The COMPONENTS whose student version the composed `value` depends on:
+    with the reference's in its place, the composition changes."""
+    others = [own_bound(f, reference, seed, gen, rec, data,
+                        tuple(other for other in COMPONENTS if other != name)).value
+              for name in COMPONENTS]
+    return [name for name, other in zip(COMPONENTS, others)
+            if other is None or not close(value, other, 1e-8)]
 
 
 def explains_error(error, composed):
@@ -108,14 +124,17 @@ def bound_at(f, reference, seed, gen, rec, data):
 
 def value_follows(f, reference, seed, gen, rec, data):
     """(the student's bound at these inputs or None, whether it is the bound
-    composed from their own functions while the reference's differs)."""
+    composed from their own functions while the reference's differs: False, or
+    the functions whose student version makes the difference, or True)."""
     try:
         value = float(as_array(f.seeded(seed, gen, rec, data), (), "a scalar"))
     except (SubmissionError, Failed):
         return None, False
     own = own_bound(f, reference, seed, gen, rec, data).value
-    return value, own is not None and close(value, own, 1e-8) and not close(
-        own, reference_bound(reference, gen, rec, data, skeleton_randn(seed)), 1e-8)
+    if own is None or not close(value, own, 1e-8) or close(
+            own, reference_bound(reference, gen, rec, data, skeleton_randn(seed)), 1e-8):
+        return value, False
+    return value, contributing(f, reference, seed, gen, rec, data, own) or True
 
 
 def repeats(sampler, rng, seeds):

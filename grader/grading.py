@@ -151,20 +151,22 @@ CALLS_THE_BOUND = {name for name, check in checks.CHECKS["vae_lower_bound"]
 
 def knock_on(results):
     """results: one file's [{"function", "check", "status", "message"}, and
-    "explained": True where the check measured that the difference follows from
-    the functions the bound calls]. -> the same without "explained", each such
-    failing check of the bound naming the failing functions it calls. A bound
-    that fails by itself (a stub, its signature, its own mistake) gets no note."""
+    "explained" where the check measured that the difference follows from the
+    functions the bound calls: True, or the names of those that make it]. -> the
+    same without "explained", each such failing check of the bound naming those
+    of them that fail. A bound that fails by itself (a stub, its signature, its
+    own mistake) gets no note."""
     failing = [name for name in COMPONENTS if any(
         r["function"] == name and r["status"] in ("fail", "error") for r in results)]
-    names = " and ".join(failing)
-    note = f" (this follows from {names} failing: fix {names} first)"
     out = []
     for r in results:
+        explained = r.get("explained")
         r = {key: value for key, value in r.items() if key != "explained"}
-        if failing and r["function"] == "vae_lower_bound" and r["check"] in CALLS_THE_BOUND \
-                and r["status"] in ("fail", "error") and results[len(out)].get("explained"):
-            r["message"] += note
+        names = " and ".join(name for name in failing if explained is True
+                             or name in (explained or ()))
+        if names and r["function"] == "vae_lower_bound" and r["check"] in CALLS_THE_BOUND \
+                and r["status"] in ("fail", "error"):
+            r["message"] += f" (this follows from {names} failing: fix {names} first)"
         out.append(r)
     return out
 
@@ -211,7 +213,7 @@ def grade_functions(submission, mode, options, isolation, budget, rng, worker=No
                 failed = failed or status in ("fail", "error")
                 results.append(result(name, check_name, status, message))
                 if explained:
-                    results[-1]["explained"] = True
+                    results[-1]["explained"] = explained
                 if lost:
                     worker.close()
                     worker = None

@@ -139,7 +139,7 @@ def grade(module, seed=0, proxy=LocalProxy):
             results.append({"function": name, "check": check_name, "status": status,
                             "message": message})
             if status != "skipped" and explained:
-                results[-1]["explained"] = True
+                results[-1]["explained"] = explained
     return results
 
 

@@ -167,6 +167,16 @@ def test_a_correct_bound_over_a_wrong_kl_follows_from_the_kl(tmp_path):
         assert r["status"] == "fail" and r["message"].endswith(note), r
 
 
+def test_the_note_names_only_the_failing_functions_that_make_the_difference(tmp_path):
+    # The sampler's mistake (log-variance) vanishes with the noise off (log_std -50).
+    results = grade(tmp_path, "kl_and_sampler_wrong", KL_LOG_VARIANCE, (
+        "mean + np.exp(log_std) * npr", "mean + np.exp(0.5 * log_std) * npr"))
+    assert results[("sample_latent_variables_from_posterior",
+                    "mean and std of 20,000 samples")]["status"] == "fail"
+    assert results[(BOUND, VALUE)]["message"].endswith(
+        " (this follows from compute_KL failing: fix compute_KL first)")
+
+
 def test_an_error_from_a_stub_the_bound_calls_follows_from_the_stub(tmp_path):
     results = grade(tmp_path, "likelihood_stub", (
         "    p = sigmoid(logits)\n    return np.sum(targets",
