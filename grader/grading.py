@@ -290,8 +290,9 @@ def grade_script(submission, options, isolation, budget):
                             f"the worker's answer could not be read ({type(e).__name__}: {e})")]
     reference_run = shared("reference run", lambda: training.skeleton_run(
         reference, data["train_images"]))
-    trained, params = training.judge_training(candidates, trace, data["train_images"],
-                                              reference, reference_run)
+    trained, params = training.judge_training(
+        candidates, trace, data["train_images"], reference, reference_run,
+        stopped=None if answer["ok"] else describe(answer["error"]))
     gen_params, rec_params = params if params is not None else (None, None)
     found = any(r["check"] == "trained parameters found" and r["status"] == "pass"
                 for r in trained)

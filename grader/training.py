@@ -46,7 +46,14 @@ TRACED = 2048      # coordinates whose parameters and gradients are recorded at 
 # A step is compared where sqrt(v_hat) >= TINY_RMS: there the places students put eps
 # (sqrt(v_hat) + eps, sqrt(v_hat + eps), sqrt(v) + eps before the correction) change
 # the step by at most eps / TINY_RMS**2 = 4e-4 of itself, below STEP_RTOL, while a bias
-# correction from t = 2 changes it by 26% at t = 1 (and by 0.12% or more up to t = 60).
+# correction from t = 2 (t = 1 and `t += 1` before the update) changes it by 26% at t = 1
+# and by 0.117% or more at every t up to 60 (least at t = 12), whatever the gradients.
+# Measured on student_vae.py's loop recorded in-process (2,048 coordinates, 3 draws of
+# them, about 100 compared per step or more): its t-from-2 form is 256 times the
+# tolerance (STEP_RTOL |step| + rounding) at step 1 and at least 1.17 times it at every
+# step, so "correct" never matches it; honest loops stay below it: the skeleton's and an
+# in-place one at 4e-7 of it, eps inside the square root at 0.20, eps before the
+# correction at 0.06, a float32 loop at 0.24 to 0.96 (its rounding, on the smallest steps).
 TINY_RMS, STEP_RTOL = 5e-3, 1e-3
 
 
@@ -138,8 +145,9 @@ VARIANTS = {
                  "it must ascend (params + step)", {"sign": -1}),
     "fourth power": ("Adam's second moment is built from g**4; it is the running mean of g**2",
                      {"moment_power": 4}),
-    "t from 2": ("the bias correction starts at t = 2; t counts the steps from 1",
-                 {"t_offset": 1}),
+    "t from 2": ("the bias correction starts at t = 2; t counts the steps from 1: the first "
+                 "step divides by 1 - 0.9**1 and 1 - 0.999**1 (t = 1 before the loop and t += 1 "
+                 "after the update, or t = 0 and t += 1 before it)", {"t_offset": 1}),
     "no bias correction": ("Adam's moments are not bias-corrected: m_hat = m / (1 - 0.9**t) "
                            "and v_hat = v / (1 - 0.999**t), t counting the steps from 1",
                            {"corrected": False}),
@@ -361,10 +369,21 @@ def diverged(loop):
     return result("the ELBO rises", "fail", message)
 
 
-def loop_problem(loop, initial, name, flat, ends_there, named):
+def stopped_after(stopped, loop, steps, ends_there):
+    """Where the training was when the script stopped (stopped: its error):
+    `steps` Adam steps seen; unless the parameters it ended with were found
+    (ends_there), the step after the last gradient evaluation may have been taken."""
+    return f"the script stopped ({stopped}) after " + (
+        f"{steps} of the assignment's {MAX_STEPS} Adam steps" if ends_there else
+        f"the loop had evaluated the gradient for {len(loop.groups)} of the assignment's "
+        f"{MAX_STEPS} Adam steps")
+
+
+def loop_problem(loop, initial, name, flat, ends_there, named, stopped=None):
     """What is wrong with the recorded loop besides a wrong Adam step: its
     start, a parameter moved further than Adam moves it, an end that is not
-    where its last step left it. -> a sentence or None."""
+    where its last step left it (for a script that stopped, stopped: its error,
+    the training cut short). -> a sentence or None."""
     trace = loop.trace
     start = initial.astype(trace.first.dtype)       # a float32 loop starts from it rounded
     if not anp.array_equal(trace.first, start):
@@ -390,6 +409,9 @@ def loop_problem(loop, initial, name, flat, ends_there, named):
                 f"{float(trace.last[i]) - float(trace.first[i]):.4g} between the first and the "
                 f"last gradient evaluation, and {steps} Adam steps move a parameter by at most "
                 f"{reach(0, steps):.3g}")
+    if not ends_there and stopped is not None:
+        return stopped_after(stopped, loop, steps, ends_there) + (
+            ", and the parameters the loop reached are not in the script's globals at its end")
     if not ends_there:
         i, moved = where_it_ends(loop, flat)
         return (f"the parameters were changed after the loop's last step: in {name}, "
@@ -423,10 +445,13 @@ def adam_verdict(loop, rose, named):
     return "fail", message
 
 
-def judge_training(candidates, trace, images, reference, reference_run):
+def judge_training(candidates, trace, images, reference, reference_run, stopped=None):
     """candidates: {name: 1-D array}; trace: read_trace's Trace, or None (no
     gradient evaluation was recorded); reference_run: skeleton_run's final
-    parameters. -> (results, (gen_params, rec_params) of the verified training or None)."""
+    parameters; stopped: the error the script stopped with, or None (it ran to
+    its end). -> (results, (gen_params, rec_params) of the verified training or None)."""
+    from grader.protocol import text
+    stopped = None if stopped is None else text(stopped, 900)
     initial, unflatten = flatten(initial_params(reference))
     size = len(initial)
     loop = follow(trace) if trace is not None else None
@@ -435,22 +460,32 @@ def judge_training(candidates, trace, images, reference, reference_run):
         return [result("trained parameters found", "fail",
                        f"no 1-D array of {size:,} numbers (the networks' parameters) was "
                        f"in the script's globals at its end (the skeleton calls it "
-                       f"{SKELETON_NAME}) or made by autograd's flatten")], None
+                       f"{SKELETON_NAME}) or made by autograd's flatten"
+                       + (f"; the script stopped ({stopped})" if stopped else ""))], None
     results = [result("trained parameters found", "pass",
                       name + " (where the loop's last step left it)" * ends_there)]
     if not anp.all(anp.isfinite(flat)) or (loop is not None and not loop.finite):
         return results + [diverged(loop)], None
     if loop is None or not loop.groups:
         return results + [
-            result("the ELBO rises", "skipped", "not judged: no training loop ran"),
+            result("the ELBO rises", "skipped", "not judged: no training loop ran"
+                   + " before the script stopped" * (stopped is not None)),
             result("Adam and the loop", "fail",
-                   "the script never evaluated autograd's gradient at the parameters: it did "
-                   f"not train (the grader follows grad and value_and_grad of a function of the "
-                   f"flat vector of {size:,} parameters, or of the networks' (W, b) lists)")], None
+                   (f"the script stopped ({stopped}) before it evaluated autograd's gradient "
+                    "at the parameters" if stopped else "the script never evaluated autograd's "
+                    "gradient at the parameters") + ": it did not train (the grader follows grad "
+                   f"and value_and_grad of a function of the flat vector of {size:,} parameters, "
+                   "or of the networks' (W, b) lists)")], None
     end = flat if ends_there else trace.last
+    steps = len(loop.groups) - 1 + (ends_there and not anp.array_equal(flat, trace.last))
+    stopped_early = stopped is not None and (steps if ends_there else len(loop.groups)) < MAX_STEPS
     if anp.array_equal(end, trace.first):
-        return results + [result("the ELBO rises", "fail", "the parameters never changed: the "
-                                                           "loop does not update them")], None
+        evaluations = ("its first gradient evaluation" if trace.count == 1 else
+                       f"{trace.count} gradient evaluations at the same parameters")
+        return results + [result("the ELBO rises", "fail", (
+            f"the training never got past its first Adam step: the script stopped ({stopped}) "
+            f"after {evaluations}, so no step could be judged" if stopped_early else
+            "the parameters never changed: the loop does not update them"))], None
     before, after = judging_elbo(reference, trace.first, images), judging_elbo(reference, end,
                                                                                 images)
     rose = after - before
@@ -461,17 +496,18 @@ def judge_training(candidates, trace, images, reference, reference_run):
         why = ("; the Adam step descends: the ELBO is maximised" if loop.variant == "descends"
                else "; the loop ascends the gradient it evaluates: is its objective the ELBO?"
                if loop.variant == "correct" and rose < 0 else "")
-        results.append(result("the ELBO rises", "fail",
-                              f"the ELBO {'fell' if rose < 0 else 'rose only'} from {before:.1f} "
-                              f"to {after:.1f} nats per image (expected a rise of at least "
-                              f"{MIN_RISE:g})" + why))
+        measured = (f"the ELBO {'fell' if rose < 0 else 'rose only'} from {before:.1f} to "
+                    f"{after:.1f} nats per image (expected a rise of at least {MIN_RISE:g}")
+        results.append(result("the ELBO rises", "fail", (
+            f"{stopped_after(stopped, loop, steps, ends_there)}: {measured} over the whole "
+            "training)"
+            if stopped_early else f"{measured})") + why))
     named = parameter_names(reference)
     status, message = adam_verdict(loop, rose > 0, named)
-    problem = loop_problem(loop, initial, name, flat, ends_there, named)
+    problem = loop_problem(loop, initial, name, flat, ends_there, named, stopped)
     if problem is not None:
         status, message = "fail", problem if status == "pass" else f"{message}; {problem}"
     elif status == "pass":
-        steps = len(loop.groups) - 1 + (not anp.array_equal(flat, trace.last))
         message = (f"{steps} bias-corrected Adam steps from the skeleton's initialisation "
                    f"(replayed on {len(trace.indices):,} parameters chosen at random); ")
         message += ("the same parameters as the reference's run: your numbers are comparable "
@@ -480,6 +516,7 @@ def judge_training(candidates, trace, images, reference, reference_run):
                     "not the reference's parameters (another order of random draws, another "
                     "loop, or a function above that differs): fine, but compare your test ELBO "
                     "with the band, not number for number")
+        message += f"; {stopped_after(stopped, loop, steps, ends_there)}" * stopped_early
     results.append(result("Adam and the loop", status, message))
     verified = status == "pass" and rose >= MIN_RISE       # what the figures are judged with
     return results, unflatten(anp.asarray(flat, dtype=float)) if verified else None
