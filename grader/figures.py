@@ -143,7 +143,8 @@ def outside_unit_interval(images, logit):
     seen += ", NaN or inf too" * (finite.size < images.size)
     if logit is None:
         return f"values outside [0, 1] ({seen}): not Bernoulli means (logits, not sigmoid(logits)?)"
-    return f"values outside [0, 1] ({seen}): not Bernoulli means, and their sigmoid does not pass either"
+    return (f"values outside [0, 1] ({seen}): not Bernoulli means, and their sigmoid does not "
+            "pass either")
 
 
 def prior_shown_as_logits(images, test_images, prior):

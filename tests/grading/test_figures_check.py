@@ -137,7 +137,7 @@ def test_logits_instead_of_means_fail(model):
     logits = vae.neural_net_predict(model[0], np.random.RandomState(1).randn(25, LATENT_DIM))
     verdict = judged(replaced(calls, 0, logits), model, PRIOR)
     assert verdict["status"] == "fail"
-    assert "values outside [0, 1] (logits, not sigmoid(logits)?)" in verdict["message"]
+    assert "values outside [0, 1]: these are logits: apply the sigmoid" in verdict["message"]
 
 
 def test_no_prior_figure_fails_though_interpolations_have_25_frames(model):
