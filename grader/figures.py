@@ -21,7 +21,9 @@ or from other parameters (at PRIOR_RATIO in grader/prior.py).
 import numpy as np
 
 from data import DATA_DIM, IMAGE_SIDE
-from grader.pixels import SAME, logit_distance, same
+from grader import interpolations
+from grader.pixels import (SAME, binary, in_unit_interval, logit_distance, same, shown_as_logits,
+                           sigmoid, smooth_path)
 from grader.prior import Prior, prior_problem
 from vae import INTERPOLATION_PAIRS, INTERPOLATION_STEPS, NUM_PRIOR_SAMPLES, NUM_RECONSTRUCTIONS
 
@@ -49,16 +51,6 @@ MIN_SPREAD = 1e-3      # floor of a spread, in logits, for a collapsed posterior
 # to 76% of the images), and no pixel limit that passes them fails the
 # originals (0.10 to 0.19) or a reversed order.
 RECONSTRUCTION_RATIO = 2.0
-# Frames of an interpolation are close to their neighbours: the median
-# distance between consecutive frames over the mean distance between any two
-# is at most 0.14 for lines between encoder means, 0.26 for lines between
-# posterior or prior samples, and at least 0.36 for independent prior samples
-# (1200 draws each, three training lengths). Such a call is not prior samples.
-SMOOTH_PATH = 0.3
-# End frames of an interpolation between posterior samples: the mean of the
-# two ends' logit distances over the spread, for the nearest pair, was at most
-# 3.4 in 800 draws (99%: 2.3).
-POSTERIOR_ENDS = 4.0
 
 
 def result(check, status, message=""):
@@ -97,30 +89,6 @@ def figures_of(calls):
         if images is not None:
             figures.append((filename, images))
     return figures
-
-
-def in_unit_interval(images):
-    return bool(np.all((images >= 0) & (images <= 1)))   # False for NaN too
-
-
-def binary(images):
-    return bool(np.all((images == 0) | (images == 1)))
-
-
-def mean_distance(images):
-    """Mean pixel distance between all pairs of images: (n, D) -> scalar."""
-    n = len(images)
-    return np.sum(np.abs(images[:, None] - images[None]).mean(-1)) / (n * (n - 1))
-
-
-def smooth_path(images):
-    """True if consecutive images are much closer than images on average:
-    the frames of an interpolation, not independent samples."""
-    average = mean_distance(images) if len(images) > 2 else 0.0
-    if not average > 0:
-        return False
-    step = np.median(np.mean(np.abs(np.diff(images, axis=0)), axis=-1))
-    return bool(step / average < SMOOTH_PATH)
 
 
 # ---- The trained model's view of the first 10 test images ------------------------
@@ -163,6 +131,32 @@ class Model:
         return logit_distance(images, self.decoded_means[indices]) / self.spread[indices]
 
 
+# ---- Logits shown instead of Bernoulli means --------------------------------------
+
+def outside_unit_interval(images, logit):
+    """Words for images not in [0, 1]; logit: True if their sigmoid passes,
+    False if it does not, None if it could not be checked."""
+    if logit:
+        return "values outside [0, 1]: these are logits: apply the sigmoid (the Bernoulli means)"
+    finite = images[np.isfinite(images)]
+    seen = f"from {finite.min():.3g} to {finite.max():.3g}" if finite.size else "none finite"
+    seen += ", NaN or inf too" * (finite.size < images.size)
+    if logit is None:
+        return f"values outside [0, 1] ({seen}): not Bernoulli means (logits, not sigmoid(logits)?)"
+    return (f"values outside [0, 1] ({seen}): not Bernoulli means, and their sigmoid does not "
+            "pass either")
+
+
+def prior_shown_as_logits(images, test_images, prior):
+    """True if sigmoid(images) passes as 25 prior samples."""
+    if not shown_as_logits(images):
+        return False
+    means = sigmoid(images)
+    return (not binary(means) and prior_problem(means, prior) is None
+            and not (test_images is not None and any(
+                np.max(np.abs(test_images - image), axis=-1).min() <= SAME for image in means)))
+
+
 # ---- 1. Samples from the prior ---------------------------------------------------
 
 def judge_prior_samples(figures, test_images, prior, no_prior):
@@ -175,7 +169,9 @@ def judge_prior_samples(figures, test_images, prior, no_prior):
     problems = []
     for filename, images in samples:
         if not in_unit_interval(images):
-            problems.append("values outside [0, 1] (logits, not sigmoid(logits)?)")
+            problems.append(outside_unit_interval(
+                images, None if prior is None else prior_shown_as_logits(images, test_images,
+                                                                         prior)))
         elif binary(images):
             problems.append("25 images but binary (0/1): show sigmoid(logits), the "
                             "Bernoulli means, not samples")
@@ -217,7 +213,8 @@ def reconstruction_candidates(figures, locations, n):
 def reconstruction_problem(images, model):
     """None if the images are reconstructions of the originals, else why not."""
     if not in_unit_interval(images):
-        return "reconstructions with values outside [0, 1] (logits, not sigmoid(logits)?)"
+        logit = shown_as_logits(images) and reconstruction_problem(sigmoid(images), model) is None
+        return "reconstructions with " + outside_unit_interval(images, logit)
     if same(images, model.originals):
         return "the reconstructions are the originals shown again: encode, sample z, decode"
     if binary(images):
@@ -259,87 +256,13 @@ def judge_reconstructions(figures, model, originals, no_model):
     return result(check, "fail", problems[0])
 
 
-# ---- 3. Interpolations -----------------------------------------------------------
-
-def segments(figures):
-    """[(filename, frames)]: 25-frame chunks of calls whose length is a
-    multiple of 25, other calls whole."""
-    out = []
-    for filename, images in figures:
-        n = INTERPOLATION_STEPS if len(images) % INTERPOLATION_STEPS == 0 else len(images)
-        out += [(filename, images[i:i + n]) for i in range(0, len(images), n)]
-    return out
-
-
-def ends_are(frames, first, last):
-    """True if the end frames are (first, last) or (last, first)."""
-    ends = frames[[0, -1]]
-    return same(ends, np.stack([first, last])) or same(ends, np.stack([last, first]))
-
-
-def wrong_interpolation(frames, a, b, model):
-    """Why frames with the right end frames are not the interpolation (a, b), or None."""
-    d = model.decoded_means
-    if len(frames) < 2 or not ends_are(frames, d[a], d[b]):
-        return None
-    if len(frames) != INTERPOLATION_STEPS:
-        return f"{len(frames)} frames instead of {INTERPOLATION_STEPS}"
-    return ("the end frames are the decoded means, but the frames between them are not "
-            "sigmoid(decoder((1 - s) z_a + s z_b)) for s = linspace(0, 1, 25)")
-
-
-def posterior_ends(frames, pairs, model):
-    """True if 25 frames of a path in [0, 1] end near, not at, the decoded
-    means of one of the pairs: the ends are posterior samples."""
-    if (len(frames) != INTERPOLATION_STEPS or not in_unit_interval(frames)
-            or not smooth_path(frames)):
-        return False
-    ends = frames[[0, -1]]
-    return any(model.ratios(ends, order).mean() <= POSTERIOR_ENDS
-               for a, b in pairs for order in ((a, b), (b, a)))
-
-
-def pair_list(pairs):
-    return ", ".join(str(pair) for pair in pairs)
-
+# ---- 3. Interpolations (grader/interpolations.py) ---------------------------------
 
 def judge_interpolations(figures, model, no_model):
     check = "five interpolations"
     if model is None:
         return result(check, "warning", f"{no_model}, so the interpolations could not be checked")
-    expected = {pair: model.interpolation(*pair) for pair in INTERPOLATION_PAIRS}
-    found, unexplained = {}, []
-    for filename, segment in segments(figures):
-        pairs = [pair for pair, frames in expected.items()
-                 if same(segment, frames) or same(segment, frames[::-1])]
-        for pair in pairs:
-            found.setdefault(pair, filename)
-        if not pairs:
-            unexplained.append((filename, segment))
-    missing = [pair for pair in INTERPOLATION_PAIRS if pair not in found]
-    if not missing:
-        return result(check, "pass", "all five found: " + ", ".join(
-            f"{pair} in {found[pair]}" for pair in INTERPOLATION_PAIRS))
-    why = {}   # a diagnosis -> the missing pairs it explains
-    for a, b in missing:
-        for filename, segment in unexplained:
-            diagnosis = wrong_interpolation(segment, a, b, model)
-            if diagnosis is not None:
-                why.setdefault(diagnosis, []).append((a, b))
-                break
-    explained = [pair for pairs in why.values() for pair in pairs]
-    posterior = [f for f, x in unexplained
-                 if posterior_ends(x, [p for p in missing if p not in explained], model)]
-    found = [pair for pair in INTERPOLATION_PAIRS if pair in found]
-    message = (f"found interpolations for {pair_list(found)}{' only' * (len(found) == 1)}"
-               if found else "found no interpolation")
-    message += f"; missing {pair_list(missing)}"
-    message += "".join(f"; {pair_list(pairs)}: {diagnosis}" for diagnosis, pairs in why.items())
-    if posterior:
-        message += (f"; in {', '.join(sorted(set(posterior)))} the end frames are not the decoded "
-                    "encoder means: it looks like posterior samples were interpolated "
-                    "(use the recognition model's means)")
-    return result(check, "fail", message)
+    return result(check, *interpolations.judge(figures, model))
 
 
 # ---- All three -------------------------------------------------------------------

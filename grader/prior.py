@@ -71,10 +71,17 @@ def rms(residual):
 
 def fitted_distance(gen_params, target, z):
     """How near the decoder comes to target logits: the rms residual of
-    clip(decoder(z)) - target after FIT_STEPS Levenberg steps from z, each
+    clip(decoder(z)) - target after FIT_STEPS Levenberg steps from z (fit).
+    target (n, D), z (n, L) -> (n,)."""
+    return fit(gen_params, target, z)[1]
+
+
+def fit(gen_params, target, z):
+    """z fitted to target logits by FIT_STEPS Levenberg steps from z, each
     image with its own damping, a step taken only if it lowers the residual
-    (Levenberg 1944; damping by the mean curvature, as Marquardt's per-axis
-    scaling stalled on these decoders). target (n, D), z (n, L) -> (n,)."""
+    clip(decoder(z)) - target (Levenberg 1944; damping by the mean curvature,
+    as Marquardt's per-axis scaling stalled on these decoders).
+    target (n, D), z (n, L) -> (z (n, L), rms residual (n,))."""
     def residual(z):
         out, jacobian = decoder_jacobian(gen_params, z)
         inside = np.abs(out) < LOGIT_CLIP    # clipped pixels do not move
@@ -96,7 +103,7 @@ def fitted_distance(gen_params, target, z):
         jacobian = np.where(better[:, None, None], jacobian_new, jacobian)
         loss = np.where(better, loss_new, loss)
         damping = np.where(better, damping / 3, damping * 4)
-    return np.sqrt(loss / target.shape[1])
+    return z, np.sqrt(loss / target.shape[1])
 
 
 class Prior:

@@ -137,7 +137,7 @@ def test_logits_instead_of_means_fail(model):
     logits = vae.neural_net_predict(model[0], np.random.RandomState(1).randn(25, LATENT_DIM))
     verdict = judged(replaced(calls, 0, logits), model, PRIOR)
     assert verdict["status"] == "fail"
-    assert "values outside [0, 1] (logits, not sigmoid(logits)?)" in verdict["message"]
+    assert "values outside [0, 1]: these are logits: apply the sigmoid" in verdict["message"]
 
 
 def test_no_prior_figure_fails_though_interpolations_have_25_frames(model):
@@ -376,9 +376,10 @@ def test_frames_off_the_line_between_the_means_fail(model):
     calls = replaced(correct_calls(model), 2, in_pixel_space)
     verdict = judged(calls, model, INTERPOLATIONS)
     assert verdict["status"] == "fail"
-    assert verdict["message"].endswith(
-        "missing (0, 1); (0, 1): the end frames are the decoded means, but the frames "
-        "between them are not sigmoid(decoder((1 - s) z_a + s z_b)) for s = linspace(0, 1, 25)")
+    assert ("missing (0, 1); (0, 1): the end frames are the decoded means, but the frames "
+            "between them are not sigmoid(decoder((1 - s) z_a + s z_b)) for s = linspace(0, 1, "
+            "25): frames 1 to 23 are not on the straight line between the two encoder means ("
+            in verdict["message"])
 
 
 def test_reversed_direction_passes(model):
