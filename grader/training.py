@@ -350,6 +350,16 @@ def choose(candidates, initial, loop):
 
 # ---- The verdicts -----------------------------------------------------------------
 
+def shown(name):
+    """A candidate's name as the student reads it: grader/script.py names the
+    flat vectors autograd's flatten made "(flattened 0)" (the first of the
+    model's size) and "(flattened 1)" (the last)."""
+    if name.startswith("(flattened"):
+        which = "first" if name == "(flattened 0)" else "last"
+        return f"the {which} flat vector of the parameters that autograd's flatten made"
+    return name
+
+
 def result(check, status, message=""):
     return {"function": "(training)", "check": check, "status": status, "message": message}
 
@@ -414,7 +424,7 @@ def loop_problem(loop, initial, name, flat, ends_there, named, stopped=None):
             ", and the parameters the loop reached are not in the script's globals at its end")
     if not ends_there:
         i, moved = where_it_ends(loop, flat)
-        return (f"the parameters were changed after the loop's last step: in {name}, "
+        return (f"the parameters were changed after the loop's last step: in {shown(name)}, "
                 f"{named(i)} is {moved:.4g} from its value at the last gradient evaluation, "
                 f"which one more Adam step cannot explain (it moves a parameter by at most "
                 f"{reach(steps, steps + 1):.3g})")
@@ -463,7 +473,7 @@ def judge_training(candidates, trace, images, reference, reference_run, stopped=
                        f"{SKELETON_NAME}) or made by autograd's flatten"
                        + (f"; the script stopped ({stopped})" if stopped else ""))], None
     results = [result("trained parameters found", "pass",
-                      name + " (where the loop's last step left it)" * ends_there)]
+                      shown(name) + " (where the loop's last step left it)" * ends_there)]
     if not anp.all(anp.isfinite(flat)) or (loop is not None and not loop.finite):
         return results + [diverged(loop)], None
     if loop is None or not loop.groups:
