@@ -43,6 +43,11 @@ from grader.sandbox import PROJECT, Budget, GraderProblem, Worker, WorkerLost, i
 
 STAGED = ("grader/__init__.py", "grader/protocol.py", "grader/worker.py", "grader/script.py",
           "grader/launch.py", "data.py", "plotting.py")
+# The course's modules stand alone in a folder of their own (COURSE below the stage, /course
+# in bwrap), the only one of ours on the submission's path; the worker's package (CODE, /grader
+# in bwrap) is on its path only until the worker has imported it.
+COURSE_MODULES = ("data.py", "plotting.py")
+CODE, COURSE = "code", "course"
 UID_BASE, UID_COUNT = 1_900_000_000, 4096    # the workers' users, when the grader is root
 NO_CGROUPS = "VAE_CHECK_NO_CGROUPS"   # set: grade as if no cgroup could be made (tests)
 CANARY_MEMORY_MB = 2048      # enough for any worker to start; --memory is tried on the first file
@@ -118,16 +123,17 @@ class Isolation:
         self.folder = Path(tempfile.mkdtemp(prefix="vae-check-"))
         os.chmod(self.folder, 0o711)             # workers may pass through, not look
         self.stage = self.folder / "grader-files"
+        self.code, self.course = self.stage / CODE, self.stage / COURSE
         for name in STAGED:
-            target = self.stage / name
+            target = (self.course if name in COURSE_MODULES else self.code) / name
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(PROJECT / name, target)
         for path in [self.stage, *self.stage.rglob("*")]:
             os.chmod(path, 0o755 if path.is_dir() else 0o644)
-        (self.stage / "datasets").mkdir(mode=0o755)  # bwrap mounts the shipped MNIST here
+        (self.course / "datasets").mkdir(mode=0o755)  # bwrap mounts the shipped MNIST here
         if level != "bwrap":
-            (self.stage / "datasets").rmdir()
-            (self.stage / "datasets").symlink_to(PROJECT / "datasets")
+            (self.course / "datasets").rmdir()
+            (self.course / "datasets").symlink_to(PROJECT / "datasets")
         self.uids = Uids() if self.root and level in ("bwrap", "user") else None
         self.cgroups, self.cgroup_note = (
             (None, "not used without a sandbox") if level == "none" else

@@ -87,6 +87,7 @@ class Worker:
             inside = (Path("/submission") if level == "bwrap" else self.make_private())
             config = json.dumps({"requests": request_read, "answers": answer_write,
                                  "submission": str(inside / submission.name),
+                                 "course": "/course" if level == "bwrap" else str(isolation.course),
                                  "limits": limits.for_worker(count_processes=level != "none"),
                                  "canary": canary})
             if level == "bwrap":
@@ -94,17 +95,17 @@ class Worker:
                 fds += files.values()
                 command, cwd, env = self.bwrap_command(files, config), None, None
             else:
-                stage = isolation.stage
-                command = [sys.executable, "-I", str(stage / "grader" / "worker.py"), config]
+                code = isolation.code
+                command = [sys.executable, "-I", str(code / "grader" / "worker.py"), config]
                 if level == "user":
-                    command = [sys.executable, "-I", "-S", str(stage / "grader" / "launch.py"),
+                    command = [sys.executable, "-I", "-S", str(code / "grader" / "launch.py"),
                                json.dumps({"join": self.cgroup.procs_files if self.cgroup else [],
                                            "drop": [self.uid, self.uid]})] + command
                 cwd = self.private
                 env = {**ENV, "HOME": str(self.private), "TMPDIR": str(self.private),
                        "MPLCONFIGDIR": str(self.private)}
             if self.cgroup is not None and level == "bwrap":
-                command = [sys.executable, "-I", "-S", str(isolation.stage / "grader" / "launch.py"),
+                command = [sys.executable, "-I", "-S", str(isolation.code / "grader" / "launch.py"),
                            json.dumps({"join": self.cgroup.procs_files})] + command
             self.process = subprocess.Popen(
                 command, pass_fds=fds, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -147,8 +148,9 @@ class Worker:
                 args += ["--symlink", os.readlink(link), str(link)]
             elif link.is_dir():
                 args += ["--ro-bind", str(link), str(link)]
-        args += ["--ro-bind", str(isolation.stage), "/grader",
-                 "--ro-bind", str(PROJECT / "datasets"), "/grader/datasets",
+        args += ["--ro-bind", str(isolation.code), "/grader",
+                 "--ro-bind", str(isolation.course), "/course",
+                 "--ro-bind", str(PROJECT / "datasets"), "/course/datasets",
                  "--proc", "/proc", "--dev", "/dev",
                  "--perms", "1777", "--size", str(limits.shm_mb * mib), "--tmpfs", "/dev/shm",
                  "--perms", "1777", "--size", str(limits.disk_mb * mib), "--tmpfs", "/submission"]

@@ -4,7 +4,7 @@ recorded for the grader to judge (grader/training.py, grader/figures.py)."""
 import functools
 import sys
 
-from grader.protocol import encode, error_info, text
+from grader.protocol import decode, encode, error_info, text
 
 MAX_CALLS = 100           # save_images calls recorded
 MAX_IMAGES = 500          # images kept of one call
@@ -114,7 +114,6 @@ def run_script(path, request, arrays):
 
     import data
     import plotting
-    from grader.protocol import decode
     train_images, train_labels, test_images, test_labels = decode(request["data"], arrays)
     subset = (len(train_images), train_images, train_labels, test_images, test_labels)
     calls, flattened, size = [], [], request["size"]
