@@ -136,6 +136,27 @@ def call(module, request, arrays):
     return {"ok": True, "value": tree, "warnings": len(caught)}, out
 
 
+def listing(folder, limit=5000):
+    """{relative path: (size, mtime) of a file, None of a folder} below folder,
+    links not followed, at most `limit` entries: what importing changed."""
+    found, stack = {}, [""]
+    while stack and len(found) < limit:
+        prefix = stack.pop()
+        try:
+            with os.scandir(folder / prefix if prefix else folder) as entries:
+                for entry in entries:
+                    name = prefix + entry.name
+                    if entry.is_dir(follow_symlinks=False):
+                        found[name + "/"] = None
+                        stack.append(name + "/")
+                    else:
+                        st = entry.stat(follow_symlinks=False)
+                        found[name] = (st.st_size, st.st_mtime_ns)
+        except OSError:
+            pass
+    return found
+
+
 def identity(paths):
     """Who this process is: its uid, its effective capabilities, and which of
     the paths it can open (the canary of grader/isolation.py asks)."""
@@ -174,8 +195,11 @@ def serve(read, write, path, run_script):
         answer, out = {}, []
         try:
             if request["op"] == "import":
+                before = listing(path.parent)
                 module = import_whole(path)
-                answer = {"ok": True, "files": sorted(os.listdir(path.parent))[:1000]}
+                after = listing(path.parent)
+                answer = {"ok": True, "files": sorted(name for name, state in after.items()
+                                                      if before.get(name) != state)[:1000]}
             elif request["op"] == "identity":
                 answer = identity(request["paths"])
             elif request["op"] == "run_script":

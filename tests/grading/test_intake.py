@@ -114,19 +114,20 @@ def test_only_the_students_own_regular_modules_are_staged(tmp_path):
     assert set(loose.files) == {"vae.py"}
 
 
-def test_a_package_beside_the_file_is_staged_one_level_deep_without_links(tmp_path):
+def test_a_package_beside_the_file_is_staged_with_the_folder_without_links(tmp_path):
     folder = tmp_path / "alice"
     (folder / "mylib" / "deeper").mkdir(parents=True)
     (folder / "vae.py").write_text("from mylib import helpers\n" + HONEST)
     (folder / "mylib" / "__init__.py").write_text("")
     (folder / "mylib" / "helpers.py").write_text("X = 1\n")
-    (folder / "mylib" / "deeper" / "more.py").write_text("Y = 2\n")   # not staged: one level
+    (folder / "mylib" / "deeper" / "more.py").write_text("Y = 2\n")   # staged with the folder
     (folder / "mylib" / "notes.txt").write_text("not Python\n")
     (folder / "mylib" / "shadow.py").symlink_to("/etc/shadow")
     submission = intake.take(Found(folder / "vae.py"))
-    assert set(submission.files) == {"vae.py", "mylib/__init__.py", "mylib/helpers.py"}
+    assert set(submission.files) == {"vae.py", "mylib/__init__.py", "mylib/helpers.py",
+                                     "mylib/deeper/more.py", "mylib/notes.txt"}
     assert submission.files["mylib/helpers.py"] == b"X = 1\n"
-    assert "mylib/shadow.py" in " ".join(submission.notes)
+    assert " ".join(submission.notes).count("mylib/shadow.py") == 1
 
 
 def test_a_linked_package_folder_is_not_staged(tmp_path):
