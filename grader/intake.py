@@ -9,6 +9,16 @@ link (no symbolic or hard link to something outside the student's folder),
 opened without following links and without blocking, and no larger than a
 limit. What is read is what the worker gets: the bytes are copied into the
 sandbox, never the path.
+
+A student's own folder (stage_folder) is copied beside the file, as they
+would run it, and every entry of it is as hostile: it is walked the same
+way, breadth-first to MAX_FOLDER_DEPTH levels and MAX_FOLDER_ENTRIES
+entries, each file read by read_regular (no links, devices, FIFOs or hard
+links), at most MAX_FOLDER_FILES files and MAX_FOLDER_BYTES bytes in all
+(well inside the sandbox's tmpfs), and only names of FOLDER_NAME's letters
+(no "..", no leading dot or dash, no separators) are copied; hidden entries,
+__pycache__ and virtual environments are not. A note names what was left
+out, with why, bounded too (MAX_LEFT_OUT).
 """
 import ast
 import importlib.machinery

@@ -3,9 +3,11 @@
 Levels, strongest first (docs/grading.md, "Threat model"):
 
 - bwrap: bubblewrap. The worker sees a read-only view of the system, of the
-  Python installation and of the staged grader modules (not the reference),
+  Python installation, of the staged worker modules (/grader: off the
+  submission's path once the worker has loaded them) and of the course's
+  data.py and plotting.py (/course; not the reference),
   size-capped tmpfs mounts as its only writable places (/submission with
-  copies of the student's files, /tmp, /dev/shm), no network, its own PID,
+  copies of the student's folder, /tmp, /dev/shm), no network, its own PID,
   IPC and UTS namespaces. Run by root, bwrap sets up the mounts and the
   worker then becomes a user of its own (a uid from UID_BASE, one per
   worker: per-user limits separate classmates) with no capabilities and no

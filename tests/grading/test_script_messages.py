@@ -65,7 +65,8 @@ def test_a_stray_top_level_call_is_named_with_its_line(tmp_path):
     source = edited((GUARD, "open('figure.png', 'w').write('x')\n" + GUARD))
     module = module_message(graded(write(tmp_path, source), FUNCTIONS))
     line = line_of(source, "open('figure.png'")
-    assert module["status"] == "fail" and "importing it wrote files: figure.png" in module["message"]
+    assert module["status"] == "fail"
+    assert "importing it wrote files: figure.png" in module["message"]
     assert (f"Line {line}, `open('figure.png', 'w').write('x')`, is outside "
             '`if __name__ == "__main__":`') in module["message"]
 
