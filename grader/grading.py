@@ -90,9 +90,9 @@ def import_cause(submission, problems):
         return (f"Put the training and plotting code under {GUARD}.")
     line, source = submission.work
     if not submission.guarded:
-        return (f"The file has no {GUARD} guard, so importing it runs its training and "
-                f"plotting: everything at its top level runs, from line {line}: `{source}`. "
-                f"Put that code under {GUARD}.")
+        return (f"The file has no {GUARD} guard, so importing it runs all the code at its "
+                f"top level (its training and figures), from line {line}: `{source}`. Put that "
+                f"code under {GUARD}.")
     return (f"Line {line}, `{source}`, is outside {GUARD}, so it runs whenever the file is "
             "imported: move it under the guard.")
 

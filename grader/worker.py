@@ -137,7 +137,7 @@ def call(module, request, arrays):
 
 
 def listing(folder, limit=5000):
-    """{relative path: (size, mtime) of a file, None of a folder} below folder,
+    """{relative path: (size, mtime) of a file, () of a folder} below folder,
     links not followed, at most `limit` entries: what importing changed."""
     found, stack = {}, [""]
     while stack and len(found) < limit:
@@ -147,7 +147,7 @@ def listing(folder, limit=5000):
                 for entry in entries:
                     name = prefix + entry.name
                     if entry.is_dir(follow_symlinks=False):
-                        found[name + "/"] = None
+                        found[name + "/"] = ()
                         stack.append(name + "/")
                     else:
                         st = entry.stat(follow_symlinks=False)

@@ -55,8 +55,8 @@ def test_a_file_without_a_main_guard_is_told_which_line_runs_at_import(tmp_path)
     line = line_of(source, "= load_mnist()")
     assert module["status"] == "fail"
     assert "did not finish within 5 s" in module["message"]
-    assert ('The file has no `if __name__ == "__main__":` guard, so importing it runs its '
-            f"training and plotting: everything at its top level runs, from line {line}: "
+    assert ('The file has no `if __name__ == "__main__":` guard, so importing it runs all the '
+            f"code at its top level (its training and figures), from line {line}: "
             "`N, train_images, _, test_images, _ = load_mnist()`") in module["message"]
     assert report["loaded"] == "definitions only"
 
