@@ -71,7 +71,7 @@ class Remote:
         if not answer["ok"]:
             error = answer["error"]
             raise verdicts.SubmissionError(error["type"], error["message"], error.get("line"),
-                                         error.get("text") or "")
+                                         error.get("text") or "", protocol.where(error))
         try:
             value = protocol.decode(answer["value"], out)
         except Exception as e:   # noqa: BLE001  whatever is wrong with it: the worker's
@@ -93,11 +93,29 @@ def result(function, check, status, message=""):
 
 
 def describe(error):
-    return (f"{error['type']}: {error['message']}"
-            + (f" at line {error['line']}: `{error['text']}`" if error.get("line") else ""))
+    """'TypeError: ... at line 17 in f: `...`, called from line 40: `...`'."""
+    return f"{error['type']}: {error['message']}{protocol.where(error)}"
 
 
 # ---- The import, and loading the functions ---------------------------------------------
+
+STOPPED_EARLY = "(before it got to the work at its top level)"
+GUARD = '`if __name__ == "__main__":`'
+
+
+def import_cause(submission, problems):
+    """What to do about a file whose import misbehaved: the first top-level
+    statement that does work, when it ran (intake.first_work), named."""
+    if not submission.work or STOPPED_EARLY in problems:
+        return (f"Put the training and plotting code under {GUARD}.")
+    line, source = submission.work
+    if not submission.guarded:
+        return (f"The file has no {GUARD} guard, so importing it runs all the code at its "
+                f"top level (its training and figures), from line {line}: `{source}`. Put that "
+                f"code under {GUARD}.")
+    return (f"Line {line}, `{source}`, is outside {GUARD}, so it runs whenever the file is "
+            "imported: move it under the guard.")
+
 
 def probe(submission, options, isolation, budget):
     """What importing the whole file does. -> (problems (sentences), the
@@ -108,9 +126,12 @@ def probe(submission, options, isolation, budget):
         answer, _ = worker.request({"op": "import"}, [], options.import_timeout)
         if not answer["ok"]:
             problems.append(f"importing it failed: {describe(answer['error'])}")
-        staged = {name.split("/")[0] for name in submission.files}   # a package: its folder
-        written = [name for name in answer.get("files", [])
-                   if name not in staged and name != "__pycache__"]
+            frames = answer["error"].get("frames") or []     # its top-level line: the outermost
+            top = frames[-1]["line"] if frames and "file" not in frames[-1] else None
+            if top is not None and submission.work and top < submission.work[0]:
+                problems.append(STOPPED_EARLY)      # before any of its top-level work ran
+        written = [name for name in answer.get("files", [])   # made or changed by the import
+                   if name.split("/")[0] != "__pycache__"]
         if written:
             problems.append(f"importing it wrote files: {', '.join(written[:5])}")
     except WorkerLost as e:
@@ -246,6 +267,27 @@ def subset():
             "test_images": test[:k], "test_labels": test_labels[:k]}
 
 
+# Errors of a script that looks for what the sandbox does not give (files, network, arguments).
+OUTSIDE_ERRORS = {"FileNotFoundError", "PermissionError", "OSError", "IOError", "URLError",
+                  "HTTPError", "ConnectionError", "gaierror", "ModuleNotFoundError", "ImportError",
+                  "SystemExit", "DataError"}
+
+
+def script_stopped(error):
+    """The message of a script that raised `error` (validated): where, and what to do."""
+    folder = error.get("missing_folder")
+    if folder:
+        return (f"the script stopped{protocol.where(error)}: your script writes into {folder}, "
+                "which a fresh copy of your folder does not have: create it with "
+                f"os.makedirs({folder.rstrip('/')!r}, exist_ok=True) before writing into it. "
+                "What it saved before this line is graded below")
+    said = f"the script stopped: {describe(error)}"
+    if error["type"] in OUTSIDE_ERRORS or "argv" in (error.get("text") or ""):
+        said += ("; it must run with no arguments on the images data.load_mnist() returns, "
+                 "without downloading or reading other files than those of its folder")
+    return said
+
+
 def grade_script(submission, options, isolation, budget):
     """The training loop and the figures: the file runs as __main__ on a subset
     of MNIST, and its trained parameters and saved figures are judged."""
@@ -276,9 +318,7 @@ def grade_script(submission, options, isolation, budget):
                  f"on the first {training.TRAIN_IMAGES} training and "
                  f"{training.TEST_IMAGES} test images, given by data.load_mnist()")
     if not answer["ok"]:
-        ran.update(status="error", message=f"the script stopped: {describe(answer['error'])}; "
-                   "it must run with no arguments on the images data.load_mnist() returns, "
-                   "without downloading or reading other files")
+        ran.update(status="error", message=script_stopped(answer["error"]))
     try:
         candidates = {name: np.asarray(protocol.decode(tree, out), dtype=float)
                       for name, tree in answer["candidates"].items()}
@@ -331,10 +371,10 @@ def grade_into(report, found, options, isolation):
     problems, imported = probe(submission, options, isolation, budget)
     module_result = result("(module)", "import has no side effects", "pass")
     if problems:
-        module_result.update(status="fail", message="; ".join(problems) + ". Put the training "
-                             "and plotting code under `if __name__ == \"__main__\":`. The "
-                             "functions below were graded from the file's imports and "
-                             "definitions only.")
+        said = [p for p in problems if p != STOPPED_EARLY]
+        module_result.update(status="fail", message="; ".join(said) + ". "
+                             + import_cause(submission, problems) + " The functions below were "
+                             "graded from the file's imports and definitions only.")
     report["results"].append(module_result)
     mode = "definitions" if problems else "full"
     rng = np.random.default_rng(secrets.randbits(64))    # fresh inputs for every file

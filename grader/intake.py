@@ -9,6 +9,16 @@ link (no symbolic or hard link to something outside the student's folder),
 opened without following links and without blocking, and no larger than a
 limit. What is read is what the worker gets: the bytes are copied into the
 sandbox, never the path.
+
+A student's own folder (stage_folder) is copied beside the file, as they
+would run it, and every entry of it is as hostile: it is walked the same
+way, breadth-first to MAX_FOLDER_DEPTH levels and MAX_FOLDER_ENTRIES
+entries, each file read by read_regular (no links, devices, FIFOs or hard
+links), at most MAX_FOLDER_FILES files and MAX_FOLDER_BYTES bytes in all
+(well inside the sandbox's tmpfs), and only names of FOLDER_NAME's letters
+(no "..", no leading dot or dash, no separators) are copied; hidden entries,
+__pycache__ and virtual environments are not. A note names what was left
+out, with why, bounded too (MAX_LEFT_OUT).
 """
 import ast
 import importlib.machinery
@@ -24,8 +34,16 @@ MAX_HELPERS = 20              # modules of a student's own staged beside the fil
 MAX_DEPTH = 6                 # folder levels below a class folder that are searched
 MAX_ENTRIES = 100000          # directory entries looked at in one class folder
 STAGED_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\.py")
-# The worker's own modules: a student's file of this name would stand in for them.
-GRADER_MODULES = {"grader", "data", "plotting"}
+# The course's modules the worker provides: a student's file of this name would stand in for
+# them. (The grader's own package is not on the submission's path: a grader.py is the student's.)
+GRADER_MODULES = {"data", "plotting"}
+# The rest of a student's folder, copied beside the file as they would run it (stage_folder):
+MAX_FOLDER_FILES = 100         # files in all, the submission's included
+MAX_FOLDER_BYTES = 32 * 2 ** 20   # bytes of them in all (the sandbox's folder holds 64 MiB+)
+MAX_FOLDER_DEPTH = 4           # folder levels below the submission's
+MAX_FOLDER_ENTRIES = 5000      # directory entries looked at
+FOLDER_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,99}")   # of each file and folder
+MAX_LEFT_OUT = 8               # left-out entries named in the note
 
 
 class Rejected(Exception):
@@ -153,7 +171,11 @@ class Submission:
     name: str
     files: dict = field(default_factory=dict)
     notes: list = field(default_factory=list)
+    folders: list = field(default_factory=list)   # of the student's folder, parents first
+    looked_at: set = field(default_factory=set)   # by stage_helpers: staged or noted
     text: str = ""
+    guarded: bool = False          # it has an `if __name__ == "__main__":` block
+    work: tuple = None             # (line, text) of its first top-level statement that does work
 
 
 def staged_name(name, taken=()):
@@ -191,6 +213,62 @@ def parse(text, name):
                        "deeply or too large for Python)") from None
 
 
+SEEDS = {"seed", "manual_seed", "set_printoptions", "filterwarnings", "simplefilter"}
+
+
+def is_main_guard(node):
+    """`if __name__ == "__main__":` (either way round)."""
+    if not (isinstance(node, ast.If) and isinstance(node.test, ast.Compare)
+            and len(node.test.ops) == 1 and isinstance(node.test.ops[0], ast.Eq)):
+        return False
+    sides = [node.test.left, *node.test.comparators]
+    return ({type(side) for side in sides} == {ast.Name, ast.Constant}
+            and {getattr(side, "id", getattr(side, "value", None)) for side in sides}
+            == {"__name__", "__main__"})
+
+
+def calls(node):
+    """True if evaluating node calls something other than a seed (a lambda's
+    body is not evaluated)."""
+    stack = [node]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.Lambda):
+            continue
+        if isinstance(node, ast.Call):
+            callee = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(
+                node.func, "id", "")
+            if callee not in SEEDS:
+                return True
+        stack.extend(ast.iter_child_nodes(node))
+    return False
+
+
+def first_work(tree, text):
+    """(line, text) of the first statement that does work when the module is
+    imported: a call (other than a seed), a loop, a `with`, a raise, outside
+    functions, classes and the `__main__` block; None if there is none."""
+    lines = text.splitlines()
+    stack = list(reversed(tree.body))
+    while stack:
+        node = stack.pop()
+        if isinstance(node, (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef,
+                             ast.ClassDef, ast.Pass, ast.Global)) or is_main_guard(node):
+            continue
+        if isinstance(node, (ast.If, ast.Try)) and not (isinstance(node, ast.If)
+                                                        and calls(node.test)):
+            parts = [node.body, node.orelse] + ([getattr(node, "finalbody", [])] + [
+                h.body for h in getattr(node, "handlers", [])] if isinstance(node, ast.Try)
+                else [])
+            stack.extend(reversed([statement for part in parts for statement in part]))
+            continue
+        if isinstance(node, (ast.For, ast.AsyncFor, ast.While, ast.With, ast.AsyncWith,
+                             ast.Raise)) or calls(node):
+            line = lines[node.lineno - 1].strip() if node.lineno <= len(lines) else ""
+            return node.lineno, line[:200]
+    return None
+
+
 def take(found):
     """Reads a Found into a Submission: the file itself, and (where its folder
     is the student's) the modules beside it that it imports. Rejected if the
@@ -206,10 +284,72 @@ def take(found):
         raise Rejected(f"{display} is not a Python text file (it holds NUL bytes)")
     tree = parse(text, display)
     name = staged_name(display)
-    submission = Submission(path, name, {name: content}, text=text)
+    submission = Submission(path, name, {name: content}, text=text,
+                            guarded=any(map(is_main_guard, tree.body)), work=first_work(tree, text))
     if found.own_folder:
         stage_helpers(submission, tree)
+        stage_folder(submission)
     return submission
+
+
+def stage_folder(submission):
+    """Adds the rest of the student's folder, as they would run the file in
+    it: its folders and regular files, breadth-first to MAX_FOLDER_DEPTH
+    levels, within MAX_FOLDER_FILES files and MAX_FOLDER_BYTES bytes in all,
+    each read as read_regular does (no links, no devices, one hard link).
+    Hidden entries and __pycache__ are skipped; virtual environments, names
+    other than FOLDER_NAME, .py files named like an installed module, and
+    whatever is over a limit are left out, and a note says which."""
+    left_out, seen = [], 0
+    size = sum(map(len, submission.files.values()))
+    queue = [(submission.path.parent, "", 0)]
+    while queue:
+        folder, prefix, depth = queue.pop(0)
+        listing = entries(folder)
+        seen += len(listing)
+        if seen > MAX_FOLDER_ENTRIES:
+            left_out.append((prefix or "the rest", f"more than {MAX_FOLDER_ENTRIES:,} entries"))
+            break
+        for name, path, is_dir, is_file in listing:
+            relative = prefix + os.fsdecode(name)
+            if skipped(name) or path == submission.path:
+                continue
+            shown = relative + ("/" if is_dir else "")
+            if shown in submission.looked_at and (is_dir or relative not in submission.files):
+                continue
+            if not FOLDER_NAME.fullmatch(name):
+                left_out.append((shown, "a name of other characters than letters, digits and "
+                                        "_ . + -"))
+            elif is_dir and depth >= MAX_FOLDER_DEPTH:
+                left_out.append((shown, f"more than {MAX_FOLDER_DEPTH} folders deep"))
+            elif is_dir and (os.path.lexists(path / "pyvenv.cfg")
+                             or os.path.lexists(path / "conda-meta")):
+                left_out.append((shown, "a virtual environment"))
+            elif is_dir:
+                submission.folders.append(relative)
+                queue.append((path, relative + "/", depth + 1))
+            elif relative in submission.files:
+                continue
+            elif depth == 0 and name.endswith(".py") and installed(name[:-3]):
+                left_out.append((shown, "the name of an installed module, which it would hide"))
+            elif len(submission.files) >= MAX_FOLDER_FILES:
+                left_out.append((shown, f"more than {MAX_FOLDER_FILES} files"))
+            else:
+                try:
+                    content = read_regular(path, min(MAX_SOURCE * 8, MAX_FOLDER_BYTES - size))
+                except Rejected as e:
+                    reason = str(e).replace("too large to be a submission", "too large")
+                    left_out.append((shown, reason + (f" ({MAX_FOLDER_BYTES // 2 ** 20} MiB "
+                                                      "are copied in all)"
+                                                      if "too large" in reason else "")))
+                    continue
+                submission.files[relative] = content
+                size += len(content)
+    if left_out:
+        named = "; ".join(f"{name}: {why}" for name, why in left_out[:MAX_LEFT_OUT])
+        more = len(left_out) - MAX_LEFT_OUT
+        submission.notes.append("not copied from your folder (your file ran without them): "
+                                + named + (f"; and {more} more" if more > 0 else ""))
 
 
 def stage_helpers(submission, tree):
@@ -227,7 +367,9 @@ def stage_helpers(submission, tree):
                       and package.is_dir() and os.path.lexists(package / "__init__.py"))
         if module == Path(submission.name).stem or not (os.path.lexists(path) or is_package):
             continue
+        submission.looked_at.add(f"{module}.py")
         if installed(module):
+            submission.looked_at.add(f"{module}/")
             submission.notes.append(f"{module}{'/' if is_package else '.py'} beside the file was "
                                     "not copied: it has the name of an installed module, which "
                                     "it would hide")
@@ -262,6 +404,7 @@ def stage_package(submission, package):
             submission.notes.append(f"more than {MAX_HELPERS} modules of your own: the rest "
                                     "were not copied")
             return
+        submission.looked_at.add(f"{name}/{entry}")
         try:
             submission.files[f"{name}/{entry}"] = read_regular(package / entry)
         except Rejected as e:

@@ -3,9 +3,11 @@
 Levels, strongest first (docs/grading.md, "Threat model"):
 
 - bwrap: bubblewrap. The worker sees a read-only view of the system, of the
-  Python installation and of the staged grader modules (not the reference),
+  Python installation, of the staged worker modules (/grader: off the
+  submission's path once the worker has loaded them) and of the course's
+  data.py and plotting.py (/course; not the reference),
   size-capped tmpfs mounts as its only writable places (/submission with
-  copies of the student's files, /tmp, /dev/shm), no network, its own PID,
+  copies of the student's folder, /tmp, /dev/shm), no network, its own PID,
   IPC and UTS namespaces. Run by root, bwrap sets up the mounts and the
   worker then becomes a user of its own (a uid from UID_BASE, one per
   worker: per-user limits separate classmates) with no capabilities and no
@@ -43,6 +45,11 @@ from grader.sandbox import PROJECT, Budget, GraderProblem, Worker, WorkerLost, i
 
 STAGED = ("grader/__init__.py", "grader/protocol.py", "grader/worker.py", "grader/script.py",
           "grader/launch.py", "data.py", "plotting.py")
+# The course's modules stand alone in a folder of their own (COURSE below the stage, /course
+# in bwrap), the only one of ours on the submission's path; the worker's package (CODE, /grader
+# in bwrap) is on its path only until the worker has imported it.
+COURSE_MODULES = ("data.py", "plotting.py")
+CODE, COURSE = "code", "course"
 UID_BASE, UID_COUNT = 1_900_000_000, 4096    # the workers' users, when the grader is root
 NO_CGROUPS = "VAE_CHECK_NO_CGROUPS"   # set: grade as if no cgroup could be made (tests)
 CANARY_MEMORY_MB = 2048      # enough for any worker to start; --memory is tried on the first file
@@ -118,16 +125,17 @@ class Isolation:
         self.folder = Path(tempfile.mkdtemp(prefix="vae-check-"))
         os.chmod(self.folder, 0o711)             # workers may pass through, not look
         self.stage = self.folder / "grader-files"
+        self.code, self.course = self.stage / CODE, self.stage / COURSE
         for name in STAGED:
-            target = self.stage / name
+            target = (self.course if name in COURSE_MODULES else self.code) / name
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(PROJECT / name, target)
         for path in [self.stage, *self.stage.rglob("*")]:
             os.chmod(path, 0o755 if path.is_dir() else 0o644)
-        (self.stage / "datasets").mkdir(mode=0o755)  # bwrap mounts the shipped MNIST here
+        (self.course / "datasets").mkdir(mode=0o755)  # bwrap mounts the shipped MNIST here
         if level != "bwrap":
-            (self.stage / "datasets").rmdir()
-            (self.stage / "datasets").symlink_to(PROJECT / "datasets")
+            (self.course / "datasets").rmdir()
+            (self.course / "datasets").symlink_to(PROJECT / "datasets")
         self.uids = Uids() if self.root and level in ("bwrap", "user") else None
         self.cgroups, self.cgroup_note = (
             (None, "not used without a sandbox") if level == "none" else

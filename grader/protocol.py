@@ -172,9 +172,15 @@ def read_exactly(read, n):
 # ---- What an answer may hold --------------------------------------------------
 
 TEXT = {"type": "string", "maxLength": MAX_TEXT}
+MAX_FRAMES = 5                   # of the student's traceback shown: innermost first
+FRAME = {"type": "object", "additionalProperties": False, "required": ["line", "function", "text"],
+         "properties": {"line": {"type": "integer"}, "function": TEXT, "text": TEXT,
+                        "file": TEXT}}
 ERROR = {"type": "object", "required": ["type", "message"],
          "properties": {"type": TEXT, "message": TEXT, "line": {"type": ["integer", "null"]},
-                        "text": TEXT}}
+                        "text": TEXT, "missing_folder": TEXT,
+                        "frames": {"type": "array", "maxItems": MAX_FRAMES, "items": FRAME},
+                        "more_frames": {"type": "integer", "minimum": 0}}}
 TREE = {"type": "object", "minProperties": 1, "maxProperties": 1}   # decode checks the rest
 COMMON = {"id": {"type": "integer"}, "ok": {"type": "boolean"}}
 
@@ -250,14 +256,52 @@ def text(value, limit=500):
         return f"(a {type(value).__name__} that cannot be printed)"
 
 
-def error_info(e, path):
-    """What went wrong, and where in the submission: its deepest frame there."""
+def student_frames(e, path):
+    """The traceback's frames in the submission's folder (its own files),
+    innermost first: [(file name or "", line, function, text)]."""
+    import os
     import traceback
+    folder, own = os.path.join(str(path.parent), ""), str(path)
     try:
-        frames = [f for f in traceback.extract_tb(e.__traceback__) if f.filename == str(path)]
+        frames = [f for f in traceback.extract_tb(e.__traceback__)
+                  if f.filename == own or (f.filename.startswith(folder) and os.path.isfile(
+                      f.filename))]
     except BaseException:
-        frames = []
-    where = frames[-1] if frames else None
-    return {"type": text(type(e).__name__, 100), "message": text(e),
-            "line": where.lineno if where else None,
-            "text": text((where.line or "").strip(), 200) if where else ""}
+        return []
+    return [("" if f.filename == own else f.filename[len(folder):], f.lineno, f.name,
+             (f.line or "").strip()) for f in reversed(frames)]
+
+
+def error_info(e, path):
+    """What went wrong, and where in the student's files: the innermost frame
+    there ("line", "text") and up to MAX_FRAMES of them, innermost first
+    (the innermost MAX_FRAMES - 1 and the outermost: the student's call)."""
+    frames = student_frames(e, path)
+    shown = frames if len(frames) <= MAX_FRAMES else frames[:MAX_FRAMES - 1] + frames[-1:]
+    info = {"type": text(type(e).__name__, 100), "message": text(e),
+            "line": frames[0][1] if frames else None,
+            "text": text(frames[0][3], 200) if frames else "",
+            "frames": [{"line": line, "function": text(function, 100), "text": text(source, 200),
+                        **({"file": text(name, 200)} if name else {})}
+                       for name, line, function, source in shown]}
+    if len(frames) > len(shown):
+        info["more_frames"] = len(frames) - len(shown)
+    return info
+
+
+def where(error):
+    """' at line 17 in f: `...`, called from line 40 in g: `...`' of an error
+    (error_info's, validated), or "" where no line of the student's ran."""
+    frames = error.get("frames") or ([{"line": error["line"], "function": "",
+                                       "text": error.get("text") or ""}]
+                                     if error.get("line") else [])
+    said = []
+    for frame in frames:
+        place = f"{frame['file']} line" if frame.get("file") else "line"
+        function = frame["function"]
+        named = f" in {function}" if function and function != "<module>" else ""
+        source = f": `{frame['text']}`" if frame["text"] else ""
+        said.append(f"{place} {frame['line']}{named}{source}")
+    if said and error.get("more_frames"):
+        said[-1] += f" (through {error['more_frames']} more calls)"
+    return (" at " + ", called from ".join(said)) if said else ""

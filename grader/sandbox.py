@@ -54,6 +54,15 @@ class Budget:
 
 # ---- One worker ------------------------------------------------------------------------
 
+def folders_of(submission):
+    """The folders to make for the staged files (intake's names: relative,
+    no "..", no links), parents first."""
+    folders = set(getattr(submission, "folders", ()))
+    for name in submission.files:
+        folders.update(str(parent) for parent in Path(name).parents if str(parent) != ".")
+    return sorted(folders, key=lambda folder: (folder.count("/"), folder))
+
+
 def memfd(name, content):
     fd = os.memfd_create(name.replace("/", "-"), 0)
     os.write(fd, content)
@@ -87,6 +96,7 @@ class Worker:
             inside = (Path("/submission") if level == "bwrap" else self.make_private())
             config = json.dumps({"requests": request_read, "answers": answer_write,
                                  "submission": str(inside / submission.name),
+                                 "course": "/course" if level == "bwrap" else str(isolation.course),
                                  "limits": limits.for_worker(count_processes=level != "none"),
                                  "canary": canary})
             if level == "bwrap":
@@ -94,17 +104,17 @@ class Worker:
                 fds += files.values()
                 command, cwd, env = self.bwrap_command(files, config), None, None
             else:
-                stage = isolation.stage
-                command = [sys.executable, "-I", str(stage / "grader" / "worker.py"), config]
+                code = isolation.code
+                command = [sys.executable, "-I", str(code / "grader" / "worker.py"), config]
                 if level == "user":
-                    command = [sys.executable, "-I", "-S", str(stage / "grader" / "launch.py"),
+                    command = [sys.executable, "-I", "-S", str(code / "grader" / "launch.py"),
                                json.dumps({"join": self.cgroup.procs_files if self.cgroup else [],
                                            "drop": [self.uid, self.uid]})] + command
                 cwd = self.private
                 env = {**ENV, "HOME": str(self.private), "TMPDIR": str(self.private),
                        "MPLCONFIGDIR": str(self.private)}
             if self.cgroup is not None and level == "bwrap":
-                command = [sys.executable, "-I", "-S", str(isolation.stage / "grader" / "launch.py"),
+                command = [sys.executable, "-I", "-S", str(isolation.code / "grader" / "launch.py"),
                            json.dumps({"join": self.cgroup.procs_files})] + command
             self.process = subprocess.Popen(
                 command, pass_fds=fds, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -147,15 +157,18 @@ class Worker:
                 args += ["--symlink", os.readlink(link), str(link)]
             elif link.is_dir():
                 args += ["--ro-bind", str(link), str(link)]
-        args += ["--ro-bind", str(isolation.stage), "/grader",
-                 "--ro-bind", str(PROJECT / "datasets"), "/grader/datasets",
+        args += ["--ro-bind", str(isolation.code), "/grader",
+                 "--ro-bind", str(isolation.course), "/course",
+                 "--ro-bind", str(PROJECT / "datasets"), "/course/datasets",
                  "--proc", "/proc", "--dev", "/dev",
                  "--perms", "1777", "--size", str(limits.shm_mb * mib), "--tmpfs", "/dev/shm",
                  "--perms", "1777", "--size", str(limits.disk_mb * mib), "--tmpfs", "/submission"]
-        for package in sorted({Path(name).parent for name in files} - {Path(".")}):
-            args += ["--perms", "0755", "--dir", f"/submission/{package}"]
+        # The student's folder as theirs: its folders and files the worker's to write and
+        # remove (made by root where the grader is root: open to all, in a sandbox of one uid).
+        for folder in folders_of(self.submission):
+            args += ["--perms", "0777", "--dir", f"/submission/{folder}"]
         for name, fd in files.items():
-            args += ["--perms", "0644", "--file", str(fd), f"/submission/{name}"]
+            args += ["--perms", "0666", "--file", str(fd), f"/submission/{name}"]
         args += ["--remount-ro", "/", "--remount-ro", "/dev", "--chdir", "/submission",
                  "--clearenv"]
         for key, value in {**ENV, "HOME": "/tmp", "TMPDIR": "/tmp", "MPLCONFIGDIR": "/tmp"}.items():
@@ -180,12 +193,12 @@ class Worker:
                            f"gid={self.uid},nosuid,nodev")
                 subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs",
                                 str(self.private)], check=True, capture_output=True)
+        for folder in folders_of(self.submission):
+            (self.private / folder).mkdir()
+            if self.uid is not None:
+                os.chown(self.private / folder, self.uid, self.uid)
         for name, content in self.submission.files.items():
             target = self.private / name
-            if target.parent != self.private and not target.parent.exists():   # a package
-                target.parent.mkdir()
-                if self.uid is not None:
-                    os.chown(target.parent, self.uid, self.uid)
             target.write_bytes(content)
             if self.uid is not None:
                 os.chown(target, self.uid, self.uid)

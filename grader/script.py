@@ -4,7 +4,7 @@ recorded for the grader to judge (grader/training.py, grader/figures.py)."""
 import functools
 import sys
 
-from grader.protocol import encode, error_info, text
+from grader.protocol import decode, encode, error_info, text
 
 MAX_CALLS = 100           # save_images calls recorded
 MAX_IMAGES = 500          # images kept of one call
@@ -94,6 +94,73 @@ class GradientTrace:
                 "gradients": encode(np.array(self.gradients) if self.gradients else None, out)}
 
 
+def stand_in(real, module, run, note):
+    """A function in place of `real` (of the course's `module`) that the
+    script calls as it would the real one: its name, signature and doc,
+    `run` for its body. A call the grader does not take is a TypeError
+    worded for the student: "data.load_mnist() takes no argument sklearn in
+    the grader: <note>" (no name of the grader's own)."""
+    import inspect
+    signature = inspect.signature(real)
+
+    @functools.wraps(real)
+    def function(*args, **kwargs):
+        try:
+            bound = signature.bind(*args, **kwargs)
+        except TypeError as e:
+            raise TypeError(f"{module}.{real.__name__}() {refused(signature, args, kwargs, e)} "
+                            f"in the grader: {note}") from None
+        return run(*bound.args, **bound.kwargs)
+    return function
+
+
+def refused(signature, args, kwargs, error):
+    """Why signature does not take these arguments, in a few words."""
+    unknown = [name for name in kwargs if name not in signature.parameters]
+    if unknown:
+        return f"takes no argument {', '.join(text(name, 60) for name in unknown[:5])}"
+    positional = sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+                     for p in signature.parameters.values())
+    if len(args) > positional:
+        return (f"takes {positional or 'no'} positional argument{'' if positional == 1 else 's'}"
+                f" ({len(args)} given)")
+    return text(error, 200)
+
+
+def watch_writes(written):
+    """builtins.open and io.open in place, noting in `written` the files a
+    write could not open because a folder on their path is missing."""
+    import builtins
+    import io
+    import os
+    original = io.open
+
+    @functools.wraps(original)
+    def open(file, mode="r", *args, **kwargs):
+        try:
+            return original(file, mode, *args, **kwargs)
+        except FileNotFoundError:
+            if isinstance(mode, str) and any(c in mode for c in "wax+") \
+                    and isinstance(file, (str, bytes, os.PathLike)) and len(written) < 1000:
+                written.add(os.path.normpath(os.fsdecode(file)))
+            raise
+    builtins.open = io.open = open
+
+
+def missing_folder(e, written):
+    """"trained_params/" if e is the failed write (watch_writes) of a relative
+    path whose folder does not exist, else None."""
+    import os
+    filename = getattr(e, "filename", None) if isinstance(e, FileNotFoundError) else None
+    if not isinstance(filename, (str, bytes, os.PathLike)):
+        return None
+    name = os.path.normpath(os.fsdecode(filename))
+    folder = os.path.dirname(name)
+    if name not in written or os.path.isabs(name) or not folder or os.path.isdir(folder):
+        return None
+    return text(folder + "/", 200)
+
+
 def run_script(path, request, arrays):
     """Runs the file as __main__ on the grader's data: `data.load_mnist()` (and
     `load_data()`) return the arrays sent, `save_images` records its calls
@@ -104,6 +171,7 @@ def run_script(path, request, arrays):
     gradient evaluations and the 1-D float arrays of `request["size"]`
     entries the script ends with."""
     import builtins
+    import inspect
     import math
     import types
 
@@ -114,22 +182,26 @@ def run_script(path, request, arrays):
 
     import data
     import plotting
-    from grader.protocol import decode
     train_images, train_labels, test_images, test_labels = decode(request["data"], arrays)
     subset = (len(train_images), train_images, train_labels, test_images, test_labels)
     calls, flattened, size = [], [], request["size"]
 
-    def save_images(images, filename, **kwargs):
+    def record(images, filename, *args, **kwargs):
         if len(calls) < MAX_CALLS:
+            given = signature.bind(images, filename, *args, **kwargs).arguments
             calls.append((np.array(images, dtype=float)[:MAX_IMAGES], text(filename, 200), {
-                k: float(v) for k, v in kwargs.items()
+                k: float(v) for k, v in given.items()
                 if k in ("vmin", "vmax", "ims_per_row") and isinstance(v, (int, float))
                 and math.isfinite(v)}))
+    signature = inspect.signature(plotting.save_images)
+    save_images = stand_in(plotting.save_images, "plotting", record,
+                           f"its arguments are {text(signature, 300)}")
 
     original_flatten = autograd.misc.flatten
     indices = np.asarray(decode(request["trace"], arrays), dtype=np.int64)
     trace = GradientTrace(size, indices, original_flatten)
 
+    @functools.wraps(original_flatten)
     def flatten(value):
         flat, unflatten = original_flatten(value)
         if np.size(flat) == size:
@@ -138,7 +210,10 @@ def run_script(path, request, arrays):
 
     fake = types.ModuleType("data")
     fake.__dict__.update({k: v for k, v in vars(data).items() if not k.startswith("__")})
-    fake.load_mnist, fake.load_data = (lambda: subset), (lambda *args, **kwargs: subset)
+    given = "it returns the grader's subset of MNIST"
+    fake.load_mnist = stand_in(data.load_mnist, "data", lambda: subset, given)
+    fake.load_data = stand_in(data.load_data, "data", lambda data_dir=None: subset,
+                              given + ", whatever data_dir is")
     fake.save_images = plotting.save_images = save_images
     sys.modules["data"] = fake
     autograd.misc.flatten = sys.modules["autograd.misc.flatten"].flatten = flatten
@@ -148,7 +223,8 @@ def run_script(path, request, arrays):
         setattr(autograd.differential_operators, name, operator)
     sys.argv = [str(path)]
     script = {"__name__": "__main__", "__file__": str(path), "__builtins__": builtins}
-    answer = {"ok": True}
+    answer, written = {"ok": True}, set()
+    watch_writes(written)
     try:
         exec(compile(path.read_text(), str(path), "exec"), script)
     except SystemExit as e:
@@ -156,6 +232,9 @@ def run_script(path, request, arrays):
             answer = {"ok": False, "error": error_info(e, path)}
     except BaseException as e:   # the student's: reported, and what was recorded still counts
         answer = {"ok": False, "error": error_info(e, path)}
+        folder = missing_folder(e, written)
+        if folder:
+            answer["error"]["missing_folder"] = folder
     found = {text(name, 100): value for name, value in list(script.items())
              if isinstance(value, np.ndarray) and value.ndim == 1 and value.size == size
              and value.dtype.kind == "f"}

@@ -19,11 +19,13 @@ class Failed(Exception):
 
 class SubmissionError(Exception):
     """The student's code raised `type` (e.g. "TypeError") with `message`, at
-    `line` of the submission (None if no line of it was running) reading `text`."""
+    `line` of the submission (None if no line of it was running) reading `text`;
+    where: the student's frames as protocol.where words them, if known."""
 
-    def __init__(self, type, message, line=None, text=""):
+    def __init__(self, type, message, line=None, text="", where=""):
         super().__init__(f"{type}: {message}")
         self.type, self.message, self.line, self.text = type, message, line, text
+        self.where = where
 
 
 class Result(NamedTuple):
@@ -98,7 +100,8 @@ def describe_error(e, f=None):
     """'raised ValueError: ... at line 17: `return np.dot(inputs, W) + b`';
     f: the function called, to say when the call itself did not fit it."""
     message = e.message if len(e.message) <= 300 else e.message[:300] + " ..."
-    where = "" if e.line is None else f" at line {e.line}" + (f": `{e.text}`" if e.text else "")
+    where = e.where or ("" if e.line is None else
+                        f" at line {e.line}" + (f": `{e.text}`" if e.text else ""))
     said = f"raised {e.type}: {message}{where}"
     if e.type == "NameError":
         said += ("; the function uses a global variable that only exists when the file runs "

@@ -6,22 +6,27 @@ descriptor and raw results (arrays, exceptions with the student's line)
 leave on another, so nothing the submission prints can pass for a verdict.
 It runs inside the sandbox that grader/sandbox.py sets up, already as an
 unprivileged user; before anything of the submission runs it lowers its own
-limits (which a child process inherits and cannot raise) and loads NumPy,
-autograd and the staged data.py and plotting.py, so that no file of the
-submission's folder can stand in for them.
+limits (which a child process inherits and cannot raise), loads NumPy,
+autograd and its own modules, and then steps out of the submission's way:
+the only folder of ours left on the path is the course's (data.py and
+plotting.py), ahead of the installation, and no module of the grader's is
+left in sys.modules, so a submission can import neither the grader nor the
+reference (and a module of its own named grader.py is its own).
 
     python -I grader/worker.py CONFIG_JSON
 
-CONFIG_JSON: {"requests": fd, "answers": fd, "submission": path, "limits":
-{"memory_mb", "processes", "file_mb", "cpu_seconds", "open_files"}}.
+CONFIG_JSON: {"requests": fd, "answers": fd, "submission": path, "course":
+folder of data.py and plotting.py, "limits": {"memory_mb", "processes",
+"file_mb", "cpu_seconds", "open_files"}}.
 """
 import json
 import os
 import sys
 from pathlib import Path
 
-if __name__ == "__main__":           # run as a script: the staged folder holds `grader`
-    sys.path[0] = str(Path(__file__).resolve().parent.parent)
+CODE = str(Path(__file__).resolve().parent.parent)    # the folder that holds `grader`
+if __name__ == "__main__":           # run as a script: until step_aside
+    sys.path[0] = CODE
 
 from grader.protocol import (Unsupported, decode, encode, error_info, frame,  # noqa: E402, F401
                              read_frame, text)
@@ -131,6 +136,27 @@ def call(module, request, arrays):
     return {"ok": True, "value": tree, "warnings": len(caught)}, out
 
 
+def listing(folder, limit=5000):
+    """{relative path: (size, mtime) of a file, () of a folder} below folder,
+    links not followed, at most `limit` entries: what importing changed."""
+    found, stack = {}, [""]
+    while stack and len(found) < limit:
+        prefix = stack.pop()
+        try:
+            with os.scandir(folder / prefix if prefix else folder) as entries:
+                for entry in entries:
+                    name = prefix + entry.name
+                    if entry.is_dir(follow_symlinks=False):
+                        found[name + "/"] = ()
+                        stack.append(name + "/")
+                    else:
+                        st = entry.stat(follow_symlinks=False)
+                        found[name] = (st.st_size, st.st_mtime_ns)
+        except OSError:
+            pass
+    return found
+
+
 def identity(paths):
     """Who this process is: its uid, its effective capabilities, and which of
     the paths it can open (the canary of grader/isolation.py asks)."""
@@ -146,9 +172,20 @@ def identity(paths):
     return {"ok": True, "uid": os.getuid(), "capabilities": caps, "readable": readable}
 
 
-def serve(read, write, path):
+def step_aside(course):
+    """Leaves nothing of the grader's importable: the course folder (data.py,
+    plotting.py) replaces the grader's on the path, and the grader's modules
+    leave sys.modules (the functions already loaded keep what they use)."""
+    import importlib
+    sys.path[:] = [course] + [p for p in sys.path[1:] if os.path.abspath(p or ".") != CODE]
+    sys.path_importer_cache.pop(CODE, None)
+    for name in [name for name in sys.modules if name == "grader" or name.startswith("grader.")]:
+        del sys.modules[name]
+    importlib.invalidate_caches()
+
+
+def serve(read, write, path, run_script):
     """Answers requests until the channel closes."""
-    from grader.script import run_script
     module = None
     while True:
         try:
@@ -158,8 +195,11 @@ def serve(read, write, path):
         answer, out = {}, []
         try:
             if request["op"] == "import":
+                before = listing(path.parent)
                 module = import_whole(path)
-                answer = {"ok": True, "files": sorted(os.listdir(path.parent))[:1000]}
+                after = listing(path.parent)
+                answer = {"ok": True, "files": sorted(name for name, state in after.items()
+                                                      if before.get(name) != state)[:1000]}
             elif request["op"] == "identity":
                 answer = identity(request["paths"])
             elif request["op"] == "run_script":
@@ -200,17 +240,19 @@ def main(argv):
         write(frame({**identity(request["paths"]), "id": request["id"]}))
         return 0
     # NumPy and autograd are loaded before the submission's folder joins the
-    # path, and it joins last: the installation's modules and the staged
-    # data.py, plotting.py and grader package (first on the path) come first.
+    # path, and it joins last: the course's data.py and plotting.py (first on
+    # the path) and the installation's modules come first.
     import autograd  # noqa: F401
     import autograd.misc  # noqa: F401
     import autograd.numpy  # noqa: F401
     import autograd.numpy.random  # noqa: F401
     import numpy  # noqa: F401
+    from grader.script import run_script
+    step_aside(config["course"])
     path = Path(config["submission"])
     sys.path.append(str(path.parent))        # after the installation: its own helpers only
     write(frame({"ready": True}))
-    return serve(requests.read, write, path)
+    return serve(requests.read, write, path, run_script)
 
 
 if __name__ == "__main__":

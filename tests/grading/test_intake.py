@@ -114,19 +114,20 @@ def test_only_the_students_own_regular_modules_are_staged(tmp_path):
     assert set(loose.files) == {"vae.py"}
 
 
-def test_a_package_beside_the_file_is_staged_one_level_deep_without_links(tmp_path):
+def test_a_package_beside_the_file_is_staged_with_the_folder_without_links(tmp_path):
     folder = tmp_path / "alice"
     (folder / "mylib" / "deeper").mkdir(parents=True)
     (folder / "vae.py").write_text("from mylib import helpers\n" + HONEST)
     (folder / "mylib" / "__init__.py").write_text("")
     (folder / "mylib" / "helpers.py").write_text("X = 1\n")
-    (folder / "mylib" / "deeper" / "more.py").write_text("Y = 2\n")   # not staged: one level
+    (folder / "mylib" / "deeper" / "more.py").write_text("Y = 2\n")   # staged with the folder
     (folder / "mylib" / "notes.txt").write_text("not Python\n")
     (folder / "mylib" / "shadow.py").symlink_to("/etc/shadow")
     submission = intake.take(Found(folder / "vae.py"))
-    assert set(submission.files) == {"vae.py", "mylib/__init__.py", "mylib/helpers.py"}
+    assert set(submission.files) == {"vae.py", "mylib/__init__.py", "mylib/helpers.py",
+                                     "mylib/deeper/more.py", "mylib/notes.txt"}
     assert submission.files["mylib/helpers.py"] == b"X = 1\n"
-    assert "mylib/shadow.py" in " ".join(submission.notes)
+    assert " ".join(submission.notes).count("mylib/shadow.py") == 1
 
 
 def test_a_linked_package_folder_is_not_staged(tmp_path):
@@ -156,3 +157,86 @@ def test_an_odd_name_is_staged_under_a_safe_one(tmp_path):
 ])
 def test_what_a_submission_says_is_shown_escaped(text, shown):
     assert report.shown(text) == shown
+
+
+# ---------------------------------------------------------------- the student's folder, staged
+
+def test_the_student_s_folder_is_staged_as_they_would_run_the_file(tmp_path):
+    folder = tmp_path / "alice"
+    (folder / "trained_params").mkdir(parents=True)
+    (folder / "empty").mkdir()
+    (folder / "vae.py").write_text(HONEST)
+    (folder / "trained_params" / "data.npy").write_bytes(b"\x93NUMPY")
+    (folder / "samples.png").write_bytes(b"\x89PNG")
+    for skipped in (".git", "__pycache__", ".ipynb_checkpoints"):
+        (folder / skipped).mkdir()
+        (folder / skipped / "x.py").write_text("secret = 1\n")
+    (folder / ".env").write_text("TOKEN=1\n")
+    (folder / "venv").mkdir()
+    (folder / "venv" / "pyvenv.cfg").write_text("")
+    (folder / "venv" / "site.py").write_text("")
+    submission = intake.take(Found(folder / "vae.py"))
+    assert set(submission.files) == {"vae.py", "trained_params/data.npy", "samples.png"}
+    assert submission.files["trained_params/data.npy"] == b"\x93NUMPY"
+    assert set(submission.folders) == {"trained_params", "empty"}
+    assert submission.notes == ["not copied from your folder (your file ran without them): "
+                                "venv/: a virtual environment"]
+    assert set(intake.take(Found(folder / "vae.py", own_folder=False)).files) == {"vae.py"}
+
+
+def test_links_devices_and_odd_names_in_the_folder_are_left_out_with_a_note(tmp_path):
+    folder, outside = tmp_path / "alice", tmp_path / "outside"
+    (outside / "secrets").mkdir(parents=True)
+    (outside / "secrets" / "grades.csv").write_text("alice,A\n")
+    folder.mkdir()
+    (folder / "vae.py").write_text(HONEST)
+    (folder / "grades.csv").symlink_to(outside / "secrets" / "grades.csv")
+    (folder / "secrets").symlink_to(outside / "secrets", target_is_directory=True)
+    os.link(outside / "secrets" / "grades.csv", folder / "hard.csv")
+    os.mkfifo(folder / "pipe")
+    (folder / "-rf; rm").write_text("x")
+    (folder / "numpy.py").write_text("raise SystemExit\n")      # would hide NumPy
+    submission = intake.take(Found(folder / "vae.py"))
+    assert set(submission.files) == {"vae.py"} and submission.folders == []
+    note = " ".join(submission.notes)
+    for words in ("grades.csv: not a regular file", "secrets: not a regular file",
+                  "hard.csv: not graded: it has 2 hard links", "pipe: not a regular file: it is "
+                  "a FIFO", "-rf; rm: a name of other characters",
+                  "numpy.py: the name of an installed module"):
+        assert words in note, (words, note)
+    assert b"alice,A" not in b"".join(submission.files.values())
+
+
+def test_the_folder_is_staged_within_its_limits_of_files_bytes_and_depth(tmp_path, monkeypatch):
+    monkeypatch.setattr(intake, "MAX_FOLDER_FILES", 5)
+    monkeypatch.setattr(intake, "MAX_FOLDER_BYTES", 3000)
+    monkeypatch.setattr(intake, "MAX_FOLDER_DEPTH", 2)
+    folder = tmp_path / "alice"
+    deep = folder / "a" / "b" / "c"
+    deep.mkdir(parents=True)
+    (folder / "vae.py").write_text(HONEST)
+    (folder / "a" / "b" / "kept.txt").write_text("two levels down\n")
+    (deep / "lost.txt").write_text("three levels down\n")
+    (folder / "big.npy").write_bytes(b"0" * 4000)
+    for i in range(3):
+        (folder / f"figure_{i}.png").write_bytes(b"x" * 10)
+    for i in range(10):
+        (folder / "a" / "b" / f"later_{i}.txt").write_text("over the count\n")
+    submission = intake.take(Found(folder / "vae.py"))
+    assert len(submission.files) == 5 and "a/b/kept.txt" in submission.files   # breadth-first
+    assert sum(map(len, submission.files.values())) <= 3000
+    assert submission.folders == ["a", "a/b"] and "a/b/c/lost.txt" not in submission.files
+    note = submission.notes[-1]
+    assert "big.npy: too large" in note and "a/b/c/: more than 2 folders deep" in note
+    assert "a/b/later_5.txt: more than 5 files; and 4 more" in note    # 8 named at most
+
+
+def test_the_entries_of_a_folder_looked_at_are_bounded(tmp_path, monkeypatch):
+    monkeypatch.setattr(intake, "MAX_FOLDER_ENTRIES", 50)
+    folder = tmp_path / "alice"
+    (folder / "many").mkdir(parents=True)
+    (folder / "vae.py").write_text(HONEST)
+    for i in range(60):
+        (folder / "many" / f"{i}.txt").write_text("")
+    submission = intake.take(Found(folder / "vae.py"))
+    assert "more than 50 entries" in submission.notes[-1]

@@ -138,6 +138,36 @@ def test_the_worker_holds_no_privilege_and_writes_nothing_outside_its_folder(tmp
     assert not left and sandbox.processes_of(found["uid"]) == []
 
 
+IMPORTS_AND_FOLDER = '''def relu(x):
+    import importlib, json, os
+    found = {"cwd": sorted(os.listdir("trained_params"))}
+    for name in ("grader", "grader.protocol", "grader.worker", "vae", "vaelib", "check"):
+        try:
+            importlib.import_module(name)
+            found[name] = "imported"
+        except ImportError as e:
+            found[name] = type(e).__name__
+    open("trained_params/new.npy", "wb").write(b"x")       # the student's folder is theirs
+    found["written"] = sorted(os.listdir("trained_params"))
+    raise RuntimeError("PROBE" + json.dumps(found))
+'''
+
+
+def test_nothing_of_the_grader_can_be_imported_and_the_student_s_folder_is_theirs(tmp_path,
+                                                                                  level):
+    name, project = level
+    path = tmp_path / "alice" / "student.py"               # a vae.py would import itself
+    (path.parent / "trained_params").mkdir(parents=True)
+    path.write_text(STUDENT.replace("def relu(x):\n", IMPORTS_AND_FOLDER))
+    (path.parent / "trained_params" / "old.npy").write_bytes(b"y")
+    code, report = graded_json(path, *FAST, "--sandbox", name, project=project)
+    found = probe(report)
+    for module in ("grader", "grader.protocol", "grader.worker", "vae", "vaelib", "check"):
+        assert found[module] == "ModuleNotFoundError", (module, found)
+    assert "old.npy" in found["cwd"] and found["written"] == ["new.npy", "old.npy"]
+    assert report["isolation"]["level"] == name
+
+
 def test_two_workers_at_once_run_as_two_users(tmp_path):
     """Per-user limits separate classmates only if each worker has its own uid."""
     for student in ("a", "b"):
