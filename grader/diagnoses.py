@@ -339,6 +339,11 @@ def product_of_probabilities(f, reference, rng):
     except SubmissionError:
         return ""
     expected = np.exp(reference.bernoulli_log_prob(x, logits))
+    if isinstance(got, list):              # a list of numbers, as the checks accept
+        try:
+            got = np.array(got, dtype=float)
+        except (TypeError, ValueError):
+            return ""
     if not (isinstance(got, np.ndarray) and got.shape == (n,) and close(got, expected, 1e-6)):
         return ""
     return ("these are probabilities (a product over pixels), not log-probabilities: at logits "

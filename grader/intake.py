@@ -214,6 +214,13 @@ def parse(text, name):
 
 
 SEEDS = {"seed", "manual_seed", "set_printoptions", "filterwarnings", "simplefilter"}
+# Calls that only compute a setting or print (the skeleton's hyper-parameters at
+# the top level, `[latent_dim] + [n_units for i in range(n_layers)]`): not the
+# work a missing guard runs at import, which is named from the first other call.
+QUIET = SEEDS | {"range", "len", "list", "tuple", "dict", "set", "int", "float", "str", "bool",
+                 "zip", "enumerate", "min", "max", "sum", "abs", "round", "sorted", "reversed",
+                 "print", "format", "isinstance", "array", "asarray", "zeros", "ones", "full",
+                 "linspace", "arange", "exp", "log", "sqrt", "join"}
 
 
 def is_main_guard(node):
@@ -228,8 +235,8 @@ def is_main_guard(node):
 
 
 def calls(node):
-    """True if evaluating node calls something other than a seed (a lambda's
-    body is not evaluated)."""
+    """True if evaluating node calls something other than a seed or a QUIET
+    function (a lambda's body is not evaluated)."""
     stack = [node]
     while stack:
         node = stack.pop()
@@ -238,7 +245,7 @@ def calls(node):
         if isinstance(node, ast.Call):
             callee = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(
                 node.func, "id", "")
-            if callee not in SEEDS:
+            if callee not in QUIET:
                 return True
         stack.extend(ast.iter_child_nodes(node))
     return False
@@ -246,7 +253,7 @@ def calls(node):
 
 def first_work(tree, text):
     """(line, text) of the first statement that does work when the module is
-    imported: a call (other than a seed), a loop, a `with`, a raise, outside
+    imported: a call (other than a seed or QUIET), a loop, a `with`, a raise, outside
     functions, classes and the `__main__` block; None if there is none."""
     lines = text.splitlines()
     stack = list(reversed(tree.body))

@@ -145,9 +145,10 @@ VARIANTS = {
                  "it must ascend (params + step)", {"sign": -1}),
     "fourth power": ("Adam's second moment is built from g**4; it is the running mean of g**2",
                      {"moment_power": 4}),
-    "t from 2": ("the bias correction starts at t = 2; t counts the steps from 1: the first "
-                 "step divides by 1 - 0.9**1 and 1 - 0.999**1 (t = 1 before the loop and t += 1 "
-                 "after the update, or t = 0 and t += 1 before it)", {"t_offset": 1}),
+    "t from 2": ("the bias correction starts at t = 2 (is t incremented before the update "
+                 "and started at 1?); t counts the steps from 1, so the first step must divide "
+                 "by 1 - 0.9**1 and 1 - 0.999**1: start at t = 0 and add 1 before the update, or "
+                 "start at t = 1 and add 1 after it", {"t_offset": 1}),
     "no bias correction": ("Adam's moments are not bias-corrected: m_hat = m / (1 - 0.9**t) "
                            "and v_hat = v / (1 - 0.999**t), t counting the steps from 1",
                            {"corrected": False}),

@@ -98,10 +98,13 @@ def test_the_unfilled_skeleton_s_bound_is_a_stub_with_no_knock_on_note(tmp_path)
 
 # ---- case 5: products of probabilities; two KL mistakes at once ---------------------------
 
-def test_a_product_of_probabilities_is_named_by_a_call_where_it_does_not_underflow(tmp_path):
-    results = grade(tmp_path, "product", (
-        f"np.sum({LOG_LIKELIHOOD}, axis=-1)",
-        "np.prod(p ** targets * (1 - p) ** (1 - targets), axis=-1)"))
+@pytest.mark.parametrize("product", [
+    "np.prod(p ** targets * (1 - p) ** (1 - targets), axis=-1)",
+    # a list of one product per image, row by row, as a real student's file returns it
+    "[np.prod(x * q + (1 - x) * (1 - q)) for x, q in zip(targets, p)]"])
+def test_a_product_of_probabilities_is_named_by_a_call_where_it_does_not_underflow(tmp_path,
+                                                                                   product):
+    results = grade(tmp_path, "product", (f"np.sum({LOG_LIKELIHOOD}, axis=-1)", product))
     r = results[("bernoulli_log_prob", "values at moderate logits")]
     assert r["status"] == "fail" and "got [0. 0.] ..." in r["message"]
     assert ("these are probabilities (a product over pixels), not log-probabilities: at logits "

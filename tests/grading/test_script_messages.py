@@ -5,11 +5,13 @@ call), the course's stand-ins speak in the course's names, and the script
 runs in a copy of the student's folder. Each fixture is the correct solution
 tests/student_vae.py with one change; the grader's own modules, and the
 reference, are out of the submission's reach."""
+import ast
 from pathlib import Path
 
 import pytest
 
 from graded import graded
+from grader import intake
 
 STUDENT = (Path(__file__).resolve().parents[1] / "student_vae.py").read_text()
 GUARD = 'if __name__ == "__main__":\n'
@@ -59,6 +61,19 @@ def test_a_file_without_a_main_guard_is_told_which_line_runs_at_import(tmp_path)
             f"code at its top level (its training and figures), from line {line}: "
             "`N, train_images, _, test_images, _ = load_mnist()`") in module["message"]
     assert report["loaded"] == "definitions only"
+
+
+def test_the_skeleton_s_settings_at_the_top_level_are_not_the_work_a_missing_guard_runs():
+    # Hyper-parameters computed and a line printed at the top level, as the course's
+    # skeleton has them: the work named is the first other call, the data's loading.
+    source = ("import autograd.numpy.random as npr\nfrom data import load_mnist\n"
+              "npr.seed(0)\nlatent_dim, n_units, n_layers = 50, 200, 2\n"
+              "gen_layer_sizes = [latent_dim] + [n_units for i in range(n_layers)] + [784]\n"
+              "print('Loading training data...')\n"
+              "N, train_images, _, test_images, _ = load_mnist()\nfor epoch in range(3):\n"
+              "    pass\n")
+    assert intake.first_work(ast.parse(source), source) == (
+        7, "N, train_images, _, test_images, _ = load_mnist()")
 
 
 def test_a_stray_top_level_call_is_named_with_its_line(tmp_path):
