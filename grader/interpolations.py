@@ -79,7 +79,8 @@ def grows(previous, images):
 def sequences(figures, skip=()):
     """[(index, filename, frames, saved)]: the calls not in skip (indices) as
     attempts at an interpolation. saved says how, for joined calls: a run of
-    one-image calls is one sequence ("saved by N calls of one image each"),
+    one-image calls is one sequence ("saved by N calls of one image each"; 25 at a
+    time when they are a multiple of 25),
     calls each repeating the previous with frames added are their last
     ("saved N times, each call one frame more"); other calls as segments."""
     out, k = [], 0
@@ -92,9 +93,12 @@ def sequences(figures, skip=()):
         if len(images) == 1:
             while end < len(figures) and end not in skip and len(figures[end][1]) == 1:
                 end += 1
-            if end - k > 1:
-                frames = np.concatenate([figures[j][1] for j in range(k, end)])
-                out.append((k, filename, frames, f"saved by {end - k} calls of one image each"))
+            if end - k > 1:     # a multiple of 25 frames: 25 at a time, as segments() cuts
+                n = INTERPOLATION_STEPS if (end - k) % INTERPOLATION_STEPS == 0 else end - k
+                for start in range(k, end, n):
+                    frames = np.concatenate([figures[j][1] for j in range(start, start + n)])
+                    out.append((start, figures[start][0], frames,
+                                f"saved by {n} calls of one image each"))
                 k = end
                 continue
         while end < len(figures) and end not in skip and grows(figures[end - 1][1],

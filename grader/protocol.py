@@ -23,8 +23,9 @@ import numpy as np
 
 LENGTHS = struct.Struct(">QQ")
 MAX_HEADER = 2 ** 20             # bytes: JSON headers are small
-MAX_PAYLOAD = 2 ** 27            # bytes: the largest legitimate payload is about 45 MB
-MAX_ARRAYS = 1024                # arrays per frame; a script's answer has about 110
+MAX_PAYLOAD = 2 ** 27            # bytes: a script's answer is at most about 100 MB
+MAX_ARRAYS = 1024                # arrays per frame; a script's answer has about 15
+MAX_CALLS = 500                  # save_images calls a script's answer records (an array each)
 MAX_NDIM = 8
 MAX_ITEMS = 10000                # list items in one value
 MAX_DEPTH = 4                    # nesting of lists in a value
@@ -216,7 +217,7 @@ ANSWERS = {
                 "required": ["count", "first", "last", "points", "gradients"],
                 "properties": {"count": {"type": "integer", "minimum": 0, "maximum": 2 ** 20},
                                "first": TREE, "last": TREE, "points": TREE, "gradients": TREE}},
-            "calls": {"type": "array", "maxItems": 100, "items": {
+            "calls": {"type": "array", "maxItems": MAX_CALLS, "items": {
                 "type": "object", "required": ["images", "filename", "kwargs"],
                 "properties": {"images": TREE, "filename": TEXT, "kwargs": {
                     "type": "object", "maxProperties": 10,

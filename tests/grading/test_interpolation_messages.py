@@ -230,3 +230,21 @@ def test_a_script_using_the_loop_index_is_told_what_was_found(tmp_path):
     assert ("(0, 1), (2, 3), (4, 5), (6, 7), (8, 9): 25 frames; the first frame is the decoded "
             "mean of the pair's second image") in message
     assert "frames 1 to 24 are not on the straight line between the two encoder means" in message
+
+
+def test_every_frame_saved_by_a_call_of_its_own_is_recorded(tmp_path):
+    # 125 calls of one image for the five interpolations, after the two other figures:
+    # all are recorded (the recorder's budget is in numbers, not calls), so all five
+    # pairs are named, not the first 98 frames' four.
+    assert STUDENT.count(LOOP) == 1
+    one_per_call = LOOP + ("        for k, frame in enumerate(sigmoid(neural_net_predict("
+                           "gen_params, z))):\n"
+                           "            save_images(frame[None], f\"frame_{a}_{b}_{k}.png\")\n"
+                           "        continue\n")
+    path = tmp_path / "one_frame_per_call.py"
+    path.write_text(STUDENT.replace(LOOP, one_per_call))
+    report = graded(path, [])
+    message = next(r["message"] for r in report["results"] if r["check"] == INTERPOLATIONS)
+    for a, b in PAIRS:
+        assert (f"the 25 frames are right but saved by 25 calls of one image each "
+                f"(frame_{a}_{b}_0.png)") in message
