@@ -44,6 +44,7 @@ MAX_FOLDER_DEPTH = 4           # folder levels below the submission's
 MAX_FOLDER_ENTRIES = 5000      # directory entries looked at
 FOLDER_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,99}")   # of each file and folder
 MAX_LEFT_OUT = 8               # left-out entries named in the note
+PROJECT = Path(__file__).resolve().parent.parent     # the grader's, with the reference
 
 
 class Rejected(Exception):
@@ -187,8 +188,7 @@ def installed(name):
     installation (not of this project's folder), or one of the worker's own."""
     if name in GRADER_MODULES or name in sys.stdlib_module_names:
         return True
-    project = str(Path(__file__).resolve().parent.parent)
-    path = [p for p in sys.path if p and os.path.abspath(p) != project]
+    path = [p for p in sys.path if p and os.path.abspath(p) != str(PROJECT)]
     try:
         return importlib.machinery.PathFinder.find_spec(name, path) is not None
     except (ImportError, ValueError):
@@ -299,17 +299,34 @@ def take(found):
     return submission
 
 
+def holds_the_grader(folder):
+    """True if folder is the grader's project folder or one above it: a file given
+    from there gets only its own modules, never the reference beside or below it."""
+    try:
+        folder = folder.resolve()
+    except (OSError, RuntimeError):
+        return True
+    return folder == PROJECT or folder in PROJECT.parents
+
+
 def stage_folder(submission):
     """Adds the rest of the student's folder, as they would run the file in
     it: its folders and regular files, breadth-first to MAX_FOLDER_DEPTH
     levels, within MAX_FOLDER_FILES files and MAX_FOLDER_BYTES bytes in all,
     each read as read_regular does (no links, no devices, one hard link).
-    Hidden entries and __pycache__ are skipped; virtual environments, names
+    Hidden entries and __pycache__ are skipped; virtual environments, folders
+    holding a vae.py (another student's, in a class laid out in folders), names
     other than FOLDER_NAME, .py files named like an installed module, and
-    whatever is over a limit are left out, and a note says which."""
+    whatever is over a limit are left out, and a note says which. Not at all
+    from the grader's project folder or one above it (holds_the_grader)."""
     left_out, seen = [], 0
     size = sum(map(len, submission.files.values()))
-    queue = [(submission.path.parent, "", 0)]
+    top = submission.path.parent
+    if holds_the_grader(top):
+        submission.notes.append("your folder was not copied (it holds the grader, with the "
+                                "reference): your file ran with only its own modules")
+        return
+    queue = [(top, "", 0)]
     while queue:
         folder, prefix, depth = queue.pop(0)
         listing = entries(folder)
@@ -332,6 +349,8 @@ def stage_folder(submission):
             elif is_dir and (os.path.lexists(path / "pyvenv.cfg")
                              or os.path.lexists(path / "conda-meta")):
                 left_out.append((shown, "a virtual environment"))
+            elif is_dir and os.path.lexists(path / "vae.py"):
+                left_out.append((shown, "another submission (it holds a vae.py)"))
             elif is_dir:
                 submission.folders.append(relative)
                 queue.append((path, relative + "/", depth + 1))

@@ -145,6 +145,8 @@ def listing(folder, limit=5000):
         try:
             with os.scandir(folder / prefix if prefix else folder) as entries:
                 for entry in entries:
+                    if len(found) >= limit:
+                        break
                     name = prefix + entry.name
                     if entry.is_dir(follow_symlinks=False):
                         found[name + "/"] = ()

@@ -240,3 +240,30 @@ def test_the_entries_of_a_folder_looked_at_are_bounded(tmp_path, monkeypatch):
         (folder / "many" / f"{i}.txt").write_text("")
     submission = intake.take(Found(folder / "vae.py"))
     assert "more than 50 entries" in submission.notes[-1]
+
+
+def test_a_folder_with_the_grader_or_another_student_s_submission_is_not_copied(tmp_path):
+    # A file given from the project's folder (or one above it) gets its own modules
+    # only: the reference beside or below it is never staged.
+    project_file = intake.PROJECT / "tests" / "student_vae.py"
+    assert intake.holds_the_grader(intake.PROJECT) and intake.holds_the_grader(Path("/"))
+    assert not intake.holds_the_grader(tmp_path)
+    beside = intake.PROJECT / "student_given_here.py"
+    try:
+        beside.write_text(HONEST)
+        submission = intake.take(Found(beside))
+        assert set(submission.files) == {"student_given_here.py"}
+        assert "it holds the grader" in " ".join(submission.notes)
+    finally:
+        beside.unlink()
+    assert project_file.exists()
+    # A class laid out in folders with loose files beside them: Bob's file does not
+    # carry Alice's folder, which holds her vae.py.
+    section = tmp_path / "section"
+    (section / "alice" / "trained_params").mkdir(parents=True)
+    (section / "alice" / "vae.py").write_text(HONEST)
+    (section / "bob.py").write_text(HONEST)
+    (section / "notes.txt").write_text("bob's\n")
+    submission = intake.take(Found(section / "bob.py"))
+    assert set(submission.files) == {"bob.py", "notes.txt"}
+    assert "alice/: another submission (it holds a vae.py)" in " ".join(submission.notes)
