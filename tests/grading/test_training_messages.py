@@ -15,6 +15,7 @@ ADAM = "            flat_params = flat_params + 0.001 * mhat / (np.sqrt(vhat) + 
 GRADIENT = "            g = objective_grad(flat_params)\n"
 INCREMENT = "            t += 1\n"
 TRAIN = "    flat_params, elbos, _ = train(train_images)\n"
+CALL = TRAIN      # the script's call of train(), the outer frame of a crash inside it
 
 
 def edited(*changes):
@@ -52,7 +53,9 @@ def test_t_incremented_before_an_in_place_update_is_a_bias_correction_from_t_2(t
     assert adam["status"] == "fail"
     assert "the bias correction starts at t = 2" in adam["message"]
     assert "1 - 0.9**1 and 1 - 0.999**1" in adam["message"]
-    assert "t = 0 and t += 1 before it" in adam["message"]
+    assert ("(is t incremented before the update and started at 1?)" in adam["message"]
+            and "start at t = 0 and add 1 before the update, or start at t = 1 and add 1 "
+                "after it" in adam["message"])
     assert report["parts"]["functions"] == "pass" and report["parts"]["script"] == "pass"
 
 
@@ -95,8 +98,9 @@ def test_a_script_that_stops_in_its_first_adam_update_never_took_a_step(tmp_path
     assert rises["status"] == "fail"
     assert rises["message"] == (
         "the training never got past its first Adam step: the script stopped (NameError: name "
-        f"'beta1' is not defined at line {line_of(source, wrong)}: `{wrong.strip()}`) after its "
-        "first gradient evaluation, so no step could be judged")
+        f"'beta1' is not defined at line {line_of(source, wrong)} in train: `{wrong.strip()}`, "
+        f"called from line {line_of(source, CALL)}: `{CALL.strip()}`) after its first gradient "
+        "evaluation, so no step could be judged")
     assert part(report, "(script)")["runs as a script"]["status"] == "error"
 
 
@@ -110,7 +114,8 @@ def test_a_script_that_stops_after_its_first_epoch_says_where_the_training_was(t
     report = grade(tmp_path, "stops_after_an_epoch", source)
     results = part(report, "(training)")
     where = (f"the script stopped (IndexError: list index out of range at line "
-             f"{line_of(source, crash)}: `{crash.strip()}`) after the loop had evaluated the "
+             f"{line_of(source, crash)} in train: `{crash.strip()}`, called from line "
+             f"{line_of(source, CALL)}: `{CALL.strip()}`) after the loop had evaluated the "
              "gradient for 2 of the assignment's 60 Adam steps")
     rises, adam = results["the ELBO rises"], results["Adam and the loop"]
     assert rises["status"] == "fail" and rises["message"].startswith(where + ": the ELBO rose only")
