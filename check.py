@@ -30,7 +30,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 
 from vaelib import arguments
-from grader import intake
+from grader import intake, outputs, rubric
 from grader.limits import Limits
 from grader.isolation import PROJECT, IsolationUnavailable, setup  # noqa: F401  PROJECT: tests
 
@@ -61,9 +61,30 @@ def at_least(option):
 def parse_args(argv=None):
     parser = arguments.OneLineErrorParser(description="Grade vae.py submissions against the reference.")
     add = parser.add_argument
-    add("paths", nargs="+", metavar="SUBMISSION",
+    add("paths", nargs="*", metavar="SUBMISSION",
         help="a student's vae.py, several files, or folders of them (searched recursively)")
-    add("--json", action="store_true", help="print JSON instead of tables")
+    add("--json", action="store_true", help="print JSON instead of tables (--format json)")
+    add("--format", choices=outputs.FORMATS, default=None,
+        help="table, json, or a platform's results file: gradescope (results.json), "
+             "prairielearn (results.json), github-classroom (the reporter's result line); "
+             "written to --output if given (default: table)")
+    add("--output", type=arguments.output_path, default=None, metavar="PATH",
+        help="the file --format writes (default: printed), or with --autograder the zip "
+             "(gradescope) or folder it writes")
+    add("--autograder", choices=tuple(outputs.PLATFORMS), default=None,
+        help="write the files a course installs on this platform to --output, and stop")
+    add("--rubric", type=arguments.output_path, default=None, metavar="TOML",
+        help="points, task numbers and visibility per check, over the default "
+             "grader/rubric.toml (docs/grading.md, 'Points')")
+    add("--csv", type=arguments.output_file, default=None, metavar="FILE",
+        help="a class's points: one row per file, one column per rubric check")
+    add("--json-dir", type=arguments.output_path, default=None, metavar="DIR",
+        help="one JSON per file (its report and scored checks) in DIR")
+    add("--html", type=arguments.output_file, default=None, metavar="FILE",
+        help="a page to look at: one row per file with its points, failing checks and "
+             "figures beside the reference's (one file: the student's feedback page)")
+    add("--overwrite", action="store_true",
+        help="let --output, --csv, --json-dir and --html replace what is there")
     add("--timeout", type=at_least("timeout"), default=180.0,
         help="seconds one file's workers may take in all: import, functions, reloads and "
              f"script ({at_least_s('timeout')}; default: %(default)s)")
@@ -91,6 +112,30 @@ def parse_args(argv=None):
              "that level or nothing; none: an ordinary process (the submission can read and "
              "write your files) (default: %(default)s)")
     args = parser.parse_args(argv)
+    if args.json and args.format not in (None, "json"):
+        parser.error(f"--json and --format {args.format} ask for two outputs; give one")
+    args.format = "json" if args.json else (args.format or "table")
+    args.json = args.format == "json"
+    if args.autograder:
+        if args.paths or args.output is None:
+            parser.error("--autograder writes a platform's files and grades nothing: give "
+                         "--output PATH and no submissions")
+    elif not args.paths:
+        parser.error("give a submission (a file or a folder), or --autograder")
+    written = [(option, getattr(args, name)) for option, name in (
+        ("--output", "output"), ("--csv", "csv"), ("--json-dir", "json_dir"),
+        ("--html", "html")) if getattr(args, name) is not None]
+    for option, path in written:
+        if path.exists() and not args.overwrite and not (
+                option == "--json-dir" and path.is_dir() and not any(path.iterdir())):
+            parser.error(f"argument {option}: {path} exists: a finished run is never "
+                         "replaced; choose another path or pass --overwrite")
+    if args.output is not None and args.format in ("table",) and not args.autograder:
+        parser.error("--output takes the file of --format json or a platform's format")
+    try:
+        args.scoring = rubric.load(args.rubric)
+    except rubric.RubricError as e:
+        parser.error(f"argument --rubric: {e}")
     missing = [p for p in args.paths if not os.path.lexists(p)]
     if missing:
         from grader.report import shown
@@ -109,8 +154,30 @@ def stop(signum, frame):
     raise SystemExit(128 + signum)
 
 
+def write_outputs(args, reports, isolation):
+    """--format's file, --csv, --json-dir and --html, after the table was printed."""
+    graded = [outputs.Graded(r, rubric.records(r, args.scoring)) for r in reports]
+    if args.format in outputs.PLATFORMS:
+        text = outputs.render(args.format, graded, isolation)
+        if args.output is None:
+            print(text)
+        else:
+            outputs.write_text(args.output, text)
+    if args.csv is not None:
+        outputs.write_text(args.csv, outputs.csv_text(graded))
+    if args.json_dir is not None:
+        outputs.write_json_dir(args.json_dir, graded)
+    if args.html is not None:
+        from grader import pages
+        outputs.write_text(args.html, pages.render(graded, isolation))
+
+
 def main(argv=None):
     args = parse_args(argv)
+    if args.autograder:
+        for path in outputs.build(args.autograder, args.output, args.rubric):
+            print(f"wrote {path}")
+        return 0
     for stream in (sys.stdout, sys.stderr):       # a strict locale never ends the run
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
@@ -137,13 +204,15 @@ def main(argv=None):
         reports = []
         for future in futures:
             reports.append(future.result())
-            if not args.json:
+            if args.format == "table":
                 (report.print_table if len(found) == 1 else report.print_row)(reports[-1])
         pool.shutdown()
         if args.json:
-            print(report.as_json(reports, isolation, len(found) == 1))
-        else:
+            text = report.as_json(reports, isolation, len(found) == 1)
+            print(text) if args.output is None else outputs.write_text(args.output, text + "\n")
+        elif args.format == "table":
             report.print_footer(isolation)
+        write_outputs(args, reports, isolation)
     except BaseException:
         pool.shutdown(cancel_futures=True)      # the files being graded finish, and clean up
         raise

@@ -233,6 +233,7 @@ def grade_functions(submission, mode, options, isolation, budget, rng, worker=No
                                                 f"({type(e).__name__}: {e})")
                 failed = failed or status in ("fail", "error")
                 results.append(result(name, check_name, status, message))
+                results[-1]["seconds"] = round(max(0.0, remote.seconds - remote.left), 3)
                 if explained:
                     results[-1]["explained"] = explained
                 if lost:
