@@ -4,6 +4,7 @@ script that stops before or during its training. Each script is the correct
 student solution of student_vae.py with one change, graded end to end."""
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from graded import graded
@@ -142,3 +143,46 @@ def test_the_correct_script_reads_of_no_stop(tmp_path):
     report = grade(tmp_path, "student", STUDENT)
     assert report["verdict"] == "pass"
     assert not any("stopped" in r["message"] for r in report["results"])
+
+
+# ---- An honest loop in float32: rounding in m is not a wrong step ------------------------------
+
+FLOAT32 = [("    flat_params, unflat_params = flatten((init_gen_params, init_rec_params))\n",
+            "    flat_params, unflat_params = flatten((init_gen_params, init_rec_params))\n"
+            "    flat_params = flat_params.astype(np.float32)\n"),
+           ("np.zeros(len(flat_params)), np.zeros(len(flat_params)), 1",
+            "np.zeros(len(flat_params), np.float32), np.zeros(len(flat_params), np.float32), 1")]
+
+
+def test_a_float32_loop_s_rounding_of_m_is_allowed_and_a_wrong_step_in_float32_still_fails(mnist):
+    """The coordinates of the draw (RandomState(2)) where an honest float32 loop
+    came within 0.955 of the tolerance before m_rounding (at step 51, |m| was
+    2.5e-5 of max |g|): now its worst step is well inside, and the same loop
+    with a bias correction from t = 2 is still named."""
+    from test_check_script import recorded_train
+    images = mnist[1][:training.TRAIN_IMAGES]
+    followed = np.random.RandomState(2).choice(425284, training.TRACED, replace=False)
+    _, trace = recorded_train(images, followed, FLOAT32)
+    loop = training.follow(trace)
+    assert trace.points.dtype == np.float32 and loop.variant == "correct"
+    worst_without, worst_with = 0.0, 0.0
+    zeros = np.zeros_like(loop.groups[0][0])
+    m, v, v2, g_max = zeros, zeros, zeros, zeros
+    for k in range(len(loop.groups) - 1):
+        (point, (g, *_)), after = loop.groups[k], loop.groups[k + 1][0]
+        step, m, v = training.adam_update(g, m, v, k + 1)
+        v2, g_max = training.B2 * v2 + (1 - training.B2) * g ** 2, np.maximum(g_max, np.abs(g))
+        points = (point.astype(np.float32), after.astype(np.float32))
+        slack = training.m_rounding(g_max, v2, k + 1, np.float32)
+        for name, extra in (("without", 0.0), ("with", slack)):
+            mask, excess = training.compare(after - point, step, v2, k + 1, points, extra)
+            tolerance = (training.STEP_RTOL * np.abs(step) + training.rounding(*points) + extra)
+            worst = np.max(((excess + tolerance) / tolerance)[mask])
+            if name == "without":
+                worst_without = max(worst_without, worst)
+            else:
+                worst_with = max(worst_with, worst)
+    assert 0.9 < worst_without < 1 and worst_with < 0.5
+    _, wrong = recorded_train(images, followed, FLOAT32 + [(INCREMENT, ""),
+                                                           (GRADIENT, GRADIENT + INCREMENT)])
+    assert training.follow(wrong).variant == "t from 2"
