@@ -148,6 +148,9 @@ def records(report, rubric):
     grader_rows = [r for r in report["results"] if r["function"] == "(grader)"]
     load_error = next((r for r in report["results"]
                        if (r["function"], r["check"]) == ("(module)", "load")), None)
+    # the script ran but its training and figures were not judged (timed out, unreadable)
+    script_stop = next((r for r in report["results"]
+                        if r["function"] == "(script)" and r["status"] != "pass"), None)
     out = []
     for entry in rubric.values():
         row = rows.get((entry.function, entry.check))
@@ -162,6 +165,9 @@ def records(report, rubric):
             status, message = "error", grader_rows[0]["message"]
         elif load_error is not None:
             status, message = "error", load_error["message"]
+        elif entry.function in ("(training)", "(figures)") and script_stop is not None:
+            status, message = "skipped", (f"not judged: the script's run ended early "
+                                          f"({script_stop['check']}: {script_stop['message']})")
         else:
             status, message = "skipped", ("not run: " + (
                 "--functions-only" if entry.function in ("(script)", "(training)", "(figures)")
