@@ -404,6 +404,10 @@ def run(root=None):
         body = error_results("the autograder's runner failed: " + trace.strip().splitlines()[-1],
                              trace)
     wall = time.monotonic() - started
+    tests = [t for t in body.get("tests", []) if isinstance(t, dict)]
+    print(f"results.json: {sum(t.get('score', 0) for t in tests):g} of "
+          f"{sum(t.get('max_score', 0) for t in tests):g} points in {len(tests)} tests, "
+          f"{wall:.1f} s", flush=True)
     body["execution_time"] = round(wall)
     timings = body.setdefault("extra_data", {}).setdefault("timings", {})
     timings["wall_seconds"] = round(wall, 1)

@@ -166,7 +166,7 @@ def test_the_zip_holds_the_grader_and_nothing_generated(autograder, tmp_path):
 
 
 def test_a_correct_file_gets_full_marks_with_its_warning_at_the_rubric_s_share(autograder):
-    body, _ = run_autograder(autograder[1], {"vae.py": STUDENT})
+    body, log = run_autograder(autograder[1], {"vae.py": STUDENT})
     entries = rubric.load()
     got, most = score(body)
     assert most == sum(e.points for e in entries.values())
@@ -178,6 +178,7 @@ def test_a_correct_file_gets_full_marks_with_its_warning_at_the_rubric_s_share(a
     warned = [t for t in body["tests"] if t["extra_data"]["status"] == "warning"]
     assert [t["extra_data"]["id"] for t in warned] == ["loglik.extremes"]   # known: logits +-1000
     assert got == pytest.approx(most - entries["loglik.extremes"].points / 2)
+    assert f"results.json: {got:g} of {most:g} points in {len(body['tests'])} tests" in log
     extra = body["extra_data"]
     assert extra["isolation"]["level"] in ("bwrap", "user") and extra["grader_version"]
     assert extra["timings"]["wall_seconds"] > 0 and extra["check_exit_code"] == 0
