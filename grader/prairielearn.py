@@ -56,7 +56,8 @@ def clean(text, limit):
     """text without control characters (newlines and tabs kept), at most limit characters."""
     text = "".join(c if c in "\n\t" or (c.isprintable() and c not in "\u2028\u2029") else "?"
                    for c in str(text))
-    return text if len(text) <= limit else text[:limit - 15] + " ... (shortened)"
+    end = " ... (shortened)"
+    return text if len(text) <= limit else text[:limit - len(end)] + end
 
 
 # ---- One submission's results --------------------------------------------------------------
