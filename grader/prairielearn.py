@@ -150,10 +150,11 @@ def summary(records, got, most):
 def details(report, records, isolation):
     """The output panel: points per task, the grader's notes, the sandbox."""
     tasks = {}
-    for r in records:
-        got, most = tasks.get(r.task, (0.0, 0.0))
-        tasks[r.task] = (got + r.points, most + r.max_points)
-    lines = [f"task {task:<6} {got:g} / {most:g}" for task, (got, most) in tasks.items()]
+    for r in records:                    # the checks not shown are not told apart by task
+        task = f"task {r.task:<6}" if r.visibility == "visible" else "checks not shown"
+        got, most = tasks.get(task, (0.0, 0.0))
+        tasks[task] = (got + r.points, most + r.max_points)
+    lines = [f"{task} {got:g} / {most:g}" for task, (got, most) in tasks.items()]
     lines += [f"note: {note}" for note in report.get("notes", [])[:20]]
     if isolation is not None:
         lines.append(f"graded in the sandbox: {isolation.describe().get('level', '?')}")
@@ -337,7 +338,10 @@ def build(output, rubric_path=None):
         (work / "run_grader").write_text(filled("run_grader", values))
         os.chmod(work / "run_grader", 0o755)
         (work / "README.md").write_text(filled("README.md", values))
-        fragment = {"externalGradingOptions": {"enabled": True, "image": IMAGE,
+        # "gradingMethod": "External": PrairieLearn's Python grader page, "Setting up"
+        # (https://prairielearn.readthedocs.io/en/latest/python-grader/)
+        fragment = {"gradingMethod": "External",
+                    "externalGradingOptions": {"enabled": True, "image": IMAGE,
                                                "entrypoint": ENTRYPOINT, "timeout": TIMEOUT}}
         (work / "info.json").write_text(json.dumps(fragment, indent=2) + "\n")
         os.chmod(work, 0o755)

@@ -19,6 +19,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import jsonschema
@@ -131,6 +132,28 @@ def test_the_reference_style_file_scores_full_marks_but_its_warning(course, tmp_
     assert "99 of 100 points" in result["message"]
     for image in result["images"]:                   # the figures, where records carry them
         assert image["label"] and image["url"].startswith("data:image/png;base64,")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the user level needs root, as in the image")
+def test_the_image_layout_grades_at_the_user_level_where_bwrap_cannot_start(tmp_path):
+    """As the Dockerfile lays it out: the grader in a folder private to root, the
+    MNIST subset readable outside it; --sandbox user, the level a container whose
+    seccomp profile forbids namespaces falls back to."""
+    opt = Path(tempfile.mkdtemp(prefix="pl-image-"))       # not under pytest's private folder
+    try:
+        os.chmod(opt, 0o755)
+        prairielearn.build(opt / "build")
+        shutil.move(opt / "build" / "datasets", opt / "vae-data")
+        home = opt / "build" / "vae-grader"
+        (home / "datasets").symlink_to(opt / "vae-data")
+        os.chmod(home, 0o700)
+        code, text = run_job(opt / "build", tmp_path / "grade", {"vae.py": STUDENT},
+                             VAE_CHECK_ARGS="--sandbox user")
+    finally:
+        shutil.rmtree(opt)
+    result = valid(text)
+    assert code == 0 and result["score"] == pytest.approx(0.99), result["message"]
+    assert "graded in the sandbox: user" in result["output"]
 
 
 @can_grade
@@ -251,6 +274,8 @@ def test_checks_not_visible_count_but_are_not_named():
     assert [t["name"] for t in result["tests"]] == ["3.1 check a", "2 more checks"]
     assert (result["tests"][1]["points"], result["tests"][1]["max_points"]) == (8, 16)
     assert "secret" not in json.dumps(result) and "check b" not in json.dumps(result)
+    assert result["output"].splitlines() == ["task 3.1    8 / 8",
+                                             "checks not shown 8 / 16"]
 
 
 def test_text_a_submission_controls_is_cleaned_and_bounded():
@@ -288,7 +313,9 @@ def test_the_course_files_hold_what_prairielearn_and_the_sandbox_need(course):
             if line and not line.startswith("#")]
     assert {p.split("==")[0] for p in pins} >= {"numpy", "autograd", "scipy", "matplotlib"}
     assert all("==" in p for p in pins)
-    options = json.loads((course / "info.json").read_text())["externalGradingOptions"]
+    fragment = json.loads((course / "info.json").read_text())
+    assert fragment["gradingMethod"] == "External"
+    options = fragment["externalGradingOptions"]
     jsonschema.validate(options, {     # externalGrading/: "Configuring and enabling ..."
         "type": "object", "required": ["enabled", "image", "entrypoint", "timeout"],
         "properties": {"enabled": {"const": True}, "image": {"type": "string", "minLength": 1},
