@@ -26,14 +26,16 @@ them; a reader sees the count in the footer).
 import base64
 import hashlib
 import html
+import os
 import struct
+from pathlib import Path
 
 from grader.rubric import total
 
 MAX_NAME = 200              # characters of a file name shown
 MAX_MESSAGE = 1500          # characters of a message on the feedback page
 MAX_ROW_MESSAGE = 400       # ... and in a row of the class page
-MAX_ROW_FAILURES = 8        # failing checks listed in a row
+MAX_ROW_FAILURES = 6        # failing checks listed in a row
 # (check, what it shows, scale on the class page, scale on the feedback page)
 FIGURES = (("25 prior samples", "prior samples", 0.5, 2),
            ("10 test images and their reconstructions", "reconstructions", 0.5, 2),
@@ -132,8 +134,9 @@ def img(data, alt, scale):
 
 def figure_cell(record, what, scale):
     """The student's figure beside the reference's, each captioned."""
-    if record is None:
-        return "<span class=\"none\">not graded</span>"
+    if record is None or not record.images:
+        return f"<span class=\"none\">no {esc(what)}: {esc(record.status if record else 'not graded')}"\
+               "</span>"
     images = {image["label"]: image["png"] for image in record.images}
     out = []
     for label, caption in (("yours", "submitted"), ("reference", "reference")):
@@ -176,23 +179,50 @@ def by_check(records):
 # ---- A class -------------------------------------------------------------------------
 
 def failures(records):
+    """The checks that lost points, those with the same message as one item
+    (a file that does not load fails every check with one message)."""
     lost = [r for r in records if r.status in LOST
             or (r.status == "warning" and r.points < r.max_points - 1e-9)]
     if not lost:
         return "<span class=\"pass\">none</span>"
-    items = [f"<li><span class=\"{esc(r.status)}\">{esc(r.name)}</span> "
-             f"({points(r.points)}/{points(r.max_points)}): "
-             f"{esc(r.message, MAX_ROW_MESSAGE)}</li>" for r in lost[:MAX_ROW_FAILURES]]
-    if len(lost) > MAX_ROW_FAILURES:
-        items.append(f"<li>and {len(lost) - MAX_ROW_FAILURES} more</li>")
+    groups = {}
+    for r in lost:
+        groups.setdefault((r.message, r.status), []).append(r)
+    items = []
+    for (message, status), group in list(groups.items())[:MAX_ROW_FAILURES]:
+        names = ", ".join(r.name for r in group[:3]) + (
+            f" and {len(group) - 3} more checks" if len(group) > 3 else "")
+        got, most = sum(r.points for r in group), sum(r.max_points for r in group)
+        items.append(f"<li><span class=\"{esc(status)}\">{esc(names)}</span> "
+                     f"({points(got)}/{points(most)}): {esc(message, MAX_ROW_MESSAGE)}</li>")
+    if len(groups) > MAX_ROW_FAILURES:
+        items.append(f"<li>and {len(groups) - MAX_ROW_FAILURES} more</li>")
     return "<ul class=\"failures\">" + "".join(items) + "</ul>"
 
 
-def class_row(g):
+def shown_name(file, folder):
+    """A file's path below the class's folder, else as it is."""
+    try:
+        return str(Path(file).relative_to(folder)) if folder else str(file)
+    except ValueError:
+        return str(file)
+
+
+def class_folder(graded):
+    """The folder every file of the class is in (shown once above the table), or None."""
+    parents = [str(Path(g.report["file"]).parent) for g in graded]
+    try:
+        folder = os.path.commonpath(parents) if parents else ""
+    except ValueError:      # relative and absolute paths mixed
+        return None
+    return folder if folder not in ("", ".", "/") else None
+
+
+def class_row(g, folder):
     got, most, percent = score(g.records)
     checks = by_check(g.records)
-    name = esc(g.report["file"], MAX_NAME)
-    cells = [f"<td class=\"file\">{name}</td>",
+    name = esc(shown_name(g.report["file"], folder), MAX_NAME)
+    cells = [f"<td class=\"file\" title=\"{esc(g.report['file'], MAX_NAME)}\">{name}</td>",
              f"<td class=\"status {esc(verdict_class(g.report))}\">"
              f"{esc(verdict_of(g.report))}</td>",
              f"<td class=\"points\">{points(got)} / {points(most)}<br>{percent:.1f}%</td>",
@@ -205,24 +235,26 @@ def class_row(g):
 
 def class_page(graded, isolation):
     rows = sorted(graded, key=lambda g: (total(g.records)[0], str(g.report["file"])))
+    folder = class_folder(graded)
     verdicts = [verdict_of(g.report) for g in graded]
     percents = [score(g.records)[2] for g in graded]
-    summary = (f"{len(graded)} files: " + ", ".join(
-        f"{verdicts.count(v)} {v}" for v in ("pass", "fail", "error", "grader error")
-        if verdicts.count(v)) + (f"; mean {sum(percents) / len(percents):.1f}%" if percents
-                                 else ""))
+    counted = ", ".join(f"{verdicts.count(v)} {v}" for v in ("pass", "fail", "error",
+                                                             "grader error") if verdicts.count(v))
+    where = f" in <span class=\"file\">{esc(folder, MAX_NAME)}</span>" if folder else ""
+    summary = f"{len(graded)} files{where}" + (
+        f": {esc(counted)}; mean {sum(percents) / len(percents):.1f}%" if graded else "")
     head = ("<tr><th data-key=\"file\" title=\"sort by file name\">File</th><th>Verdict</th>"
             "<th data-key=\"total\" title=\"sort by total\">Points &#x2195;</th>"
             "<th>Checks that lost points</th>"
             + "".join(f"<th>{esc(what.capitalize())}</th>" for _, what, _, _ in FIGURES)
             + "</tr>")
-    body = (f"<h1>Class report</h1>\n<p>{esc(summary)}. {esc(sandbox_line(isolation))}.</p>\n"
+    body = (f"<h1>Class report</h1>\n<p>{summary}. {esc(sandbox_line(isolation))}.</p>\n"
             "<p class=\"note\">Rows are sorted by total points, lowest first, so the files "
-            "to look at come first; click <b>Points</b> or <b>File</b> to sort again. Each "
-            "figure shows the images the grader judged above the reference's (the "
-            "skeleton's run on the grader's 300 images).</p>\n"
+            "to look at come first; click <strong>Points</strong> or <strong>File</strong> to "
+            "sort again. Each figure shows the images the grader judged above the "
+            "reference's (the skeleton's run on the grader's 300 images).</p>\n"
             f"<table id=\"class\"><thead>{head}</thead>\n<tbody>\n"
-            + "\n".join(class_row(g) for g in rows)
+            + "\n".join(class_row(g, folder) for g in rows)
             + "\n</tbody></table>\n<p class=\"note\" id=\"loaded\"></p>")
     return page("Class report", body, [SORT_SCRIPT, LOADED_SCRIPT])
 
