@@ -47,14 +47,16 @@ body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em; color: #222; }
 h1 { font-size: 1.4em; margin: 0 0 .3em; } h2 { font-size: 1.15em; margin: 1.2em 0 .4em; }
 table { border-collapse: collapse; } th, td { border: 1px solid #ccc; padding: 4px 6px;
   vertical-align: top; text-align: left; }
-th { background: #f3f3f3; } th[data-key] { cursor: pointer; } th[data-key]:hover { background: #e4e4e4; }
+th { background: #f3f3f3; } th[data-key] { cursor: pointer; }
+th[data-key]:hover { background: #e4e4e4; }
 .pass { color: #17692a; } .warning { color: #8a5a00; } .fail, .error { color: #b01c1c; }
 .skipped { color: #777; } .status { font-weight: 600; text-transform: uppercase; }
 .file { max-width: 16em; word-break: break-all; font-family: monospace; }
 .points { white-space: nowrap; } .msg { max-width: 44em; word-break: break-word; }
 ul.failures { margin: 0; padding-left: 1.1em; max-width: 28em; word-break: break-word; }
 figure { display: inline-block; margin: 0 6px 4px 0; vertical-align: top; }
-#class figure { display: block; } figcaption { font-size: 11px; color: #555; } img { background: #fff; border: 1px solid #bbb; }
+#class figure { display: block; } figcaption { font-size: 11px; color: #555; }
+img { background: #fff; border: 1px solid #bbb; }
 .none { display: inline-block; color: #777; font-size: 12px; padding: 4px; }
 .note { color: #555; max-width: 60em; }
 """
@@ -135,8 +137,8 @@ def img(data, alt, scale):
 def figure_cell(record, what, scale):
     """The student's figure beside the reference's, each captioned."""
     if record is None or not record.images:
-        return f"<span class=\"none\">no {esc(what)}: {esc(record.status if record else 'not graded')}"\
-               "</span>"
+        why = record.status if record is not None else "not graded"
+        return f"<span class=\"none\">no {esc(what)}: {esc(why)}</span>"
     images = {image["label"]: image["png"] for image in record.images}
     out = []
     for label, caption in (("yours", "submitted"), ("reference", "reference")):
@@ -279,7 +281,8 @@ def student_page(g, isolation):
         f"{esc(checks[check].status)}</span></h3>\n<p class=\"msg\">"
         f"{esc(checks[check].message, MAX_MESSAGE)}</p>\n"
         f"{figure_cell(checks[check], what, scale)}\n"
-        for check, what, _, scale in FIGURES if check in checks and checks[check].visibility != "hidden")
+        for check, what, _, scale in FIGURES
+        if check in checks and checks[check].visibility != "hidden")
     notes = "".join(f"<li>{esc(note, MAX_MESSAGE)}</li>" for note in report.get("notes", [])[:20])
     body = (f"<h1>Feedback: <span class=\"file\">{esc(report['file'], MAX_NAME)}</span></h1>\n"
             f"<p><span class=\"status {esc(verdict_class(report))}\">"
