@@ -100,7 +100,7 @@ class Model:
     def __init__(self, gen_params, rec_params, test_images, reference):
         self.gen_params, self.reference = gen_params, reference
         self.originals = test_images[:NUM_RECONSTRUCTIONS]
-        self.mean, log_std = reference.unpack_gaussian_params(
+        self.mean, self.log_std = reference.unpack_gaussian_params(
             np.asarray(reference.neural_net_predict(rec_params, self.originals), dtype=np.float64))
         self.decoded_means = self.decode(self.mean)
         if self.decoded_means.shape != self.originals.shape:
@@ -109,7 +109,7 @@ class Model:
         # spread_i: the mean logit distance of posterior samples of image i from
         # d_i, from a stream of its own (the global one is left alone).
         eps = np.random.RandomState(CALIBRATION_SEED).randn(CALIBRATION_SAMPLES, *self.mean.shape)
-        samples = self.decode(self.mean + np.exp(log_std) * eps)   # (S, 10, D)
+        samples = self.decode(self.mean + np.exp(self.log_std) * eps)   # (S, 10, D)
         self.spread = np.maximum(
             logit_distance(samples, self.decoded_means).mean(axis=0), MIN_SPREAD)
 
@@ -159,8 +159,10 @@ def prior_shown_as_logits(images, test_images, prior):
 
 # ---- 1. Samples from the prior ---------------------------------------------------
 
-def judge_prior_samples(figures, test_images, prior, no_prior):
+def judge_prior_samples(figures, test_images, prior, no_prior, seen=None):
+    """seen (a dict), if given, gets the images the verdict is about."""
     check = "25 prior samples"
+    seen = {} if seen is None else seen
     candidates = [(f, x) for f, x in figures if len(x) == NUM_PRIOR_SAMPLES]
     samples = [(f, x) for f, x in candidates if not smooth_path(x)]
     if not samples:
@@ -179,13 +181,16 @@ def judge_prior_samples(figures, test_images, prior, no_prior):
                 np.max(np.abs(test_images - image), axis=-1).min() <= SAME for image in images):
             problems.append("the 25 images include test images, not samples from the prior")
         elif prior is None:
+            seen[check] = images
             return result(check, "pass", f"{filename}: 25 Bernoulli means in [0, 1]; "
                           f"{no_prior}, so the samples could not be compared with the model")
         elif (problem := prior_problem(images, prior)) is not None:
             problems.append(problem)
         else:
+            seen[check] = images
             return result(check, "pass", f"{filename}: 25 Bernoulli means, decodings of your "
                           "trained model")
+    seen[check] = samples[0][1]
     return result(check, "fail", f"{samples[0][0]}: {problems[0]}")
 
 
@@ -230,14 +235,18 @@ def reconstruction_problem(images, model):
     return None
 
 
-def judge_reconstructions(figures, model, originals, no_model):
+def judge_reconstructions(figures, model, originals, no_model, seen=None):
+    """seen (a dict), if given, gets the originals found and the reconstructions
+    the verdict is about, one array."""
     check = "10 test images and their reconstructions"
+    seen = {} if seen is None else seen
     if originals is None:
         return result(check, "warning", f"{no_model}, so the originals could not be looked for")
     locations = originals_at(figures, originals)
     if not locations:
         return result(check, "fail", "the first 10 test images were not found in any call")
     candidates = reconstruction_candidates(figures, locations, len(originals))
+    seen[check] = np.concatenate([originals] + [images for _, images in candidates[:1]])
     if not candidates:
         return result(check, "fail", "10 originals found but no reconstructions after them "
                                      "or in a call of 10")
@@ -248,6 +257,7 @@ def judge_reconstructions(figures, model, originals, no_model):
     for where, images in candidates:
         problem = reconstruction_problem(images, model)
         if problem is None:
+            seen[check] = np.concatenate([originals, images])
             ratio = model.ratios(images, range(len(images))).mean()
             return result(check, "pass", f"{where}: the reconstructions decode the originals "
                           f"(on average {ratio:.2f} times as far from the decoded encoder means "
@@ -258,23 +268,48 @@ def judge_reconstructions(figures, model, originals, no_model):
 
 # ---- 3. Interpolations (grader/interpolations.py) ---------------------------------
 
-def judge_interpolations(figures, model, no_model):
+def judge_interpolations(figures, model, no_model, seen=None):
+    """seen (a dict), if given, gets the frames the verdict is about: each pair's
+    interpolation found or attempt diagnosed, in the pairs' order, else the
+    calls that look like interpolations (25 frames, a smooth path)."""
     check = "five interpolations"
-    if model is None:
-        return result(check, "warning", f"{no_model}, so the interpolations could not be checked")
-    return result(check, *interpolations.judge(figures, model))
+    pairs = {}
+    try:
+        if model is None:
+            return result(check, "warning",
+                          f"{no_model}, so the interpolations could not be checked")
+        return result(check, *interpolations.judge(figures, model, pairs))
+    finally:
+        if seen is not None:
+            shown = [pairs[pair] for pair in INTERPOLATION_PAIRS if pair in pairs] or [
+                frames for _, frames in interpolations.segments(figures)
+                if len(frames) == INTERPOLATION_STEPS and smooth_path(frames)]
+            if shown:
+                seen[check] = rows_of(shown[:len(INTERPOLATION_PAIRS)], INTERPOLATION_STEPS)
+
+
+def rows_of(sequences, width):
+    """The sequences as one array of whole rows of width images (blank, 0, after
+    a shorter one), at most len(INTERPOLATION_PAIRS) rows."""
+    rows = []
+    for frames in sequences:
+        blank = -len(frames) % width
+        rows.append(np.concatenate([frames, np.zeros((blank, frames.shape[1]))]))
+    return np.concatenate(rows)[:width * len(INTERPOLATION_PAIRS)]
 
 
 # ---- All three -------------------------------------------------------------------
 
 def judge_figures(calls, gen_params, rec_params, test_images, reference,
-                  no_params="the trained parameters were not found"):
+                  no_params="the trained parameters were not found", seen=None):
     """One result per figure of the assignment: 25 prior samples, 10 test
     images and their reconstructions, five interpolations. calls: recorded
     save_images calls (images, filename, kwargs); gen_params, rec_params: the
     trained networks or None; test_images: (N, D) the script was given;
     reference: the vae module; no_params: why gen_params and rec_params are
-    None. Never raises: a check that cannot run is a warning."""
+    None; seen: a dict that gets {check: images} of the figures each verdict is
+    about (for the pages: shown()). Never raises: a check that cannot run is a
+    warning."""
     with np.errstate(all="ignore"):   # student images may hold inf and NaN
         figures = figures_of(calls)
         test_images = as_images(test_images)
@@ -295,10 +330,11 @@ def judge_figures(calls, gen_params, rec_params, test_images, reference,
                 except Exception as e:   # parameters of another layout
                     no_model = f"the trained parameters do not decode ({type(e).__name__}: {e})"
         checks = {"25 prior samples":
-                      lambda: judge_prior_samples(figures, test_images, prior, no_prior),
+                      lambda: judge_prior_samples(figures, test_images, prior, no_prior, seen),
                   "10 test images and their reconstructions":
-                      lambda: judge_reconstructions(figures, model, originals, no_model),
-                  "five interpolations": lambda: judge_interpolations(figures, model, no_model)}
+                      lambda: judge_reconstructions(figures, model, originals, no_model, seen),
+                  "five interpolations":
+                      lambda: judge_interpolations(figures, model, no_model, seen)}
         return [guarded(check, judge) for check, judge in checks.items()]
 
 

@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from grader import checks, figures, intake, protocol, training, verdicts
+from grader import checks, figures, intake, protocol, thumbnails, training, verdicts
 from grader.sandbox import Budget, GraderProblem, WorkerLost, start_worker
 from vaelib import networks
 
@@ -290,9 +290,20 @@ def script_stopped(error):
     return said
 
 
-def grade_script(submission, options, isolation, budget):
+def reference_figures(reference, reference_run, test_images):
+    """The reference's figures from the skeleton's run (thumbnails.py), or None
+    if they cannot be made (the pages then show the student's alone)."""
+    try:
+        _, unflatten = training.flatten(training.initial_params(reference))
+        return thumbnails.reference_figures(*unflatten(reference_run), test_images, reference)
+    except Exception:   # noqa: BLE001  a picture for the pages, never a verdict
+        return None
+
+
+def grade_script(submission, options, isolation, budget, shown=None):
     """The training loop and the figures: the file runs as __main__ on a subset
-    of MNIST, and its trained parameters and saved figures are judged."""
+    of MNIST, and its trained parameters and saved figures are judged. shown
+    (a dict), if given, gets the figures the pages show (thumbnails.kept)."""
     import vae as reference
     data = shared("subset", subset)
     size = networks.count_params(training.assignment_config(reference))
@@ -338,10 +349,17 @@ def grade_script(submission, options, isolation, budget):
     gen_params, rec_params = params if params is not None else (None, None)
     found = any(r["check"] == "trained parameters found" and r["status"] == "pass"
                 for r in trained)
+    seen = {}
     judged = figures.judge_figures(
         calls, gen_params, rec_params, data["test_images"], reference,
         "the training was not verified (see training)" if found
-        else "the trained parameters were not found")
+        else "the trained parameters were not found", seen)
+    if shown is not None:
+        try:
+            shown.update(thumbnails.kept(seen, shared("reference figures", lambda: (
+                reference_figures(reference, reference_run, data["test_images"])))))
+        except Exception:   # noqa: BLE001  pictures for the pages, never a student's grade
+            pass
     return [ran] + trained + judged
 
 
@@ -389,7 +407,10 @@ def grade_into(report, found, options, isolation):
     report["notes"] += notes
     report["results"] += results
     if not options.functions_only:
-        report["results"] += grade_script(submission, options, isolation, budget)
+        shown = {}
+        report["results"] += grade_script(submission, options, isolation, budget, shown)
+        if shown:
+            report["figures"] = shown    # arrays for the pages, never in the JSON
 
 
 def counts(report):

@@ -302,9 +302,11 @@ def diagnosis(filename, frames, saved, pair, model, may_be_prior):
     return None
 
 
-def judge(figures, model):
+def judge(figures, model, seen=None):
     """(status, message) of the five interpolations. figures: [(filename,
-    (n, D) images)] of the recorded calls."""
+    (n, D) images)] of the recorded calls; seen (a dict), if given, gets
+    {pair: frames} of each pair's interpolation found or attempt diagnosed."""
+    seen = {} if seen is None else seen
     expected = {pair: model.interpolation(*pair) for pair in INTERPOLATION_PAIRS}
     found, matched = {}, set()
     for k, (filename, images) in enumerate(figures):
@@ -312,6 +314,7 @@ def judge(figures, model):
             for pair, frames in expected.items():
                 if same(segment, frames) or same(segment, frames[::-1]):
                     found.setdefault(pair, filename)
+                    seen.setdefault(pair, segment)
                     matched.add(k)
     missing = [pair for pair in INTERPOLATION_PAIRS if pair not in found]
     if not missing:
@@ -330,6 +333,7 @@ def judge(figures, model):
                              may_be_prior=index == prior and not saved)
             if said is not None:
                 why.setdefault(said[0], []).append((pair, filename, said[1]))
+                seen[pair] = frames
                 used.add(k)
                 break
     found = [pair for pair in INTERPOLATION_PAIRS if pair in found]

@@ -108,7 +108,8 @@ def write_json_dir(folder, graded):
     taken, written = set(), []
     for g in graded:
         path = folder / json_name(g.report, taken)
-        body = {**g.report, "records": [record_dict(r) for r in g.records]}
+        body = {**{key: value for key, value in g.report.items() if key != "figures"},
+                "records": [record_dict(r) for r in g.records]}   # figures: arrays, --html
         write_text(path, json.dumps(body, indent=2) + "\n")
         written.append(path)
     return written

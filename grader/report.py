@@ -63,6 +63,11 @@ def print_row(report):
             print(f"    {shown(causes[0])[:300]}", flush=True)
 
 
+def without_figures(report):
+    """report without its figures' arrays (grader/thumbnails.py: the pages' images)."""
+    return {key: value for key, value in report.items() if key != "figures"}
+
+
 def print_footer(isolation):
     """Which level graded, and which limits held."""
     held = isolation.describe()
@@ -71,6 +76,7 @@ def print_footer(isolation):
 
 
 def as_json(reports, isolation, one_file):
+    reports = [without_figures(r) for r in reports]
     body = reports[0] if one_file else {"files": reports, "summary": {
         "files": len(reports),
         **{v: [r["verdict"] for r in reports].count(v) for v in ("pass", "fail", "error")}}}

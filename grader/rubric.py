@@ -139,6 +139,17 @@ def earned(entry, status):
 GRADER_WORDS = "the grader could not"
 
 
+def images_of(report, entry):
+    """A figure check's images as PNGs, the student's and the reference's
+    (grader/thumbnails.py), if grading kept them; else []."""
+    figure = (report.get("figures") or {}).get(entry.check) if entry.function == "(figures)" \
+        else None
+    if not figure:
+        return []
+    from grader import thumbnails
+    return thumbnails.pngs(figure)
+
+
 def records(report, rubric):
     """report: grading.grade_file's. -> one Record per rubric entry, in the
     rubric's order. A check that did not run is "skipped" and earns nothing,
@@ -177,6 +188,7 @@ def records(report, rubric):
         out.append(Record(id=entry.id, name=name, task=entry.task,
                           points=earned(entry, status), max_points=entry.points, status=status,
                           message=message, visibility=entry.visibility,
+                          images=images_of(report, entry),
                           seconds=float((row or {}).get("seconds", 0.0)),
                           grader_error=grader_error))
     return out
