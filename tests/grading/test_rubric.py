@@ -212,3 +212,15 @@ def test_json_dir_never_writes_over_a_finished_run_without_overwrite(tmp_path, c
         check.parse_args([vae, "--json-dir", str(folder)])
     assert stop.value.code == 2 and "--overwrite" in capsys.readouterr().err
     assert check.parse_args([vae, "--json-dir", str(folder), "--overwrite"]).overwrite
+
+
+def test_the_documented_default_weighting_is_the_shipped_rubric():
+    """docs/platforms.md's table (task, id, points, warning share) is grader/rubric.toml."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "platforms.md").read_text()
+    rows = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 5 and cells[1].startswith("`") and cells[1].endswith("`"):
+            task, id, _, points, share = cells
+            rows[id.strip("`")] = (task, float(points), float(share) if share else 1.0)
+    assert rows == {e.id: (e.task, e.points, e.warning) for e in rubric.load().values()}
