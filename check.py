@@ -75,7 +75,7 @@ def parse_args(argv=None):
         help="write the files a course installs on this platform to --output, and stop")
     add("--rubric", type=arguments.output_path, default=None, metavar="TOML",
         help="points, task numbers and visibility per check, over the default "
-             "grader/rubric.toml (docs/grading.md, 'Points')")
+             "grader/rubric.toml (docs/platforms.md, 'Points')")
     add("--csv", type=arguments.output_file, default=None, metavar="FILE",
         help="a class's points: one row per file, one column per rubric check")
     add("--json-dir", type=arguments.output_path, default=None, metavar="DIR",
