@@ -156,7 +156,10 @@ def stop(signum, frame):
 
 def write_outputs(args, reports, isolation):
     """--format's file, --csv, --json-dir and --html, after the table was printed."""
-    graded = [outputs.Graded(r, rubric.records(r, args.scoring)) for r in reports]
+    if args.format not in outputs.PLATFORMS and args.csv is args.json_dir is args.html is None:
+        return
+    pictures = args.html is not None or args.format == "prairielearn"   # they show figures
+    graded = [outputs.Graded(r, rubric.records(r, args.scoring, pictures)) for r in reports]
     if args.format in outputs.PLATFORMS:
         text = outputs.render(args.format, graded, isolation)
         if args.output is None:

@@ -37,7 +37,7 @@ from grader.draws import (LATENT, PIXELS, binary_images, encoder_outputs, networ
 from grader.diagnoses import (BATCH_NORM, BATCH_NORMALISED, batch_form,  # noqa: F401
                               batch_norm_diagnosis, bound_at, bound_mistake, explains_error,
                               contributing, kl_cause, own_bound, product_of_probabilities, repeats,
-                              value_follows)
+                              same_noise_for_every_image, value_follows)
 from grader.verdicts import (Failed, SubmissionError, as_array, call_mismatch, close,
                              describe_error, described, likely_cause)
 
@@ -65,19 +65,6 @@ def check_sampler_mean(f, reference, rng):
 def standardised(z, q):
     """The noise the sampler used, eps = (z - mean) / exp(log_std): (N, L)."""
     return (z - q[:, :LATENT]) / np.exp(q[:, LATENT:])
-
-
-def same_noise_for_every_image(eps):
-    """What is wrong if every image got the same noise eps (N, L), else "". Rounding
-    in (z - mean) / exp(log_std) is below 1e-12 at these means and stds;
-    independent draws spread over about 8 in 20,000 images."""
-    if not np.all(np.ptp(eps, axis=0) < 1e-6):
-        return ""
-    if np.all(np.abs(eps) < 1e-6):
-        return "the samples equal the mean: no noise is added (z = mean + exp(log_std) * eps)"
-    return ("every image gets the same noise: one noise row shared by all images "
-            "(npr.randn(1, L) broadcast?); eps needs a draw per image and dimension, "
-            "npr.randn(N, L)")
 
 
 def check_sampler_moments(f, reference, rng):

@@ -11,7 +11,8 @@ input comes from the check's `rng`.
 - batch normalisation in neural_net_predict: an image's output depends on the
   other images of the batch, then the likely form (BATCH_NORMALISED);
 - the known mistakes of compute_KL, alone or combined (kl_mistakes);
-- bernoulli_log_prob returning a product of probabilities (product_of_probabilities).
+- bernoulli_log_prob returning a product of probabilities (product_of_probabilities);
+- a sampler whose images all get the same noise (same_noise_for_every_image).
 """
 from functools import partial
 from itertools import product
@@ -22,6 +23,21 @@ import numpy as np
 from grader.draws import (LATENT, PIXELS, binary_images, encoder_outputs, noise_off_inputs,
                           reference_bound, reference_sample, skeleton_randn)
 from grader.verdicts import Failed, SubmissionError, as_array, call_mismatch, close, describe_error
+
+
+# ---- a sampler whose images share their noise ------------------------------------------
+
+def same_noise_for_every_image(eps):
+    """What is wrong if every image got the same noise eps (N, L), else "". Rounding
+    in (z - mean) / exp(log_std) is below 1e-12 at these means and stds;
+    independent draws spread over about 8 in 20,000 images."""
+    if not np.all(np.ptp(eps, axis=0) < 1e-6):
+        return ""
+    if np.all(np.abs(eps) < 1e-6):
+        return "the samples equal the mean: no noise is added (z = mean + exp(log_std) * eps)"
+    return ("every image gets the same noise: one noise row shared by all images "
+            "(npr.randn(1, L) broadcast?); eps needs a draw per image and dimension, "
+            "npr.randn(N, L)")
 
 
 # ---- the bound composed from the student's own functions --------------------------

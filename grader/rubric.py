@@ -150,9 +150,9 @@ def images_of(report, entry):
     return thumbnails.pngs(figure)
 
 
-def records(report, rubric):
+def records(report, rubric, images=True):
     """report: grading.grade_file's. -> one Record per rubric entry, in the
-    rubric's order. A check that did not run is "skipped" and earns nothing,
+    rubric's order, with the figures' PNGs if images (only pages show them). A check that did not run is "skipped" and earns nothing,
     with the reason: the file could not be loaded, the function is missing, or
     what stopped the grading (a grader's failure is flagged grader_error)."""
     rows = {(r["function"], r["check"]): r for r in report["results"]}
@@ -188,7 +188,7 @@ def records(report, rubric):
         out.append(Record(id=entry.id, name=name, task=entry.task,
                           points=earned(entry, status), max_points=entry.points, status=status,
                           message=message, visibility=entry.visibility,
-                          images=images_of(report, entry),
+                          images=images_of(report, entry) if images else [],
                           seconds=float((row or {}).get("seconds", 0.0)),
                           grader_error=grader_error))
     return out

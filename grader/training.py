@@ -48,12 +48,11 @@ TRACED = 2048      # coordinates whose parameters and gradients are recorded at 
 # the step by at most eps / TINY_RMS**2 = 4e-4 of itself, below STEP_RTOL, while a bias
 # correction from t = 2 (t = 1 and `t += 1` before the update) changes it by 26% at t = 1
 # and by 0.117% or more at every t up to 60 (least at t = 12), whatever the gradients.
-# Measured on student_vae.py's loop recorded in-process (2,048 coordinates, 3 draws of
-# them, about 100 compared per step or more): its t-from-2 form is 256 times the
-# tolerance (STEP_RTOL |step| + rounding) at step 1 and at least 1.17 times it at every
-# step, so "correct" never matches it; honest loops stay below it: the skeleton's and an
+# Measured on student_vae.py's loop recorded in-process (2,048 coordinates, 3 draws, 100
+# or more compared per step): its t-from-2 form is 256 times the tolerance at step 1 and
+# at least 1.17 times it at every step; honest loops stay below it: the skeleton's and an
 # in-place one at 4e-7 of it, eps inside the square root at 0.20, eps before the
-# correction at 0.06, a float32 loop at 0.24 to 0.96 (its rounding, on the smallest steps).
+# correction at 0.06, a float32 loop at 0.12 to 0.23 (to 0.96 without m_rounding).
 TINY_RMS, STEP_RTOL = 5e-3, 1e-3
 
 
@@ -235,14 +234,10 @@ def groups_of(trace):
 
 
 def m_rounding(g_max, v2, t, dtype):
-    """How far rounding in the loop's own dtype can move a step: m = 0.9 m + 0.1 g
-    computed in that dtype carries an error of about eps * max |g| (each update
-    rounds at eps * 0.1 max |g| or less, and the error decays by 0.9 a step),
-    which matters only where m has nearly cancelled: an honest float32 loop
-    (12 draws of 2,048 coordinates) came within 0.955 of the tolerance without
-    this term, at a coordinate where |m| was 2.5e-5 of max |g| and the step
-    6.1e-8, off by 8.6e-11 where this term allows 2.9e-10. Elsewhere it is far
-    below STEP_RTOL of the step, so wrong steps (at least 1.17e-3 off on every
+    """How far rounding in the loop's own dtype moves a step: m kept in it is off
+    by about eps * max |g|, which matters only where m has nearly cancelled (an
+    honest float32 loop, |m| 2.5e-5 of max |g|, came within 0.955 of the
+    tolerance without it; 0.23 with it). Wrong steps (1.17e-3 off on every
     coordinate) still fail; in float64 it is 5e8 times smaller."""
     eps = float(anp.finfo(dtype).eps) if anp.issubdtype(dtype, anp.floating) else 0.0
     return LEARNING_RATE * eps * g_max / (1 - B1 ** t) / anp.maximum(
